@@ -1,0 +1,105 @@
+//! Test doubles that sit next to the real providers: a counting wrapper (call
+//! accounting for benchmarks) and a fault-injecting wrapper (KMS down, throttled
+//! or denying access).
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey};
+
+/// Counts calls per operation, passing them through.
+#[derive(Debug)]
+pub struct CountingKeyProvider<P> {
+    inner: P,
+    pub generates: AtomicU64,
+    pub decrypts: AtomicU64,
+    pub re_encrypts: AtomicU64,
+}
+
+impl<P> CountingKeyProvider<P> {
+    pub fn new(inner: P) -> Self {
+        Self { inner, generates: AtomicU64::new(0), decrypts: AtomicU64::new(0), re_encrypts: AtomicU64::new(0) }
+    }
+
+    /// All calls so far.
+    pub fn total(&self) -> u64 {
+        self.generates.load(Ordering::Relaxed)
+            + self.decrypts.load(Ordering::Relaxed)
+            + self.re_encrypts.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl<P: KeyProvider> KeyProvider for CountingKeyProvider<P> {
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<DataKey, EnvelopeError> {
+        self.generates.fetch_add(1, Ordering::Relaxed);
+        self.inner.generate_data_key(ctx).await
+    }
+    async fn decrypt_data_key(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<Arc<PlainDataKey>, EnvelopeError> {
+        self.decrypts.fetch_add(1, Ordering::Relaxed);
+        self.inner.decrypt_data_key(edk, ctx).await
+    }
+    async fn re_encrypt(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext, to: &str) -> Result<EncryptedDataKey, EnvelopeError> {
+        self.re_encrypts.fetch_add(1, Ordering::Relaxed);
+        self.inner.re_encrypt(edk, ctx, to).await
+    }
+}
+
+/// What a [`FaultyKeyProvider`] does with the next calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    None = 0,
+    Unavailable = 1,
+    AccessDenied = 2,
+}
+
+/// Passes calls through until told to fail; switchable at run time so a test
+/// can show "KMS down → fail closed → KMS back → works again".
+#[derive(Debug)]
+pub struct FaultyKeyProvider<P> {
+    inner: P,
+    fault: AtomicU8,
+}
+
+impl<P> FaultyKeyProvider<P> {
+    pub fn new(inner: P) -> Self {
+        Self { inner, fault: AtomicU8::new(Fault::None as u8) }
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), EnvelopeError> {
+        match self.fault.load(Ordering::SeqCst) {
+            1 => Err(EnvelopeError::Unavailable("injected: key provider unavailable".into())),
+            2 => Err(EnvelopeError::AccessDenied),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl<P: KeyProvider> KeyProvider for FaultyKeyProvider<P> {
+    fn key_id(&self) -> &str {
+        self.inner.key_id()
+    }
+    async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<DataKey, EnvelopeError> {
+        self.check()?;
+        self.inner.generate_data_key(ctx).await
+    }
+    async fn decrypt_data_key(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<Arc<PlainDataKey>, EnvelopeError> {
+        self.check()?;
+        self.inner.decrypt_data_key(edk, ctx).await
+    }
+    async fn re_encrypt(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext, to: &str) -> Result<EncryptedDataKey, EnvelopeError> {
+        self.check()?;
+        self.inner.re_encrypt(edk, ctx, to).await
+    }
+}
