@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one:
+#   1. installs the local AWS emulator (moto's server, in .tools/moto-venv) if missing,
+#   2. starts it on a free loopback port and points the AWS SDK at it,
+#   3. runs the template checks (cfn-lint, sam validate --lint, checkov),
+#   4. runs `cargo test --workspace` (DynamoDB + KMS tests hit the emulator),
+#   5. stops the emulator by its PID, whatever happened.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TOOLS="$ROOT/.tools"
+PYTHON="${PYTHON:-python3}"
+MOTO_VENV="$TOOLS/moto-venv"
+
+if [[ ! -f "$MOTO_VENV/.installed" ]] || ! "$MOTO_VENV/bin/python" -c "import moto" >/dev/null 2>&1; then
+  echo "==> installing moto[server] into .tools/moto-venv"
+  "$PYTHON" -m venv --clear "$MOTO_VENV"
+  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  touch "$MOTO_VENV/.installed"
+fi
+
+PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+mkdir -p target
+"$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >target/moto.log 2>&1 &
+MOTO_PID=$!
+cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  if "$PYTHON" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/moto-api/')" >/dev/null 2>&1; then
+    break
+  fi
+  if ! kill -0 "$MOTO_PID" 2>/dev/null; then
+    echo "moto_server exited; see target/moto.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+echo "==> AWS emulator (moto) on 127.0.0.1:$PORT"
+
+# Only the emulator: dummy credentials, no instance metadata lookups, one region.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN=
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE
+
+echo "==> template checks"
+bash infra/check-template.sh
+
+echo "==> cargo test --workspace"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,629 @@
+//! The DynamoDB repository: one installations table (single-table design, see
+//! [`crate::schema`]) and one audit table.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+
+use crate::schema::{self, GSI_EXPIRY_PK, GSI_EXPIRY_SK, PK, SK, SK_TENANT, TTL_ATTRIBUTE};
+use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
+
+#[derive(Debug, Clone)]
+pub struct DynamoRepository {
+    client: Client,
+    table: String,
+    audit_table: String,
+}
+
+impl DynamoRepository {
+    pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
+        Self { client, table: table.into(), audit_table: audit_table.into() }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key_of(pk: String, sk: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
+}
+
+/// Maps SDK failures to what callers act on.
+fn classify<E, R>(err: SdkError<E, R>) -> RepoError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match err.code() {
+        Some("ConditionalCheckFailedException") => RepoError::ConditionFailed,
+        Some("TransactionCanceledException") => {
+            // Cancelled by one of our conditions (the message lists the reasons);
+            // a conflict with another transaction is retryable contention.
+            if err.message().unwrap_or("").contains("ConditionalCheckFailed") {
+                RepoError::ConditionFailed
+            } else {
+                RepoError::Unavailable(Box::new(err))
+            }
+        }
+        Some(
+            "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "InternalServerError"
+            | "TransactionConflictException",
+        ) => RepoError::Unavailable(Box::new(err)),
+        None if matches!(err, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) => {
+            RepoError::Unavailable(Box::new(err))
+        }
+        _ => RepoError::Backend(Box::new(err)),
+    }
+}
+
+fn to_item(record: &StoredRecord) -> Result<HashMap<String, AttributeValue>, RepoError> {
+    let mut record = record.clone();
+    record.lease_owner = None;
+    record.lease_until = None;
+    serde_dynamo::to_item(&record).map_err(|e| RepoError::Corrupt(e.to_string()))
+}
+
+fn from_item(item: HashMap<String, AttributeValue>) -> Result<StoredRecord, RepoError> {
+    serde_dynamo::from_item(item).map_err(|e| RepoError::Corrupt(e.to_string()))
+}
+
+fn tenant_from_item(item: &HashMap<String, AttributeValue>) -> Result<TenantState, RepoError> {
+    let num = |name: &str| -> Option<i64> { item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()) };
+    Ok(TenantState {
+        generation: num("generation").ok_or_else(|| RepoError::Corrupt("tenant item without generation".into()))? as u64,
+        purged: item.get("purged").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        purged_at: num("purged_at"),
+    })
+}
+
+fn is_installation_sk(sk: &str) -> bool {
+    sk == schema::SK_BOT || sk.starts_with(schema::SK_USER_PREFIX)
+}
+
+impl DynamoRepository {
+    async fn query_pk(&self, pk: &str) -> Result<Vec<HashMap<String, AttributeValue>>, RepoError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Repository for DynamoRepository {
+    async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key.pk(), key.sk())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.map(from_item).transpose()
+    }
+
+    async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
+        self.query_pk(pk)
+            .await?
+            .into_iter()
+            .filter(|item| item.get(SK).and_then(|v| v.as_s().ok()).is_some_and(|sk| is_installation_sk(sk)))
+            .map(from_item)
+            .collect()
+    }
+
+    async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
+        let item = to_item(record)?;
+        match expect {
+            Expect::Absent => {
+                // Create only while the tenant's live generation is this one: the
+                // condition check on the tenant item is what stops a late writer
+                // from re-creating a purged tenant.
+                let check = ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key_of(record.pk.clone(), SK_TENANT.to_owned())))
+                    .condition_expression("generation = :g AND purged = :f")
+                    .expression_attribute_values(":g", n(record.generation))
+                    .expression_attribute_values(":f", AttributeValue::Bool(false))
+                    .build()
+                    .map_err(|e| RepoError::Backend(Box::new(e)))?;
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", PK)
+                    .build()
+                    .map_err(|e| RepoError::Backend(Box::new(e)))?;
+                self.client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                    .transact_items(TransactWriteItem::builder().put(put).build())
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
+            Expect::Version { version, generation } => {
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("version = :v AND generation = :g")
+                    .expression_attribute_values(":v", n(version))
+                    .expression_attribute_values(":g", n(generation))
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
+            Expect::Leased { version, generation, owner } => {
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("version = :v AND generation = :g AND lease_owner = :o")
+                    .expression_attribute_values(":v", n(version))
+                    .expression_attribute_values(":g", n(generation))
+                    .expression_attribute_values(":o", s(owner))
+                    .send()
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key.pk(), key.sk())))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.to_owned(), SK_TENANT.to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.as_ref().map(tenant_from_item).transpose()
+    }
+
+    async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
+        // Two tries: a concurrent opener may win the first round; its generation is ours too.
+        for _ in 0..2 {
+            let prior = self.tenant_state(pk).await?;
+            if let Some(t) = prior.filter(|t| !t.purged) {
+                return Ok(t.generation);
+            }
+            let next = prior.map_or(1, |t| t.generation + 1);
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key_of(pk.to_owned(), SK_TENANT.to_owned())))
+                .update_expression("SET generation = :next, purged = :f REMOVE purged_at")
+                .expression_attribute_values(":next", n(next))
+                .expression_attribute_values(":f", AttributeValue::Bool(false));
+            update = match prior {
+                None => update.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", PK),
+                Some(t) => update
+                    .condition_expression("generation = :g AND purged = :t")
+                    .expression_attribute_values(":g", n(t.generation))
+                    .expression_attribute_values(":t", AttributeValue::Bool(true)),
+            };
+            match update.send().await.map_err(classify) {
+                Ok(_) => return Ok(next),
+                Err(RepoError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RepoError::ConditionFailed)
+    }
+
+    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
+        // Tombstone first, then delete: once the tombstone is in place no new
+        // record of this generation can be created, so the query below sees
+        // every record that could exist.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(pk.to_owned(), SK_TENANT.to_owned())))
+            .update_expression("SET purged = :t, generation = if_not_exists(generation, :zero), purged_at = if_not_exists(purged_at, :now)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut deleted = 0;
+        for item in self.query_pk(pk).await? {
+            let Some(sk) = item.get(SK).and_then(|v| v.as_s().ok()).filter(|sk| is_installation_sk(sk)) else {
+                continue;
+            };
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key_of(pk.to_owned(), sk.clone())))
+                .send()
+                .await
+                .map_err(classify)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
+        -> Result<bool, RepoError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key.pk(), key.sk())))
+            .update_expression("SET lease_owner = :o, lease_until = :u")
+            .condition_expression(
+                "attribute_exists(#pk) AND version = :v AND generation = :g AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":o", s(owner))
+            .expression_attribute_values(":u", n(until))
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":g", n(generation))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key.pk(), key.sk())))
+            .update_expression("REMOVE lease_owner, lease_until")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) | Err(RepoError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::GSI_BY_EXPIRY)
+                .key_condition_expression("#s = :s AND #e <= :b")
+                .expression_attribute_names("#s", GSI_EXPIRY_PK)
+                .expression_attribute_names("#e", GSI_EXPIRY_SK)
+                .expression_attribute_values(":s", s(shard))
+                .expression_attribute_values(":b", n(before))
+                .limit((limit - keys.len()).min(1000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let (Some(pk), Some(sk)) =
+                    (item.get(PK).and_then(|v| v.as_s().ok()), item.get(SK).and_then(|v| v.as_s().ok()))
+                else {
+                    continue;
+                };
+                keys.push(RecordKey::from_keys(pk, sk).map_err(|e| RepoError::Corrupt(e.to_string()))?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || keys.len() >= limit {
+                return Ok(keys);
+            }
+        }
+    }
+
+    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
+        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("#sk = :bot OR begins_with(#sk, :user)")
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":bot", s(schema::SK_BOT))
+            .expression_attribute_values(":user", s(schema::SK_USER_PREFIX))
+            .limit(limit.min(1000) as i32)
+            .consistent_read(true)
+            .set_exclusive_start_key(after.map(|(pk, sk)| key_of(pk, sk)))
+            .send()
+            .await
+            .map_err(classify)?;
+        let records = out.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        let next = out.last_evaluated_key.and_then(|k| {
+            Some((k.get(PK)?.as_s().ok()?.clone(), k.get(SK)?.as_s().ok()?.clone()))
+        });
+        Ok((records, next))
+    }
+
+    async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
+        let mut tenants = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("#sk = :t")
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":t", s(SK_TENANT))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let pk = item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                tenants.push((pk, tenant_from_item(&item)?));
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                tenants.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(tenants);
+            }
+        }
+    }
+
+    async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
+        let mut item = key_of(pk.to_owned(), SK_TENANT.to_owned());
+        item.insert("generation".into(), n(state.generation));
+        item.insert("purged".into(), AttributeValue::Bool(state.purged));
+        if let Some(at) = state.purged_at {
+            item.insert("purged_at".into(), n(at));
+        }
+        // Only over nothing, an older generation, or the same generation when we
+        // bring a tombstone (a restore never un-purges).
+        let condition = if state.purged {
+            "attribute_not_exists(#pk) OR generation < :g OR (generation = :g AND purged = :f)"
+        } else {
+            "attribute_not_exists(#pk) OR generation < :g"
+        };
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":g", n(state.generation));
+        if state.purged {
+            put = put.expression_attribute_values(":f", AttributeValue::Bool(false));
+        }
+        match put.send().await.map_err(classify) {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
+        let mut item = key_of(format!("STATE#{nonce}"), "STATE".to_owned());
+        item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
+        // TTL deletion is lazy (up to days), so expiry is checked in the condition.
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(format!("STATE#{nonce}"), "STATE".to_owned())))
+            .condition_expression("attribute_exists(#pk) AND #ttl > :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+        let mut item = key_of(format!("EVT#{event_id}"), "EVT".to_owned());
+        item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #ttl <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record).map_err(|e| RepoError::Corrupt(e.to_string()))?;
+        item.insert(PK.into(), s(record.tenant.clone()));
+        item.insert(SK.into(), s(record.sort_key(rand::random())));
+        item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
+        self.client.put_item().table_name(&self.audit_table).set_item(Some(item)).send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
+        let mut records: Vec<AuditRecord> = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = match tenant {
+                Some(t) => {
+                    let out = self
+                        .client
+                        .query()
+                        .table_name(&self.audit_table)
+                        .key_condition_expression("#pk = :pk AND #sk >= :since")
+                        .expression_attribute_names("#pk", PK)
+                        .expression_attribute_names("#sk", SK)
+                        .expression_attribute_values(":pk", s(t))
+                        .expression_attribute_values(":since", s(format!("{since_ms:013}")))
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .map_err(classify)?;
+                    (out.items.unwrap_or_default(), out.last_evaluated_key)
+                }
+                None => {
+                    // Operator-only path (`tokenkeep audit` without --team).
+                    let out = self
+                        .client
+                        .scan()
+                        .table_name(&self.audit_table)
+                        .filter_expression("at_ms >= :since")
+                        .expression_attribute_values(":since", n(since_ms))
+                        .set_exclusive_start_key(start)
+                        .send()
+                        .await
+                        .map_err(classify)?;
+                    (out.items.unwrap_or_default(), out.last_evaluated_key)
+                }
+            };
+            for item in items {
+                records.push(serde_dynamo::from_item(item).map_err(|e| RepoError::Corrupt(e.to_string()))?);
+            }
+            start = next;
+            if start.is_none() {
+                break;
+            }
+        }
+        records.sort_by_key(|r| r.at_ms);
+        records.truncate(limit);
+        Ok(records)
+    }
+}
+
+/// Creates the installations table (keys, sparse `by_expiry` GSI, TTL) and the
+/// audit table (keys, TTL) if they don't exist. For the emulator and
+/// `tokenkeep dev --create-tables`; in AWS the SAM template owns the tables.
+pub async fn create_tables(client: &Client, table: &str, audit_table: &str) -> Result<(), RepoError> {
+    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    let attr = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build()
+    };
+    let built = |e: aws_sdk_dynamodb::error::BuildError| RepoError::Backend(Box::new(e));
+
+    let gsi = GlobalSecondaryIndex::builder()
+        .index_name(schema::GSI_BY_EXPIRY)
+        .key_schema(key(GSI_EXPIRY_PK, KeyType::Hash).map_err(built)?)
+        .key_schema(key(GSI_EXPIRY_SK, KeyType::Range).map_err(built)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .map_err(built)?;
+    let installations = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(attr(SK, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(attr(GSI_EXPIRY_PK, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(attr(GSI_EXPIRY_SK, ScalarAttributeType::N).map_err(built)?)
+        .key_schema(key(PK, KeyType::Hash).map_err(built)?)
+        .key_schema(key(SK, KeyType::Range).map_err(built)?)
+        .global_secondary_indexes(gsi);
+    let audit = client
+        .create_table()
+        .table_name(audit_table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(attr(SK, ScalarAttributeType::S).map_err(built)?)
+        .key_schema(key(PK, KeyType::Hash).map_err(built)?)
+        .key_schema(key(SK, KeyType::Range).map_err(built)?);
+
+    for (name, request) in [(table, installations), (audit_table, audit)] {
+        match request.send().await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceInUseException") => continue,
+            Err(e) => return Err(classify(e)),
+        }
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().map_err(built)?,
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}

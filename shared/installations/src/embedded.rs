@@ -1,0 +1,381 @@
+//! The embedded repository: one SQLite file, for `tokenkeep dev` and tests.
+//!
+//! WAL mode with `synchronous=NORMAL`: a committed transaction survives the
+//! process being killed (-9), which is the failure `tokenkeep dev` must
+//! survive; only an OS crash may lose the last commits. Each conditional write
+//! is one `BEGIN IMMEDIATE` transaction, which gives the same all-or-nothing
+//! semantics as DynamoDB's condition expressions.
+//!
+//! Calls run inline under a mutex rather than on `spawn_blocking`: every
+//! statement here is a primary-key lookup or write taking microseconds, less
+//! than a thread hand-off would cost.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
+
+pub struct EmbeddedRepository {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+impl std::fmt::Debug for EmbeddedRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedRepository").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend(e: rusqlite::Error) -> RepoError {
+    match e {
+        rusqlite::Error::SqliteFailure(ref f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+        {
+            RepoError::Unavailable(Box::new(e))
+        }
+        other => RepoError::Backend(Box::new(other)),
+    }
+}
+
+fn corrupt(e: serde_json::Error) -> RepoError {
+    RepoError::Corrupt(e.to_string())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    pk TEXT NOT NULL, sk TEXT NOT NULL,
+    version INTEGER NOT NULL, generation INTEGER NOT NULL,
+    exp_shard TEXT, expires_at INTEGER,
+    lease_owner TEXT, lease_until INTEGER,
+    body TEXT NOT NULL,
+    PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS by_expiry ON records (exp_shard, expires_at) WHERE exp_shard IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tenants (
+    pk TEXT PRIMARY KEY, generation INTEGER NOT NULL, purged INTEGER NOT NULL, purged_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS states (nonce TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    tenant TEXT NOT NULL, sk TEXT NOT NULL, at_ms INTEGER NOT NULL, ttl INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (tenant, sk)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
+";
+
+impl EmbeddedRepository {
+    /// Opens (creating if missing) the database file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, RepoError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| RepoError::Backend(Box::new(e)))?;
+        }
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn, path.display().to_string())
+    }
+
+    /// A private in-memory database (tests, benchmarks).
+    pub fn in_memory() -> Result<Self, RepoError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?, ":memory:".into())
+    }
+
+    fn init(conn: Connection, path: String) -> Result<Self, RepoError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self { conn: Mutex::new(conn), path })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock can't leave SQLite half-written (the
+        // transaction rolls back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Option<String>, Option<i64>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn decode(parts: (String, Option<String>, Option<i64>)) -> Result<StoredRecord, RepoError> {
+    let (body, lease_owner, lease_until) = parts;
+    let mut record: StoredRecord = serde_json::from_str(&body).map_err(corrupt)?;
+    record.lease_owner = lease_owner;
+    record.lease_until = lease_until;
+    Ok(record)
+}
+
+fn tenant_row(conn: &Connection, pk: &str) -> Result<Option<TenantState>, RepoError> {
+    conn.query_row("SELECT generation, purged, purged_at FROM tenants WHERE pk = ?1", [pk], |r| {
+        Ok(TenantState { generation: r.get::<_, i64>(0)? as u64, purged: r.get::<_, i64>(1)? != 0, purged_at: r.get(2)? })
+    })
+    .optional()
+    .map_err(backend)
+}
+
+#[async_trait]
+impl Repository for EmbeddedRepository {
+    async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
+        let conn = self.conn();
+        let row = conn
+            .prepare_cached("SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2")
+            .map_err(backend)?
+            .query_row(params![key.pk(), key.sk()], read_record)
+            .optional()
+            .map_err(backend)?;
+        row.map(decode).transpose()
+    }
+
+    async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 ORDER BY sk")
+            .map_err(backend)?;
+        let rows = stmt.query_map([pk], read_record).map_err(backend)?;
+        rows.map(|r| r.map_err(backend).and_then(decode)).collect()
+    }
+
+    async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
+        let mut stored = record.clone();
+        stored.lease_owner = None;
+        stored.lease_until = None;
+        let body = serde_json::to_string(&stored).map_err(corrupt)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let current: Option<(i64, i64, Option<String>, Option<i64>)> = tx
+            .query_row(
+                "SELECT version, generation, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2",
+                params![record.pk, record.sk],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        let ok = match (&expect, &current) {
+            (Expect::Absent, None) => {
+                let tenant = tenant_row(&tx, &record.pk)?;
+                tenant.is_some_and(|t| t.generation == record.generation && !t.purged)
+            }
+            (Expect::Version { version, generation }, Some((v, g, _, _))) => {
+                *v as u64 == *version && *g as u64 == *generation
+            }
+            (Expect::Leased { version, generation, owner }, Some((v, g, o, _))) => {
+                *v as u64 == *version && *g as u64 == *generation && o.as_deref() == Some(owner.as_str())
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(RepoError::ConditionFailed);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO records (pk, sk, version, generation, exp_shard, expires_at, lease_owner, lease_until, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7)",
+            params![
+                record.pk,
+                record.sk,
+                record.version as i64,
+                record.generation as i64,
+                record.exp_shard,
+                record.expires_at,
+                body
+            ],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
+        let conn = self.conn();
+        let n = conn.execute("DELETE FROM records WHERE pk = ?1 AND sk = ?2", params![key.pk(), key.sk()]).map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
+        tenant_row(&self.conn(), pk)
+    }
+
+    async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let generation = match tenant_row(&tx, pk)? {
+            Some(t) if !t.purged => t.generation,
+            prior => {
+                let next = prior.map_or(1, |t| t.generation + 1);
+                tx.execute(
+                    "INSERT OR REPLACE INTO tenants (pk, generation, purged, purged_at) VALUES (?1, ?2, 0, NULL)",
+                    params![pk, next as i64],
+                )
+                .map_err(backend)?;
+                next
+            }
+        };
+        tx.commit().map_err(backend)?;
+        Ok(generation)
+    }
+
+    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let generation = tenant_row(&tx, pk)?.map_or(0, |t| t.generation);
+        tx.execute(
+            "INSERT INTO tenants (pk, generation, purged, purged_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (pk) DO UPDATE SET purged = 1, purged_at = COALESCE(tenants.purged_at, ?3)",
+            params![pk, generation as i64, now],
+        )
+        .map_err(backend)?;
+        let n = tx.execute("DELETE FROM records WHERE pk = ?1", [pk]).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(n)
+    }
+
+    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
+        -> Result<bool, RepoError> {
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached(
+                "UPDATE records SET lease_owner = ?1, lease_until = ?2
+                 WHERE pk = ?3 AND sk = ?4 AND version = ?5 AND generation = ?6
+                   AND (lease_until IS NULL OR lease_until < ?7)",
+            )
+            .map_err(backend)?
+            .execute(params![owner, until, key.pk(), key.sk(), version as i64, generation as i64, now])
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE records SET lease_owner = NULL, lease_until = NULL WHERE pk = ?1 AND sk = ?2 AND lease_owner = ?3",
+            params![key.pk(), key.sk(), owner],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT pk, sk FROM records WHERE exp_shard = ?1 AND expires_at <= ?2 ORDER BY expires_at LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![shard, before, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(backend)?;
+        rows.map(|r| {
+            let (pk, sk) = r.map_err(backend)?;
+            RecordKey::from_keys(&pk, &sk).map_err(|e| RepoError::Corrupt(e.to_string()))
+        })
+        .collect()
+    }
+
+    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
+        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
+        let conn = self.conn();
+        let (apk, ask) = after.unwrap_or_default();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT body, lease_owner, lease_until FROM records WHERE (pk, sk) > (?1, ?2) ORDER BY pk, sk LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let rows = stmt.query_map(params![apk, ask, limit as i64], read_record).map_err(backend)?;
+        let records = rows.map(|r| r.map_err(backend).and_then(decode)).collect::<Result<Vec<_>, _>>()?;
+        let next = (records.len() == limit).then(|| records.last().map(|r| (r.pk.clone(), r.sk.clone()))).flatten();
+        Ok((records, next))
+    }
+
+    async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT pk, generation, purged, purged_at FROM tenants ORDER BY pk").map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    TenantState {
+                        generation: r.get::<_, i64>(1)? as u64,
+                        purged: r.get::<_, i64>(2)? != 0,
+                        purged_at: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend)).collect()
+    }
+
+    async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let newer_or_same = tenant_row(&tx, pk)?.is_some_and(|t| {
+            t.generation > state.generation || (t.generation == state.generation && (t.purged || !state.purged))
+        });
+        if newer_or_same {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO tenants (pk, generation, purged, purged_at) VALUES (?1, ?2, ?3, ?4)",
+            params![pk, state.generation as i64, i64::from(state.purged), state.purged_at],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
+        let conn = self.conn();
+        conn.execute("INSERT INTO states (nonce, ttl) VALUES (?1, ?2)", params![nonce, expires_at])
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    RepoError::ConditionFailed
+                }
+                other => backend(other),
+            })?;
+        Ok(())
+    }
+
+    async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
+        let conn = self.conn();
+        // One statement: only the caller whose DELETE removes the row wins.
+        let n = conn.execute("DELETE FROM states WHERE nonce = ?1 AND ttl > ?2", params![nonce, now]).map_err(backend)?;
+        // Expired states are dead either way; drop them opportunistically.
+        conn.execute("DELETE FROM states WHERE ttl <= ?1", [now]).map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+        let conn = self.conn();
+        let n = conn
+            .execute(
+                "INSERT INTO events (event_id, ttl) VALUES (?1, ?2)
+                 ON CONFLICT (event_id) DO UPDATE SET ttl = excluded.ttl WHERE events.ttl <= ?3",
+                params![event_id, expires_at, now],
+            )
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
+        let body = serde_json::to_string(record).map_err(corrupt)?;
+        let sk = record.sort_key(rand::random());
+        let conn = self.conn();
+        conn.prepare_cached("INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .map_err(backend)?
+            .execute(params![record.tenant, sk, record.at_ms, expires_at, body])
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT body FROM audit WHERE (?1 IS NULL OR tenant = ?1) AND at_ms >= ?2 ORDER BY at_ms, sk LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let rows = stmt.query_map(params![tenant, since_ms, limit as i64], |r| r.get::<_, String>(0)).map_err(backend)?;
+        rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt)).collect()
+    }
+}

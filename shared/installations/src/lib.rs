@@ -1,0 +1,34 @@
+//! The installation store: tokens sealed before they reach the table, read only
+//! for a [`VerifiedTenant`], every read audited.
+//!
+//! - [`InstallationStore`] is the API apps and functions use.
+//! - [`Repository`] is the seam to storage: [`DynamoRepository`] in AWS,
+//!   [`EmbeddedRepository`] (SQLite) for `tokenkeep dev`. Both pass the same
+//!   conformance suite (`tests/repository_conformance.rs`).
+//! - [`schema`] is the single source of table names, keys and indexes; the SAM
+//!   template is checked against it.
+
+mod audit;
+pub(crate) mod clock;
+mod dynamo;
+mod embedded;
+mod error;
+mod model;
+mod record;
+mod repository;
+pub mod schema;
+mod store;
+mod tenant;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
+pub use audit::{AuditRecord, Outcome, ReadContext, TokenKind};
+pub use clock::{Clock, SystemClock};
+pub use dynamo::{create_tables, DynamoRepository};
+pub use embedded::EmbeddedRepository;
+pub use error::{RepoError, StoreError};
+pub use model::{Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens};
+pub use record::{Expect, StoredRecord, TenantState};
+pub use repository::Repository;
+pub use store::{InstallationStore, StoreConfig};
+pub use tenant::{RecordKey, RecordKind, TenantError, TenantKey, VerifiedTenant};

@@ -1,0 +1,76 @@
+use async_trait::async_trait;
+
+use crate::{AuditRecord, Expect, RecordKey, RepoError, StoredRecord, TenantState};
+
+/// Storage for sealed records, tenant generations, OAuth states, event ids
+/// and audit records. Implementations: [`crate::DynamoRepository`],
+/// [`crate::EmbeddedRepository`]; both pass `tests/repository_conformance.rs`.
+///
+/// Every write is conditional; a failed condition is `RepoError::ConditionFailed`
+/// and changes nothing. Times are unix seconds unless named `_ms`.
+#[async_trait]
+pub trait Repository: Send + Sync + std::fmt::Debug {
+    /// Strongly consistent read of one record.
+    async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError>;
+
+    /// Every installation record (bot and users) of a tenant partition.
+    async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError>;
+
+    /// Writes a whole record under `expect` (see [`Expect`]). A successful write
+    /// clears any refresh lease.
+    async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError>;
+
+    /// Deletes one record if present; returns whether it existed.
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError>;
+
+    /// The tenant's generation state, if it was ever installed or purged.
+    async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError>;
+
+    /// The generation new records of this tenant must carry: the live one, or
+    /// a new one (previous + 1) when the tenant is purged or unknown.
+    async fn open_generation(&self, pk: &str) -> Result<u64, RepoError>;
+
+    /// Marks the tenant purged (tombstone) and deletes all its records.
+    /// Idempotent; returns how many records were deleted.
+    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError>;
+
+    /// Takes the refresh lease on a record at `version`/`generation` if nobody
+    /// holds an unexpired one. Does not change the version. `Ok(false)` when the
+    /// version moved, the record is gone, or someone else holds the lease.
+    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
+        -> Result<bool, RepoError>;
+
+    /// Drops the lease if `owner` holds it (a failed refresh lets others try).
+    async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError>;
+
+    /// Keys of records whose rotating token expires at or before `before`, in one
+    /// expiry shard (index query, never a scan), at most `limit`.
+    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError>;
+
+    /// A page of all records (operator commands: list, verify, rekey, export).
+    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
+        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError>;
+
+    /// All tenant states (for export, so tombstones survive a restore).
+    async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError>;
+
+    /// Restores a tenant state unless the stored one is newer (higher generation,
+    /// or the same generation already purged).
+    async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError>;
+
+    /// Stores an OAuth state nonce until `expires_at`.
+    async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError>;
+
+    /// Consumes a state exactly once: `true` for the single caller that deletes
+    /// an unexpired state, `false` for unknown, expired or already consumed.
+    async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError>;
+
+    /// Records an event id; `true` the first time, `false` for a retry.
+    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError>;
+
+    /// Durably appends one audit record.
+    async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError>;
+
+    /// Audit records since `since_ms`, for one tenant or all, oldest first.
+    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError>;
+}

@@ -1,0 +1,425 @@
+//! `InstallationStore`: the API functions and apps use.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use tokenkeep_envelope::{open, seal, Aad, EncryptedDataKey, EncryptionContext, KeyProvider};
+use tokenkeep_slack_api::{AccessToken, RefreshToken, WebhookUrl};
+use zeroize::Zeroizing;
+
+use crate::record::field;
+use crate::schema;
+use crate::{
+    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta, InstallationQuery, Outcome,
+    ReadContext, RecordKey, RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock,
+    TenantKey, TokenKind, VerifiedTenant,
+};
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Goes into every data key's encryption context. tokenkeep uses the Slack
+    /// client id: stable for the app, known to every function from config.
+    pub app_id: String,
+    /// A rotating token is due for refresh this long before it expires.
+    pub refresh_window_secs: i64,
+    /// How long a refresh lease holds; longer than the Slack call's timeout.
+    pub lease_secs: i64,
+}
+
+impl StoreConfig {
+    pub fn new(app_id: impl Into<String>) -> Self {
+        Self { app_id: app_id.into(), refresh_window_secs: 120 * 60, lease_secs: 30 }
+    }
+}
+
+/// Sealed secrets of one record, opened on demand. Dropping zeroizes them.
+struct Opened {
+    token: Option<Zeroizing<Vec<u8>>>,
+    refresh_token: Option<Zeroizing<Vec<u8>>>,
+}
+
+#[derive(Debug)]
+pub struct InstallationStore {
+    repo: Arc<dyn Repository>,
+    keys: Arc<dyn KeyProvider>,
+    clock: Arc<dyn Clock>,
+    config: StoreConfig,
+}
+
+fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
+    Aad::new()
+        .part("pk", record.pk.as_bytes())
+        .part("sk", record.sk.as_bytes())
+        .part("field", field.as_bytes())
+        .part("version", &record.version.to_be_bytes())
+        .part("generation", &record.generation.to_be_bytes())
+        .part("attributes", bound)
+}
+
+fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
+    let key = record.key().map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+    Ok(InstallationInfo {
+        tenant: key.tenant,
+        kind: key.kind,
+        meta: record.meta.clone(),
+        version: record.version,
+        generation: record.generation,
+        has_token: record.sealed.contains_key(field::TOKEN),
+        has_refresh_token: record.sealed.contains_key(field::REFRESH_TOKEN),
+    })
+}
+
+impl InstallationStore {
+    pub fn new(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, config: StoreConfig) -> Self {
+        Self { repo, keys, clock: Arc::new(SystemClock), config }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn repository(&self) -> &Arc<dyn Repository> {
+        &self.repo
+    }
+    pub fn key_provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn context(&self, pk: &str) -> EncryptionContext {
+        EncryptionContext::for_installation(&self.config.app_id, pk)
+    }
+
+    /// Seals `secrets` into a new record under a fresh data key. The record's
+    /// version and generation are part of every field's AAD.
+    pub(crate) async fn seal_record(
+        &self,
+        key: &RecordKey,
+        meta: InstallationMeta,
+        version: u64,
+        generation: u64,
+        secrets: &[(&str, &str)],
+    ) -> Result<StoredRecord, StoreError> {
+        let pk = key.pk();
+        let rotating = meta.token_expires_at.filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
+        let mut record = StoredRecord {
+            exp_shard: rotating.map(|_| schema::expiry_shard(&pk)),
+            expires_at: rotating,
+            pk,
+            sk: key.sk(),
+            version,
+            generation,
+            meta,
+            data_key: String::new(),
+            data_key_id: String::new(),
+            sealed: BTreeMap::new(),
+            lease_owner: None,
+            lease_until: None,
+        };
+        if secrets.is_empty() {
+            return Ok(record);
+        }
+        let dk = self.keys.generate_data_key(&self.context(&record.pk)).await?;
+        let bound = record.meta.bound_bytes();
+        for (name, value) in secrets {
+            let sealed = seal(&dk.plaintext, &aad(&record, name, &bound), value.as_bytes())?;
+            record.sealed.insert((*name).to_owned(), B64.encode(sealed));
+        }
+        record.data_key = B64.encode(&dk.encrypted.blob);
+        record.data_key_id = dk.encrypted.key_id;
+        Ok(record)
+    }
+
+    /// Opens one sealed field of a record. `Ok(None)` if the record has no such field.
+    pub(crate) async fn open_field(
+        &self,
+        record: &StoredRecord,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let Some(sealed) = record.sealed.get(name) else {
+            return Ok(None);
+        };
+        let corrupt = || StoreError::Integrity;
+        let edk = EncryptedDataKey {
+            key_id: record.data_key_id.clone(),
+            blob: B64.decode(&record.data_key).map_err(|_| corrupt())?,
+        };
+        let key = self.keys.decrypt_data_key(&edk, &self.context(&record.pk)).await?;
+        let sealed = B64.decode(sealed).map_err(|_| corrupt())?;
+        Ok(Some(open(&key, &aad(record, name, &record.meta.bound_bytes()), &sealed)?))
+    }
+
+    async fn open_tokens(&self, record: &StoredRecord) -> Result<Opened, StoreError> {
+        Ok(Opened {
+            token: self.open_field(record, field::TOKEN).await?,
+            refresh_token: self.open_field(record, field::REFRESH_TOKEN).await?,
+        })
+    }
+
+    /// Opens every sealed field of a record without returning any of them:
+    /// `tokenkeep verify` uses it to find tampered or undecryptable records.
+    pub async fn verify_record(&self, record: &StoredRecord) -> Result<(), StoreError> {
+        for name in record.sealed.keys() {
+            self.open_field(record, name).await?;
+        }
+        Ok(())
+    }
+
+    // ---- install -----------------------------------------------------------
+
+    /// Stores a new installation (bot + installing user) under fresh data keys.
+    /// A reinstall replaces the tokens and bumps the version; an install after
+    /// a purge opens a new generation.
+    pub async fn store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
+        let pk = tenant.key().pk();
+        let generation = self.repo.open_generation(&pk).await?;
+
+        if let Some(bot_token) = &inst.bot_token {
+            let key = RecordKey::bot(tenant.key().clone());
+            let mut meta = inst.meta.clone();
+            meta.user_scopes.clear();
+            let mut secrets = vec![(field::TOKEN, bot_token.expose_secret())];
+            if let Some(r) = &inst.bot_refresh_token {
+                secrets.push((field::REFRESH_TOKEN, r.expose_secret()));
+            }
+            if let Some(w) = &inst.incoming_webhook_url {
+                secrets.push((field::INCOMING_WEBHOOK_URL, w.expose_secret()));
+            }
+            self.write_replacing(&key, meta, generation, &secrets).await?;
+        }
+        if let Some(user) = inst.user.as_ref().filter(|u| u.token.is_some()) {
+            let key = RecordKey::user(tenant.key().clone(), &user.user_id)
+                .map_err(|_| StoreError::Invalid("malformed user id"))?;
+            let mut meta = inst.meta.clone();
+            meta.user_id = Some(user.user_id.clone());
+            meta.user_scopes = user.scopes.clone();
+            meta.token_expires_at = user.expires_at;
+            meta.token_type = Some("user".into());
+            meta.incoming_webhook_channel = None;
+            meta.incoming_webhook_channel_id = None;
+            meta.incoming_webhook_configuration_url = None;
+            let mut secrets = Vec::new();
+            if let Some(t) = &user.token {
+                secrets.push((field::TOKEN, t.expose_secret()));
+            }
+            if let Some(r) = &user.refresh_token {
+                secrets.push((field::REFRESH_TOKEN, r.expose_secret()));
+            }
+            self.write_replacing(&key, meta, generation, &secrets).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates or replaces a record, conditional on what was read.
+    async fn write_replacing(
+        &self,
+        key: &RecordKey,
+        meta: InstallationMeta,
+        generation: u64,
+        secrets: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let existing = self.repo.get(key).await?;
+        let (version, expect) = match &existing {
+            Some(r) => (r.version + 1, Expect::Version { version: r.version, generation: r.generation }),
+            None => (1, Expect::Absent),
+        };
+        let record = self.seal_record(key, meta, version, generation, secrets).await?;
+        self.repo.put(&record, expect).await.map_err(|e| match e {
+            RepoError::ConditionFailed => StoreError::Conflict,
+            other => other.into(),
+        })
+    }
+
+    // ---- lookups (metadata only) -------------------------------------------
+
+    /// Bolt's `fetch_installation`: the user's installation if `user_id` is
+    /// given and present, else the bot installation.
+    pub async fn fetch_installation(&self, query: &InstallationQuery<'_>) -> Result<Option<InstallationInfo>, StoreError> {
+        if let Some(user) = query.user_id {
+            let key = RecordKey::user(query.tenant.key().clone(), user).map_err(|_| StoreError::Invalid("malformed user id"))?;
+            if let Some(record) = self.repo.get(&key).await? {
+                return info_of(&record).map(Some);
+            }
+        }
+        self.fetch_bot(query.tenant).await
+    }
+
+    /// Bolt's `fetch_bot`.
+    pub async fn fetch_bot(&self, tenant: &VerifiedTenant) -> Result<Option<InstallationInfo>, StoreError> {
+        match self.repo.get(&RecordKey::bot(tenant.key().clone())).await? {
+            Some(record) => info_of(&record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record of a tenant (operator `show`).
+    pub async fn list_tenant(&self, tenant: &TenantKey) -> Result<Vec<InstallationInfo>, StoreError> {
+        self.repo.list_tenant(&tenant.pk()).await?.iter().map(info_of).collect()
+    }
+
+    /// A system-job tenant for a stored tenant key (operator commands, rotation).
+    pub async fn tenant_for_job(&self, tenant: &TenantKey) -> Result<Option<VerifiedTenant>, StoreError> {
+        let records = self.repo.list_tenant(&tenant.pk()).await?;
+        Ok((!records.is_empty()).then(|| VerifiedTenant::for_stored_key(tenant.clone())))
+    }
+
+    // ---- token reads (audited) ---------------------------------------------
+
+    /// The bot token of a verified tenant. Audited: the read fails if its
+    /// audit record can't be written.
+    pub async fn bot_token(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<AccessToken, StoreError> {
+        let key = RecordKey::bot(tenant.key().clone());
+        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx).await.map(|v| AccessToken::new(v))
+    }
+
+    /// A user token of a verified tenant. Audited.
+    pub async fn user_token(
+        &self,
+        tenant: &VerifiedTenant,
+        user_id: &str,
+        ctx: &ReadContext,
+    ) -> Result<AccessToken, StoreError> {
+        let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
+        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx).await.map(|v| AccessToken::new(v))
+    }
+
+    /// The incoming-webhook URL of a verified tenant. Audited.
+    pub async fn incoming_webhook_url(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<WebhookUrl, StoreError> {
+        let key = RecordKey::bot(tenant.key().clone());
+        self.read_secret(&key, TokenKind::IncomingWebhook, field::INCOMING_WEBHOOK_URL, ctx)
+            .await
+            .map(|v| WebhookUrl::new(v))
+    }
+
+    async fn read_secret(&self, key: &RecordKey, kind: TokenKind, name: &str, ctx: &ReadContext) -> Result<String, StoreError> {
+        let (result, version) = self.read_secret_unaudited(key, name).await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(StoreError::NotInstalled) => Outcome::NotInstalled,
+            Err(StoreError::NeedsReinstall) => Outcome::NeedsReinstall,
+            Err(StoreError::Integrity) => Outcome::DecryptFailed,
+            Err(StoreError::Expired) => Outcome::Expired,
+            Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
+            Err(_) => Outcome::Failed,
+        };
+        let user_id = match &key.kind {
+            RecordKind::User(u) => Some(u.clone()),
+            RecordKind::Bot => None,
+        };
+        self.audit(AuditRecord {
+            tenant: key.pk(),
+            at_ms: self.clock.now_millis(),
+            token_kind: kind,
+            user_id,
+            actor: ctx.actor.clone(),
+            request_id: ctx.request_id.clone(),
+            reason: ctx.reason.clone(),
+            outcome,
+            version,
+        })
+        .await?;
+        result
+    }
+
+    /// Appends an audit record and logs it. An unaudited token read must not
+    /// happen, so callers fail when this fails.
+    pub(crate) async fn audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        record.log();
+        let expires = record.at_ms / 1000 + schema::AUDIT_TTL_SECS;
+        self.repo.append_audit(&record, expires).await.map_err(|e| {
+            tracing::error!(error = %e, tenant = %record.tenant, "audit append failed; token read refused");
+            StoreError::from(e)
+        })
+    }
+
+    async fn read_secret_unaudited(&self, key: &RecordKey, name: &str) -> (Result<String, StoreError>, u64) {
+        let record = match self.repo.get(key).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return (Err(StoreError::NotInstalled), 0),
+            Err(e) => return (Err(e.into()), 0),
+        };
+        let version = record.version;
+        if record.meta.status == Status::NeedsReinstall {
+            return (Err(StoreError::NeedsReinstall), version);
+        }
+        if name == field::TOKEN && record.meta.token_expires_at.is_some_and(|t| t <= self.clock.now_secs()) {
+            // Expired: only a refresh can produce a usable token; never hand out the old one.
+            return (Err(StoreError::Expired), version);
+        }
+        match self.open_field(&record, name).await {
+            Ok(Some(bytes)) => match String::from_utf8(bytes.to_vec()) {
+                Ok(s) => (Ok(s), version),
+                Err(_) => (Err(StoreError::Integrity), version),
+            },
+            Ok(None) => (Err(StoreError::NotInstalled), version),
+            Err(e) => {
+                tracing::error!(tenant = %key.pk(), sk = %key.sk(), error = %e, "sealed field failed to open");
+                (Err(e), version)
+            }
+        }
+    }
+
+    // ---- uninstall ---------------------------------------------------------
+
+    /// Deletes the bot installation (`tokens_revoked` naming the bot). Idempotent.
+    pub async fn delete_bot(&self, tenant: &VerifiedTenant) -> Result<bool, StoreError> {
+        Ok(self.repo.delete(&RecordKey::bot(tenant.key().clone())).await?)
+    }
+
+    /// Deletes one user's installation (`tokens_revoked` naming the user). Idempotent.
+    pub async fn delete_installation(&self, tenant: &VerifiedTenant, user_id: &str) -> Result<bool, StoreError> {
+        let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
+        Ok(self.repo.delete(&key).await?)
+    }
+
+    /// Removes every record of the tenant and leaves a tombstone, so no late
+    /// write, stale refresh or restore brings it back (`app_uninstalled`).
+    pub async fn purge_tenant(&self, tenant: &VerifiedTenant) -> Result<usize, StoreError> {
+        let n = self.repo.purge_tenant(&tenant.key().pk(), self.clock.now_secs()).await?;
+        tracing::info!(tenant = %tenant.key(), records = n, "tenant purged");
+        Ok(n)
+    }
+
+    // ---- OAuth state and event dedupe --------------------------------------
+
+    /// Issues a single-use OAuth state (256 random bits, hex), valid 10 minutes.
+    pub async fn issue_state(&self) -> Result<String, StoreError> {
+        let nonce: [u8; 32] = rand::random();
+        let nonce = hex::encode(nonce);
+        self.repo.put_state(&nonce, self.clock.now_secs() + schema::STATE_TTL_SECS).await?;
+        Ok(nonce)
+    }
+
+    /// Consumes a state once. Malformed values are refused without a store call.
+    pub async fn consume_state(&self, nonce: &str) -> Result<bool, StoreError> {
+        if nonce.len() != 64 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        Ok(self.repo.consume_state(nonce, self.clock.now_secs()).await?)
+    }
+
+    /// Records an event id; `false` means Slack is retrying one already handled.
+    pub async fn record_event(&self, event_id: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now_secs();
+        Ok(self.repo.record_event(event_id, now, now + schema::EVENT_TTL_SECS).await?)
+    }
+}
+
+/// Opened tokens never leave this module as bytes; these helpers turn them into
+/// secret types for the refresh path.
+#[allow(dead_code)]
+fn as_tokens(opened: Opened) -> (Option<AccessToken>, Option<RefreshToken>) {
+    let to_string = |b: Zeroizing<Vec<u8>>| String::from_utf8(b.to_vec()).ok();
+    (
+        opened.token.and_then(to_string).map(AccessToken::new),
+        opened.refresh_token.and_then(to_string).map(RefreshToken::new),
+    )
+}
