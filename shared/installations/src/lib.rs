@@ -17,18 +17,20 @@ mod model;
 mod record;
 mod repository;
 pub mod schema;
+mod refresh;
 mod store;
 mod tenant;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use audit::{AuditRecord, Outcome, ReadContext, TokenKind};
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use dynamo::{create_tables, DynamoRepository};
 pub use embedded::EmbeddedRepository;
 pub use error::{RepoError, StoreError};
 pub use model::{Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens};
 pub use record::{Expect, StoredRecord, TenantState};
 pub use repository::Repository;
+pub use refresh::{RefreshMetrics, RotateOutcome};
 pub use store::{InstallationStore, StoreConfig};
 pub use tenant::{RecordKey, RecordKind, TenantError, TenantKey, VerifiedTenant};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use tokenkeep_envelope::{open, seal, Aad, EncryptedDataKey, EncryptionContext, KeyProvider};
-use tokenkeep_slack_api::{AccessToken, RefreshToken, WebhookUrl};
+use tokenkeep_slack_api::{AccessToken, WebhookUrl};
 use zeroize::Zeroizing;
 
 use crate::record::field;
@@ -34,18 +34,15 @@ impl StoreConfig {
     }
 }
 
-/// Sealed secrets of one record, opened on demand. Dropping zeroizes them.
-struct Opened {
-    token: Option<Zeroizing<Vec<u8>>>,
-    refresh_token: Option<Zeroizing<Vec<u8>>>,
-}
-
-#[derive(Debug)]
+/// The store. Cheap to clone: every field is shared, so a clone can run a
+/// background refresh while the caller returns.
+#[derive(Debug, Clone)]
 pub struct InstallationStore {
     repo: Arc<dyn Repository>,
     keys: Arc<dyn KeyProvider>,
     clock: Arc<dyn Clock>,
     config: StoreConfig,
+    pub(crate) refresh: crate::refresh::RefreshState,
 }
 
 fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
@@ -73,7 +70,14 @@ fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
 
 impl InstallationStore {
     pub fn new(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, config: StoreConfig) -> Self {
-        Self { repo, keys, clock: Arc::new(SystemClock), config }
+        Self { repo, keys, clock: Arc::new(SystemClock), config, refresh: Default::default() }
+    }
+
+    /// Enables token refresh through Slack (rotation). Without it an expired
+    /// rotating token fails its read with `StoreError::Expired`.
+    pub fn with_refresher(mut self, slack: Arc<dyn tokenkeep_slack_api::SlackOAuth>) -> Self {
+        self.refresh.slack = Some(slack);
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -155,13 +159,6 @@ impl InstallationStore {
         let key = self.keys.decrypt_data_key(&edk, &self.context(&record.pk)).await?;
         let sealed = B64.decode(sealed).map_err(|_| corrupt())?;
         Ok(Some(open(&key, &aad(record, name, &record.meta.bound_bytes()), &sealed)?))
-    }
-
-    async fn open_tokens(&self, record: &StoredRecord) -> Result<Opened, StoreError> {
-        Ok(Opened {
-            token: self.open_field(record, field::TOKEN).await?,
-            refresh_token: self.open_field(record, field::REFRESH_TOKEN).await?,
-        })
     }
 
     /// Opens every sealed field of a record without returning any of them:
@@ -350,9 +347,20 @@ impl InstallationStore {
         if record.meta.status == Status::NeedsReinstall {
             return (Err(StoreError::NeedsReinstall), version);
         }
-        if name == field::TOKEN && record.meta.token_expires_at.is_some_and(|t| t <= self.clock.now_secs()) {
-            // Expired: only a refresh can produce a usable token; never hand out the old one.
-            return (Err(StoreError::Expired), version);
+        if name == field::TOKEN && record.sealed.contains_key(field::REFRESH_TOKEN) {
+            let now = self.clock.now_secs();
+            match record.meta.token_expires_at {
+                // Expired: only a refresh can produce a usable token; never hand out the old one.
+                Some(t) if t <= now => {
+                    return match self.refresh_blocking(key, record).await {
+                        Ok((token, v)) => (Ok(token), v),
+                        Err(e) => (Err(e), version),
+                    };
+                }
+                // Due but valid: answer now, refresh in the background (single-flight).
+                Some(t) if t - self.config.refresh_window_secs <= now => self.refresh_in_background(key.clone()),
+                _ => {}
+            }
         }
         match self.open_field(&record, name).await {
             Ok(Some(bytes)) => match String::from_utf8(bytes.to_vec()) {
@@ -413,13 +421,3 @@ impl InstallationStore {
     }
 }
 
-/// Opened tokens never leave this module as bytes; these helpers turn them into
-/// secret types for the refresh path.
-#[allow(dead_code)]
-fn as_tokens(opened: Opened) -> (Option<AccessToken>, Option<RefreshToken>) {
-    let to_string = |b: Zeroizing<Vec<u8>>| String::from_utf8(b.to_vec()).ok();
-    (
-        opened.token.and_then(to_string).map(AccessToken::new),
-        opened.refresh_token.and_then(to_string).map(RefreshToken::new),
-    )
-}
