@@ -1,0 +1,322 @@
+//! The store's security properties, on both repositories: sealed fields can't
+//! be moved, edited or forged; the table never holds a plaintext secret; no
+//! token reaches Debug output or the logs.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use tokenkeep_envelope::KmsKeyProvider;
+use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository, local_keys};
+use tokenkeep_installations::{
+    EmbeddedRepository, Expect, Installation, InstallationStore, Outcome, ReadContext, RecordKey, Repository,
+    StoreConfig, StoreError, VerifiedTenant,
+};
+use tokenkeep_slack_api::OAuthV2Response;
+
+fn oauth_response(team: &str, n: usize) -> OAuthV2Response {
+    serde_json::from_value(serde_json::json!({
+        "ok": true,
+        "app_id": "A1",
+        "access_token": format!("xoxb-bot-{team}-{n}"),
+        "refresh_token": format!("xoxe-1-refresh-{team}-{n}"),
+        "expires_in": 43200,
+        "token_type": "bot",
+        "scope": "chat:write,app_mentions:read",
+        "bot_user_id": "UBOT",
+        "team": { "id": team, "name": "Team" },
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "authed_user": {
+            "id": "U1", "scope": "search:read", "token_type": "user",
+            "access_token": format!("xoxp-user-{team}-{n}"),
+            "refresh_token": format!("xoxe-1-user-refresh-{team}-{n}"),
+            "expires_in": 43200
+        },
+        "incoming_webhook": {
+            "channel": "#general", "channel_id": "C1",
+            "configuration_url": "https://example.slack.com/services/B1",
+            "url": format!("https://hooks.slack.com/services/{team}/B1/secret{n}")
+        }
+    }))
+    .unwrap()
+}
+
+async fn install(store: &InstallationStore, team: &str, n: usize) -> VerifiedTenant {
+    let resp = oauth_response(team, n);
+    let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
+    let inst = Installation::from_oauth_response(resp, store.clock().now_secs()).unwrap();
+    store.store_installation(&tenant, &inst).await.unwrap();
+    tenant
+}
+
+fn ctx() -> ReadContext {
+    ReadContext::new("test", "req-1", "unit test")
+}
+
+async fn embedded_store() -> (InstallationStore, tempfile::TempDir, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = EmbeddedRepository::open(dir.path().join("store.db")).unwrap();
+    let (keys, key_dir) = local_keys();
+    (InstallationStore::new(Arc::new(repo), keys, StoreConfig::new("A1")), dir, key_dir)
+}
+
+async fn dynamo_store() -> (InstallationStore, aws_sdk_dynamodb::Client, String) {
+    let (repo, client, table, _) = emulator_repository().await;
+    let (kms, key) = emulator_kms_key().await;
+    let store = InstallationStore::new(Arc::new(repo), Arc::new(KmsKeyProvider::new(kms, key)), StoreConfig::new("A1"));
+    (store, client, table)
+}
+
+/// Writes a hand-edited record over the stored one (as someone with table
+/// write access could), keeping the conditional write honest.
+async fn overwrite(repo: &dyn Repository, original: &tokenkeep_installations::StoredRecord, edited: &tokenkeep_installations::StoredRecord) {
+    repo.put(edited, Expect::Version { version: original.version, generation: original.generation }).await.unwrap();
+}
+
+fn flip_b64(value: &str, index: usize) -> String {
+    use base64::Engine;
+    let mut bytes = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
+    let i = index.min(bytes.len() - 1);
+    bytes[i] ^= 0x01;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Every way of editing a sealed record must fail to open, never yield a
+/// different plaintext.
+async fn tamper_matrix(store: &InstallationStore) {
+    let a = install(store, "TA", 1).await;
+    let b = install(store, "TB", 1).await;
+    let repo = store.repository().as_ref();
+    let bot_a = RecordKey::bot(a.key().clone());
+    let user_a = RecordKey::user(a.key().clone(), "U1").unwrap();
+    let bot_b = RecordKey::bot(b.key().clone());
+    let pristine = repo.get(&bot_a).await.unwrap().unwrap();
+    assert_eq!(store.bot_token(&a, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TA-1");
+
+    type Edit = Box<dyn Fn(&mut tokenkeep_installations::StoredRecord)>;
+    let user_rec = repo.get(&user_a).await.unwrap().unwrap();
+    let b_rec = repo.get(&bot_b).await.unwrap().unwrap();
+    let cases: Vec<(&str, Edit)> = vec![
+        ("format byte", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, 0)); })),
+        ("nonce", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, 5)); })),
+        ("ciphertext", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, 15)); })),
+        ("tag", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, usize::MAX)); })),
+        ("encrypted data key", Box::new(|r| { r.data_key = flip_b64(&r.data_key.clone(), 40); })),
+        ("field swap", Box::new(|r| {
+            let rt = r.sealed["refresh_token"].clone();
+            r.sealed.insert("token".into(), rt);
+        })),
+        ("from another record (user)", {
+            let u = user_rec.clone();
+            Box::new(move |r| { r.sealed = u.sealed.clone(); r.data_key = u.data_key.clone(); r.data_key_id = u.data_key_id.clone(); })
+        }),
+        ("from another tenant", {
+            let o = b_rec.clone();
+            Box::new(move |r| { r.sealed = o.sealed.clone(); r.data_key = o.data_key.clone(); r.data_key_id = o.data_key_id.clone(); })
+        }),
+        ("scopes widened", Box::new(|r| r.meta.bot_scopes.push("admin".into()))),
+        ("team renamed", Box::new(|r| r.meta.team_name = Some("Other".into()))),
+        ("expiry extended", Box::new(|r| r.meta.token_expires_at = r.meta.token_expires_at.map(|t| t + 3600))),
+        ("enterprise flag", Box::new(|r| r.meta.is_enterprise_install = true)),
+    ];
+    for (name, edit) in cases {
+        let current = repo.get(&bot_a).await.unwrap().unwrap();
+        let mut edited = pristine.clone();
+        edit(&mut edited);
+        edited.version = current.version; // same version: only the edit differs
+        overwrite(repo, &current, &edited).await;
+        let result = store.bot_token(&a, &ctx()).await;
+        assert!(matches!(result, Err(StoreError::Integrity)), "{name}: expected an integrity failure, got {result:?}");
+    }
+    // A version change without re-sealing (a replayed older item, or a forged bump) fails too.
+    let current = repo.get(&bot_a).await.unwrap().unwrap();
+    let mut bumped = pristine.clone();
+    bumped.version = current.version + 1;
+    overwrite(repo, &current, &bumped).await;
+    assert!(matches!(store.bot_token(&a, &ctx()).await, Err(StoreError::Integrity)), "version bump");
+
+    // Restoring the pristine item at its own version opens again: the checks
+    // above failed because of the edits, not because the record was broken.
+    let current = repo.get(&bot_a).await.unwrap().unwrap();
+    overwrite(repo, &current, &pristine).await;
+    assert_eq!(store.bot_token(&a, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TA-1");
+    assert_eq!(store.bot_token(&b, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TB-1");
+
+    // Every failed read was audited as such.
+    let audit = repo.query_audit(Some(&a.key().pk()), 0, 1000).await.unwrap();
+    assert_eq!(audit.iter().filter(|r| r.outcome == Outcome::DecryptFailed).count(), 13);
+}
+
+#[tokio::test]
+async fn tamper_matrix_embedded() {
+    let (store, _d, _k) = embedded_store().await;
+    tamper_matrix(&store).await;
+}
+
+#[tokio::test]
+async fn tamper_matrix_dynamodb_and_kms_on_the_emulator() {
+    let (store, _, _) = dynamo_store().await;
+    tamper_matrix(&store).await;
+}
+
+fn assert_no_plaintext(dump: &str, what: &str) {
+    assert!(!dump.contains("xox"), "{what} contains a token");
+    assert!(!dump.contains("hooks.slack.com"), "{what} contains a webhook URL");
+}
+
+#[tokio::test]
+async fn raw_dynamodb_table_holds_no_plaintext_secret() {
+    let (store, client, table) = dynamo_store().await;
+    for n in 0..100 {
+        install(&store, &format!("TS{n}"), n).await;
+    }
+    let mut dump = String::new();
+    let mut items = 0;
+    let mut start = None;
+    loop {
+        let out = client.scan().table_name(&table).set_exclusive_start_key(start).send().await.unwrap();
+        items += out.items().len();
+        dump.push_str(&format!("{:?}", out.items()));
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    assert!(items >= 300, "bot + user + tenant items for 100 installs, got {items}");
+    assert_no_plaintext(&dump, "raw DynamoDB scan");
+}
+
+#[tokio::test]
+async fn raw_embedded_file_holds_no_plaintext_secret() {
+    let (store, dir, _k) = embedded_store().await;
+    for n in 0..100 {
+        install(&store, &format!("TS{n}"), n).await;
+    }
+    // Read the database file and its WAL byte for byte.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    assert!(bytes.len() > 10_000);
+    assert_no_plaintext(&String::from_utf8_lossy(&bytes), "embedded database files");
+}
+
+/// A `MakeWriter` that appends everything to a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_token_in_logs_or_debug_output() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (store, _d, _k) = embedded_store().await;
+    let tenant = install(&store, "TL", 7).await;
+    let token = store.bot_token(&tenant, &ctx()).await.unwrap();
+    let user = store.user_token(&tenant, "U1", &ctx()).await.unwrap();
+    let hook = store.incoming_webhook_url(&tenant, &ctx()).await.unwrap();
+    assert_eq!(user.expose_secret(), "xoxp-user-TL-7");
+    assert!(hook.expose_secret().starts_with("https://hooks.slack.com/"));
+    // A failed read logs too.
+    let missing = VerifiedTenant::from_oauth_response(&oauth_response("TNONE", 0)).unwrap();
+    assert!(matches!(store.bot_token(&missing, &ctx()).await, Err(StoreError::NotInstalled)));
+
+    let debug = format!(
+        "{token:?} {user:?} {hook:?} {store:?} {:?} {:?}",
+        Installation::from_oauth_response(oauth_response("TL", 7), 0).unwrap(),
+        store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap()
+    );
+    assert_no_plaintext(&debug, "Debug output");
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("token read"), "the audit log line was captured: {logs}");
+    assert!(logs.contains("not_installed"));
+    assert_no_plaintext(&logs, "captured TRACE logs");
+}
+
+#[tokio::test]
+async fn token_reads_are_audited_with_actor_request_and_reason() {
+    let (store, _d, _k) = embedded_store().await;
+    let tenant = install(&store, "TQ", 1).await;
+    store.bot_token(&tenant, &ReadContext::new("events", "req-9", "app_mention")).await.unwrap();
+    let audit = store.repository().query_audit(Some(&tenant.key().pk()), 0, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!((audit[0].actor.as_str(), audit[0].request_id.as_str(), audit[0].reason.as_str()), ("events", "req-9", "app_mention"));
+    assert_eq!(audit[0].outcome, Outcome::Ok);
+}
+
+#[tokio::test]
+async fn org_wide_install_and_bolt_lookup_rules() {
+    let (store, _d, _k) = embedded_store().await;
+    let resp: OAuthV2Response = serde_json::from_value(serde_json::json!({
+        "ok": true, "app_id": "A1", "access_token": "xoxb-org", "token_type": "bot", "scope": "chat:write",
+        "bot_user_id": "UB", "team": null, "enterprise": {"id": "E1", "name": "Org"}, "is_enterprise_install": true,
+        "authed_user": {"id": "U9"}
+    }))
+    .unwrap();
+    let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
+    assert_eq!(tenant.key().pk(), "T#E1#-");
+    store.store_installation(&tenant, &Installation::from_oauth_response(resp, 0).unwrap()).await.unwrap();
+    assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), "xoxb-org");
+    // Bolt: a user lookup without a user record falls back to the bot.
+    let q = tokenkeep_installations::InstallationQuery { tenant: &tenant, user_id: Some("U9") };
+    let info = store.fetch_installation(&q).await.unwrap().unwrap();
+    assert_eq!(info.kind, tokenkeep_installations::RecordKind::Bot);
+    assert!(info.meta.is_enterprise_install);
+
+    // Reinstall: new version, new data key, new token.
+    let before = store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
+    let again: OAuthV2Response = serde_json::from_value(serde_json::json!({
+        "ok": true, "app_id": "A1", "access_token": "xoxb-org-2", "token_type": "bot", "scope": "chat:write",
+        "team": null, "enterprise": {"id": "E1"}, "is_enterprise_install": true
+    }))
+    .unwrap();
+    store.store_installation(&tenant, &Installation::from_oauth_response(again, 1).unwrap()).await.unwrap();
+    let after = store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version + 1);
+    assert_ne!(after.data_key, before.data_key);
+    assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), "xoxb-org-2");
+
+    // Purge, then reinstall: a new generation.
+    store.purge_tenant(&tenant).await.unwrap();
+    assert!(matches!(store.bot_token(&tenant, &ctx()).await, Err(StoreError::NotInstalled)));
+    let third: OAuthV2Response = serde_json::from_value(serde_json::json!({
+        "ok": true, "access_token": "xoxb-org-3", "team": null, "enterprise": {"id": "E1"}, "is_enterprise_install": true
+    }))
+    .unwrap();
+    store.store_installation(&tenant, &Installation::from_oauth_response(third, 2).unwrap()).await.unwrap();
+    let reborn = store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
+    assert_eq!(reborn.generation, before.generation + 1);
+    assert_eq!(reborn.version, 1);
+}
+
+#[tokio::test]
+async fn oauth_states_are_single_use_and_malformed_ones_cost_nothing() {
+    let (store, _d, _k) = embedded_store().await;
+    let state = store.issue_state().await.unwrap();
+    assert_eq!(state.len(), 64);
+    assert!(store.consume_state(&state).await.unwrap());
+    assert!(!store.consume_state(&state).await.unwrap(), "replay");
+    assert!(!store.consume_state("not-a-state").await.unwrap());
+    assert!(!store.consume_state(&"g".repeat(64)).await.unwrap());
+}
