@@ -2,63 +2,19 @@
 //! be moved, edited or forged; the table never holds a plaintext secret; no
 //! token reaches Debug output or the logs.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_no_plaintext, ctx, embedded_store, install};
 
 use tokenkeep_envelope::KmsKeyProvider;
-use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository, local_keys};
+use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
 use tokenkeep_installations::{
-    EmbeddedRepository, Expect, Installation, InstallationStore, Outcome, ReadContext, RecordKey, Repository,
+    Expect, Installation, InstallationStore, Outcome, ReadContext, RecordKey, Repository,
     StoreConfig, StoreError, VerifiedTenant,
 };
 use tokenkeep_slack_api::OAuthV2Response;
-
-fn oauth_response(team: &str, n: usize) -> OAuthV2Response {
-    serde_json::from_value(serde_json::json!({
-        "ok": true,
-        "app_id": "A1",
-        "access_token": format!("xoxb-bot-{team}-{n}"),
-        "refresh_token": format!("xoxe-1-refresh-{team}-{n}"),
-        "expires_in": 43200,
-        "token_type": "bot",
-        "scope": "chat:write,app_mentions:read",
-        "bot_user_id": "UBOT",
-        "team": { "id": team, "name": "Team" },
-        "enterprise": null,
-        "is_enterprise_install": false,
-        "authed_user": {
-            "id": "U1", "scope": "search:read", "token_type": "user",
-            "access_token": format!("xoxp-user-{team}-{n}"),
-            "refresh_token": format!("xoxe-1-user-refresh-{team}-{n}"),
-            "expires_in": 43200
-        },
-        "incoming_webhook": {
-            "channel": "#general", "channel_id": "C1",
-            "configuration_url": "https://example.slack.com/services/B1",
-            "url": format!("https://hooks.slack.com/services/{team}/B1/secret{n}")
-        }
-    }))
-    .unwrap()
-}
-
-async fn install(store: &InstallationStore, team: &str, n: usize) -> VerifiedTenant {
-    let resp = oauth_response(team, n);
-    let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
-    let inst = Installation::from_oauth_response(resp, store.clock().now_secs()).unwrap();
-    store.store_installation(&tenant, &inst).await.unwrap();
-    tenant
-}
-
-fn ctx() -> ReadContext {
-    ReadContext::new("test", "req-1", "unit test")
-}
-
-async fn embedded_store() -> (InstallationStore, tempfile::TempDir, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = EmbeddedRepository::open(dir.path().join("store.db")).unwrap();
-    let (keys, key_dir) = local_keys();
-    (InstallationStore::new(Arc::new(repo), keys, StoreConfig::new("A1")), dir, key_dir)
-}
 
 async fn dynamo_store() -> (InstallationStore, aws_sdk_dynamodb::Client, String) {
     let (repo, client, table, _) = emulator_repository().await;
@@ -159,11 +115,6 @@ async fn tamper_matrix_dynamodb_and_kms_on_the_emulator() {
     tamper_matrix(&store).await;
 }
 
-fn assert_no_plaintext(dump: &str, what: &str) {
-    assert!(!dump.contains("xox"), "{what} contains a token");
-    assert!(!dump.contains("hooks.slack.com"), "{what} contains a webhook URL");
-}
-
 #[tokio::test]
 async fn raw_dynamodb_table_holds_no_plaintext_secret() {
     let (store, client, table) = dynamo_store().await;
@@ -199,59 +150,6 @@ async fn raw_embedded_file_holds_no_plaintext_secret() {
     }
     assert!(bytes.len() > 10_000);
     assert_no_plaintext(&String::from_utf8_lossy(&bytes), "embedded database files");
-}
-
-/// A `MakeWriter` that appends everything to a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-#[tokio::test]
-async fn no_token_in_logs_or_debug_output() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let (store, _d, _k) = embedded_store().await;
-    let tenant = install(&store, "TL", 7).await;
-    let token = store.bot_token(&tenant, &ctx()).await.unwrap();
-    let user = store.user_token(&tenant, "U1", &ctx()).await.unwrap();
-    let hook = store.incoming_webhook_url(&tenant, &ctx()).await.unwrap();
-    assert_eq!(user.expose_secret(), "xoxp-user-TL-7");
-    assert!(hook.expose_secret().starts_with("https://hooks.slack.com/"));
-    // A failed read logs too.
-    let missing = VerifiedTenant::from_oauth_response(&oauth_response("TNONE", 0)).unwrap();
-    assert!(matches!(store.bot_token(&missing, &ctx()).await, Err(StoreError::NotInstalled)));
-
-    let debug = format!(
-        "{token:?} {user:?} {hook:?} {store:?} {:?} {:?}",
-        Installation::from_oauth_response(oauth_response("TL", 7), 0).unwrap(),
-        store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap()
-    );
-    assert_no_plaintext(&debug, "Debug output");
-
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("token read"), "the audit log line was captured: {logs}");
-    assert!(logs.contains("not_installed"));
-    assert_no_plaintext(&logs, "captured TRACE logs");
 }
 
 #[tokio::test]
