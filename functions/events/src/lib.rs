@@ -1,0 +1,420 @@
+//! `POST /slack/events`: Events API, interactivity and slash commands, verified
+//! and authorized before the app's [`EventHandler`] sees them.
+//!
+//! Per request, in this order (each step runs only if the one before passed):
+//!
+//! 1. **Size**: the body is read up to the verifier's limit; beyond it, 413.
+//! 2. **Signature** (v0 HMAC, 5-minute window, at the injected [`Clock`]): on
+//!    failure 401 with a generic body. Until this passes nothing in the body is
+//!    parsed, looked up or logged except its length: an unsigned body is
+//!    attacker-controlled, and parsing it would widen what an attacker reaches.
+//! 3. **Parse** by content type (JSON: Events API; form: `payload=` for
+//!    interactivity, else a slash command). Malformed after a valid signature: 400.
+//! 4. `url_verification` is answered with its challenge.
+//! 5. **Lifecycle**: `app_uninstalled` purges the tenant (tombstone);
+//!    `tokens_revoked` deletes the named user installations, and the bot
+//!    installation when `tokens.bot` is non-empty. All idempotent and
+//!    order-free, so they run on every delivery, retries included.
+//! 6. **Authorize**: the tenant comes from the signed body
+//!    ([`VerifiedTenant::from_signed_request`]); its bot token is read through
+//!    the store (audited, reason = event type). No installation: 200 without
+//!    processing, plus an `UnknownTenant` metric. Any other store error: 500,
+//!    so Slack retries.
+//! 7. **Dedupe** by `event_id` ([`InstallationStore::record_event`]): a retry of
+//!    an event already claimed is acknowledged and not processed again.
+//! 8. **Dispatch** to the handler. A handler error is logged, counted
+//!    (`HandlerFailed`) and acknowledged with 200 (see [`EventHandler`]).
+//!
+//! Why dedupe comes after the lifecycle step and the token read rather than
+//! right after parsing: the repository can record an event id but not forget
+//! one, so a claim made before a step that then fails with a transient error
+//! would turn Slack's retry into a silent drop. Claiming last means a 500 is
+//! always followed by a real second attempt; lifecycle events need no claim
+//! because repeating them changes nothing.
+//!
+//! Responses are generic (`{"ok":false}` plus the request id); causes go to the log.
+
+mod handler;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Json;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokenkeep_installations::{Clock, InstallationStore, ReadContext, StoreError, VerifiedTenant};
+use tokenkeep_slack_api::{RequestVerifier, VerifiedRequest, VerifyError};
+
+pub use handler::{mention_reply_text, AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier};
+pub use metrics::{EmfStdout, Metric, MetricsSink};
+
+/// The route every Slack request arrives on.
+pub const EVENTS_PATH: &str = "/slack/events";
+
+/// Who token reads from this function are attributed to in the audit log.
+pub const AUDIT_ACTOR: &str = "events";
+
+/// Everything the events router needs; built once per cold start.
+pub struct EventsState {
+    pub store: Arc<InstallationStore>,
+    pub verifier: RequestVerifier,
+    pub handler: Arc<dyn EventHandler>,
+    /// The verifier's notion of "now" (tests pin it to a sample's timestamp).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EventsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsState")
+            .field("store", &self.store)
+            .field("verifier", &self.verifier)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: EventsState,
+    metrics: Arc<dyn MetricsSink>,
+}
+
+/// The events router, with metrics written as EMF lines to stdout.
+pub fn router(state: EventsState) -> axum::Router {
+    router_with_metrics(state, Arc::new(EmfStdout))
+}
+
+/// The events router with a chosen metrics sink (tests count through it).
+pub fn router_with_metrics(state: EventsState, metrics: Arc<dyn MetricsSink>) -> axum::Router {
+    axum::Router::new()
+        .route(EVENTS_PATH, post(slack_events))
+        .with_state(Arc::new(Shared { state, metrics }))
+}
+
+// ---- responses -------------------------------------------------------------
+
+fn refuse(status: StatusCode, request_id: &str) -> Response {
+    (status, Json(json!({ "ok": false, "request_id": request_id }))).into_response()
+}
+
+fn internal_error(request_id: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "ok": false, "error": "internal error", "request_id": request_id })),
+    )
+        .into_response()
+}
+
+/// Slack only needs a 2xx; an empty body also keeps slash commands silent.
+fn ack() -> Response {
+    StatusCode::OK.into_response()
+}
+
+// ---- the flow --------------------------------------------------------------
+
+async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let request_id = request_id_of(&req);
+    let (parts, body) = req.into_parts();
+
+    // 1. Size, while reading.
+    let body = match read_limited(&parts.headers, body, shared.state.verifier.max_body()).await {
+        Ok(body) => body,
+        Err(status) => {
+            tracing::warn!(%request_id, status = status.as_u16(), "request body refused before verification");
+            return refuse(status, &request_id);
+        }
+    };
+    let body_bytes = body.len();
+
+    // 2. Signature.
+    let now = shared.state.clock.now_secs();
+    let verified = match shared.state.verifier.verify_headers_at(now, &parts.headers, body) {
+        Ok(verified) => verified,
+        Err(VerifyError::BodyTooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, &request_id),
+        Err(e) => {
+            // The error names a header at most; the body is reported by size only.
+            tracing::warn!(%request_id, body_bytes, reason = %e, "slack signature check failed");
+            return refuse(StatusCode::UNAUTHORIZED, &request_id);
+        }
+    };
+
+    // 3. Parse.
+    let inbound = match Inbound::parse(&parts.headers, verified.body()) {
+        Ok(inbound) => inbound,
+        Err(what) => {
+            tracing::warn!(%request_id, body_bytes, what, "signed request is malformed");
+            return refuse(StatusCode::BAD_REQUEST, &request_id);
+        }
+    };
+    let retry_num = parts.headers.get("x-slack-retry-num").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let flow = Flow { shared: &shared, verified: &verified, request_id: &request_id };
+
+    match inbound {
+        Inbound::Events(envelope) => flow.events_api(envelope, retry_num).await,
+        Inbound::Interactivity(payload) => {
+            let event_type = payload.get("type").and_then(Value::as_str).unwrap_or("interactivity").to_owned();
+            flow.dispatch(EventSource::Interactivity, event_type, payload, None).await
+        }
+        Inbound::SlashCommand(fields) => {
+            flow.dispatch(EventSource::SlashCommand, "slash_command".to_owned(), fields, None).await
+        }
+    }
+}
+
+/// Reads the body, refusing (413) as soon as it passes `limit`; a declared
+/// `Content-Length` over the limit is refused without reading at all.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, StatusCode> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return StatusCode::PAYLOAD_TOO_LARGE;
+            }
+            source = err.source();
+        }
+        StatusCode::BAD_REQUEST
+    })
+}
+
+/// The API Gateway request id (what API Gateway's access log shows), else the
+/// Lambda invocation id, else a random one (local runs and tests).
+fn request_id_of(req: &Request) -> String {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt as _;
+    if let Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext { request_id: Some(id), .. })) =
+        req.request_context_ref()
+    {
+        return id.clone();
+    }
+    if let Some(ctx) = req.lambda_context_ref() {
+        return ctx.request_id.clone();
+    }
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// A signed body, parsed by its content type.
+enum Inbound {
+    Events(EventsEnvelope),
+    Interactivity(Value),
+    SlashCommand(Value),
+}
+
+/// The outer Events API object; `event` stays a `Value` for the handler.
+#[derive(Deserialize)]
+struct EventsEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    challenge: Option<String>,
+    event_id: Option<String>,
+    event: Option<Value>,
+}
+
+impl Inbound {
+    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, &'static str> {
+        let media_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match media_type.as_str() {
+            "application/json" => serde_json::from_slice(body).map(Inbound::Events).map_err(|_| "json body"),
+            "application/x-www-form-urlencoded" => Self::parse_form(body),
+            _ => Err("content type"),
+        }
+    }
+
+    fn parse_form(body: &[u8]) -> Result<Self, &'static str> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| "form body")?;
+        let mut fields = Map::new();
+        for (name, value) in pairs {
+            // Slack never repeats a field; a repeat would let the tenant lookup
+            // and the handler read different values.
+            if fields.insert(name, Value::String(value)).is_some() {
+                return Err("repeated form field");
+            }
+        }
+        if let Some(payload) = fields.get("payload") {
+            let payload = payload.as_str().unwrap_or_default();
+            let payload: Value = serde_json::from_str(payload).map_err(|_| "interactivity payload")?;
+            if !payload.is_object() {
+                return Err("interactivity payload");
+            }
+            return Ok(Inbound::Interactivity(payload));
+        }
+        if fields.get("command").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
+            return Ok(Inbound::SlashCommand(Value::Object(fields)));
+        }
+        Err("form is neither interactivity nor a slash command")
+    }
+}
+
+/// One verified request on its way through steps 4–8.
+struct Flow<'a> {
+    shared: &'a Shared,
+    verified: &'a VerifiedRequest,
+    request_id: &'a str,
+}
+
+impl Flow<'_> {
+    fn store(&self) -> &InstallationStore {
+        &self.shared.state.store
+    }
+
+    fn count(&self, metric: Metric) {
+        self.shared.metrics.count(metric);
+    }
+
+    /// The tenant the signed body speaks for; `None` (logged) when it names none.
+    fn tenant(&self) -> Option<VerifiedTenant> {
+        VerifiedTenant::from_signed_request(self.verified)
+            .map_err(|e| tracing::warn!(request_id = %self.request_id, error = %e, "signed request names no valid tenant"))
+            .ok()
+    }
+
+    fn store_failed(&self, what: &'static str, e: &StoreError) -> Response {
+        tracing::error!(request_id = %self.request_id, error = %e, what, "store call failed; asking Slack to retry");
+        internal_error(self.request_id)
+    }
+
+    async fn events_api(&self, envelope: EventsEnvelope, retry_num: &str) -> Response {
+        match envelope.kind.as_str() {
+            "url_verification" => match envelope.challenge {
+                Some(challenge) => Json(json!({ "challenge": challenge })).into_response(),
+                None => refuse(StatusCode::BAD_REQUEST, self.request_id),
+            },
+            "event_callback" => {
+                let (Some(event_id), Some(event)) = (envelope.event_id, envelope.event) else {
+                    tracing::warn!(request_id = %self.request_id, "event_callback without event_id or event");
+                    return refuse(StatusCode::BAD_REQUEST, self.request_id);
+                };
+                let Some(event_type) = event.get("type").and_then(Value::as_str).map(str::to_owned) else {
+                    tracing::warn!(request_id = %self.request_id, %event_id, "event without a type");
+                    return refuse(StatusCode::BAD_REQUEST, self.request_id);
+                };
+                tracing::info!(request_id = %self.request_id, %event_id, %event_type, retry_num, "event received");
+                match event_type.as_str() {
+                    "app_uninstalled" => self.uninstalled().await,
+                    "tokens_revoked" => self.tokens_revoked(&event).await,
+                    _ => self.dispatch(EventSource::EventsApi, event_type, event, Some(event_id)).await,
+                }
+            }
+            other => {
+                // app_rate_limited and any future envelope type: nothing to do, and
+                // a non-2xx would only make Slack retry.
+                tracing::info!(request_id = %self.request_id, envelope_type = other, "envelope acknowledged without processing");
+                ack()
+            }
+        }
+    }
+
+    async fn uninstalled(&self) -> Response {
+        let Some(tenant) = self.tenant() else {
+            return refuse(StatusCode::BAD_REQUEST, self.request_id);
+        };
+        match self.store().purge_tenant(&tenant).await {
+            Ok(records) => {
+                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), records, "app_uninstalled: tenant purged");
+                ack()
+            }
+            Err(e) => self.store_failed("purge_tenant", &e),
+        }
+    }
+
+    /// `tokens.oauth` lists user ids, `tokens.bot` bot user ids (never tokens).
+    async fn tokens_revoked(&self, event: &Value) -> Response {
+        let Some(tenant) = self.tenant() else {
+            return refuse(StatusCode::BAD_REQUEST, self.request_id);
+        };
+        let ids = |field: &str| -> Vec<String> {
+            event
+                .pointer(&format!("/tokens/{field}"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let (users, bots) = (ids("oauth"), ids("bot"));
+        for user in &users {
+            match self.store().delete_installation(&tenant, user).await {
+                Ok(existed) => {
+                    tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), user_id = %user, existed, "tokens_revoked: user installation deleted");
+                }
+                // A signed event naming a malformed id can't match a record; retrying won't help.
+                Err(StoreError::Invalid(why)) => {
+                    tracing::warn!(request_id = %self.request_id, tenant = %tenant.key(), why, "tokens_revoked: skipped a malformed user id");
+                }
+                Err(e) => return self.store_failed("delete_installation", &e),
+            }
+        }
+        if !bots.is_empty() {
+            match self.store().delete_bot(&tenant).await {
+                Ok(existed) => {
+                    tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), existed, "tokens_revoked: bot installation deleted");
+                }
+                Err(e) => return self.store_failed("delete_bot", &e),
+            }
+        }
+        ack()
+    }
+
+    /// Steps 6–8: tenant, audited token read, dedupe (Events API only), handler.
+    async fn dispatch(&self, source: EventSource, event_type: String, event: Value, event_id: Option<String>) -> Response {
+        let Some(tenant) = self.tenant() else {
+            return refuse(StatusCode::BAD_REQUEST, self.request_id);
+        };
+        let reason = match source {
+            EventSource::EventsApi => event_type.as_str(),
+            other => other.as_str(),
+        };
+        let ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        let bot_token = match self.store().bot_token(&tenant, &ctx).await {
+            Ok(token) => token,
+            Err(StoreError::NotInstalled) => {
+                tracing::warn!(request_id = %self.request_id, tenant = %tenant.key(), %event_type, "request for a tenant with no installation; acknowledged, not processed");
+                self.count(Metric::UnknownTenant);
+                return ack();
+            }
+            Err(e) => return self.store_failed("bot_token", &e),
+        };
+        if let Some(event_id) = &event_id {
+            match self.store().record_event(event_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(request_id = %self.request_id, %event_id, "event already handled; retry acknowledged");
+                    return ack();
+                }
+                Err(e) => return self.store_failed("record_event", &e),
+            }
+        }
+        let tenant_key = tenant.key().clone();
+        let ctx = AuthorizedEvent {
+            tenant,
+            bot_token,
+            source,
+            event_type,
+            event,
+            event_id,
+            request_id: self.request_id.to_owned(),
+        };
+        let event_type = ctx.event_type.clone();
+        if let Err(e) = self.shared.state.handler.handle(ctx).await {
+            tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %event_type, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "handler failed; acknowledged anyway");
+            self.count(Metric::HandlerFailed);
+        }
+        ack()
+    }
+}
