@@ -119,13 +119,23 @@ impl InstallationStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        // Someone in this process is already refreshing it: nothing to start.
-        if self.key_lock(&key).try_lock().is_err() {
+        // Fix: the per-key lock is taken here, before spawning, and handed to
+        // the task. Checking it with a `try_lock` that was dropped at once let
+        // every concurrent reader pass the check before the first task ran, so
+        // a burst of N reads spawned N rotations (each a table read and a lease
+        // attempt, only the first of them useful).
+        let lock = self.key_lock(&key);
+        let Ok(guard) = lock.clone().try_lock_owned() else {
+            // Someone in this process is already refreshing it: nothing to start.
             return;
-        }
+        };
+        drop(lock);
         let store = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.rotate(&key).await {
+            let result = store.rotate_locked(&key).await;
+            drop(guard);
+            store.drop_key_lock(&key);
+            if let Err(e) = result {
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, "background refresh failed");
             }
         });
@@ -134,6 +144,19 @@ impl InstallationStore {
     /// Rotation sweep: refreshes the record if it is due, unless another
     /// process holds its lease. Same single-flight path as the request path.
     pub async fn rotate(&self, key: &RecordKey) -> Result<RotateOutcome, StoreError> {
+        let lock = self.key_lock(key);
+        let result = {
+            let _one_per_process = lock.lock().await;
+            self.rotate_locked(key).await
+        };
+        drop(lock);
+        self.drop_key_lock(key);
+        result
+    }
+
+    /// `rotate` with the per-key lock held: the record is read under the lock,
+    /// so a refresh this process just finished is seen, not repeated.
+    async fn rotate_locked(&self, key: &RecordKey) -> Result<RotateOutcome, StoreError> {
         let Some(seen) = self.repository().get(key).await? else {
             return Ok(RotateOutcome::Gone);
         };
@@ -141,7 +164,7 @@ impl InstallationStore {
             return Ok(RotateOutcome::Gone);
         }
         let version = seen.version;
-        match self.refresh_record(key, seen, Need::Due).await {
+        match self.refresh_under_lock(key, seen, Need::Due, false).await {
             Ok(Step::Fresh(r)) if r.version > version => Ok(RotateOutcome::Refreshed),
             Ok(Step::Fresh(_)) | Ok(Step::NotDue) => Ok(RotateOutcome::NotDue),
             Ok(Step::HeldElsewhere) => Ok(RotateOutcome::HeldElsewhere),
@@ -164,19 +187,34 @@ impl InstallationStore {
     async fn refresh_record(&self, key: &RecordKey, seen: StoredRecord, need: Need) -> Result<Step, StoreError> {
         let lock = self.key_lock(key);
         let result = {
-            let _one_per_process = lock.lock().await;
-            self.refresh_under_lock(key, seen, need).await
+            // Fix: a caller that had to queue behind another refresh in this
+            // process re-reads before deciding. `seen` predates that refresh;
+            // acting on it made every queued caller fail its lease attempt on
+            // the stale version and then sleep a full POLL while still holding
+            // the lock, so N readers of one expired token waited ~N x 50 ms in
+            // turn (64 readers: over 3 s, past Slack's 3 s ack deadline).
+            let (_one_per_process, queued) = match lock.try_lock() {
+                Ok(guard) => (guard, false),
+                Err(_) => (lock.lock().await, true),
+            };
+            self.refresh_under_lock(key, seen, need, queued).await
         };
         drop(lock);
         self.drop_key_lock(key);
         result
     }
 
-    async fn refresh_under_lock(&self, key: &RecordKey, mut record: StoredRecord, need: Need) -> Result<Step, StoreError> {
+    async fn refresh_under_lock(
+        &self,
+        key: &RecordKey,
+        mut record: StoredRecord,
+        need: Need,
+        reread: bool,
+    ) -> Result<Step, StoreError> {
         let lease_secs = self.config().lease_secs;
         // Bounded wait: one full lease (a dead holder's lease runs out) plus slack.
         let deadline = self.clock().now_millis() + (lease_secs + 5) * 1000;
-        let mut first = true;
+        let mut first = !reread;
         loop {
             if !first {
                 record = self.repository().get(key).await?.ok_or(StoreError::NotInstalled)?;
