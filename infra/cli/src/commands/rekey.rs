@@ -1,0 +1,272 @@
+//! `rekey`: moves every record's data key under another wrapping key.
+//!
+//! Only the wrapped data key changes (KMS `ReEncrypt`: the plaintext data key
+//! never leaves KMS), so the sealed fields, the record version and its AAD stay
+//! as they are. Records already under the target key are skipped, which makes
+//! the command resumable: rerun it after an interruption and it continues.
+//!
+//! Each record is written under the record's own refresh lease (`try_lease`,
+//! then `Expect::Leased`), not just a version check. A refresh takes its lease
+//! without bumping the version, so a version-only condition would let rekey
+//! overwrite a record while a refresh is at Slack and clear that refresh's lease
+//! — its write of the new token pair would then fail after Slack had already
+//! rotated the refresh token. Holding the lease makes the refresh wait instead.
+//! Records whose lease is held by someone else are skipped and reported.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use futures::stream::{self, StreamExt};
+use serde_json::json;
+use tokenkeep_envelope::{EncryptedDataKey, EncryptionContext};
+use tokenkeep_installations::{Expect, InstallationStore, RepoError, StoredRecord};
+
+use super::{all_records, describe_record};
+use crate::exit::{Failure, FAILED, INCOMPLETE};
+use crate::output::{now_secs, progress, Table};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Rekeyed,
+    AlreadyUnderKey,
+    /// No sealed fields, so no data key to re-wrap.
+    NothingSealed,
+    /// Someone (a refresh) holds the record's lease: rerun later.
+    Leased,
+    /// Deleted (uninstalled) since the scan.
+    Gone,
+    /// Kept losing the race to other writers: rerun later.
+    Contended,
+    /// `--limit` reached before this record.
+    NotAttempted,
+    Failed(&'static str),
+}
+
+/// The key ids that name the target key (an alias or key id may come back as an ARN).
+#[derive(Debug)]
+struct Target {
+    names: Vec<String>,
+}
+
+impl Target {
+    fn matches(&self, key_id: &str) -> bool {
+        self.names.iter().any(|n| n == key_id)
+    }
+}
+
+const ATTEMPTS: usize = 5;
+
+async fn rekey_one(
+    store: &InstallationStore,
+    mut record: StoredRecord,
+    target: &Target,
+    to_key: &str,
+    owner: &str,
+    budget: &AtomicUsize,
+    limit: usize,
+) -> Step {
+    let repo = store.repository();
+    let Ok(key) = record.key() else {
+        return Step::Failed("malformed record key");
+    };
+    let mut reserved = false;
+    for _ in 0..ATTEMPTS {
+        if record.sealed.is_empty() || record.data_key.is_empty() {
+            return Step::NothingSealed;
+        }
+        if target.matches(&record.data_key_id) {
+            return Step::AlreadyUnderKey;
+        }
+        let now = now_secs();
+        if record.lease_until.is_some_and(|u| u >= now) && record.lease_owner.as_deref() != Some(owner) {
+            return Step::Leased;
+        }
+        if !reserved {
+            if budget.fetch_add(1, Ordering::SeqCst) >= limit {
+                return Step::NotAttempted;
+            }
+            reserved = true;
+        }
+        let lease_until = now + store.config().lease_secs;
+        match repo.try_lease(&key, record.version, record.generation, owner, now, lease_until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // The version moved, the lease was taken, or the record is gone: look again.
+                match repo.get(&key).await {
+                    Ok(Some(r)) => {
+                        record = r;
+                        continue;
+                    }
+                    Ok(None) => return Step::Gone,
+                    Err(_) => return Step::Failed("storage error"),
+                }
+            }
+            Err(_) => return Step::Failed("storage error"),
+        }
+        let release = || async { repo.release_lease(&key, owner).await.ok() };
+        let Ok(blob) = B64.decode(&record.data_key) else {
+            release().await;
+            return Step::Failed("malformed wrapped data key");
+        };
+        let edk = EncryptedDataKey { key_id: record.data_key_id.clone(), blob };
+        let ctx = EncryptionContext::for_installation(&store.config().app_id, &record.pk);
+        let rewrapped = match store.key_provider().re_encrypt(&edk, &ctx, to_key).await {
+            Ok(r) => r,
+            Err(e) => {
+                release().await;
+                return Step::Failed(match e {
+                    tokenkeep_envelope::EnvelopeError::Decrypt => "data key failed to decrypt under its key and context",
+                    tokenkeep_envelope::EnvelopeError::AccessDenied => "key provider denied re-encrypt",
+                    tokenkeep_envelope::EnvelopeError::Unavailable(_) => "key provider unavailable",
+                    _ => "key provider error",
+                });
+            }
+        };
+        let mut next = record.clone();
+        next.data_key = B64.encode(&rewrapped.blob);
+        next.data_key_id = rewrapped.key_id;
+        next.lease_owner = None;
+        next.lease_until = None;
+        // Same version: the data key (and so every sealed field and its AAD) is unchanged.
+        let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
+        match repo.put(&next, expect).await {
+            Ok(()) => return Step::Rekeyed,
+            Err(RepoError::ConditionFailed) => match repo.get(&key).await {
+                // Our lease ran out and someone wrote; their write decides, look again.
+                Ok(Some(r)) => record = r,
+                Ok(None) => return Step::Gone,
+                Err(_) => return Step::Failed("storage error"),
+            },
+            Err(_) => {
+                release().await;
+                return Step::Failed("storage error");
+            }
+        }
+    }
+    Step::Contended
+}
+
+async fn resolve_target(op: &crate::store::OperatorStore, to_key: &str) -> Result<Target, Failure> {
+    let mut names = vec![to_key.to_owned()];
+    match &op.backend {
+        crate::store::Backend::Embedded { .. } => {
+            if !to_key.starts_with("local:") {
+                return Err(Failure::config("the embedded store uses local keys: --to-key local:<name>"));
+            }
+        }
+        crate::store::Backend::DynamoDb { .. } => {
+            let aws = op.aws.as_ref().ok_or_else(|| Failure::msg("no AWS config"))?;
+            // Records name the key by the ARN KMS returns; the operator may give an id or alias.
+            let out = aws_sdk_kms::Client::new(aws)
+                .describe_key()
+                .key_id(to_key)
+                .send()
+                .await
+                .map_err(|e| Failure::msg(format!("KMS key {to_key} can't be used: {}", aws_sdk_kms::error::DisplayErrorContext(e))))?;
+            if let Some(meta) = out.key_metadata() {
+                names.push(meta.key_id().to_owned());
+                if let Some(arn) = meta.arn() {
+                    names.push(arn.to_owned());
+                }
+            }
+        }
+    }
+    Ok(Target { names })
+}
+
+pub async fn rekey(
+    op: &crate::store::OperatorStore,
+    json: bool,
+    to_key: &str,
+    concurrency: usize,
+    limit: Option<usize>,
+) -> Result<(), Failure> {
+    let store = &op.store;
+    let target = resolve_target(op, to_key).await?;
+    let records = all_records(store.repository().as_ref()).await?;
+    let owner = format!("tokenkeep-rekey-{}-{:08x}", std::process::id(), rand_suffix());
+    let budget = AtomicUsize::new(0);
+    let limit = limit.unwrap_or(usize::MAX);
+    let bar = progress(records.len() as u64, "rekey");
+    let results: Vec<(StoredRecord, Step)> = stream::iter(records)
+        .map(|r| {
+            let (bar, target, owner, budget) = (&bar, &target, owner.as_str(), &budget);
+            async move {
+                let step = rekey_one(store, r.clone(), target, to_key, owner, budget, limit).await;
+                bar.inc(1);
+                (r, step)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    bar.finish_and_clear();
+
+    let count = |want: &Step| results.iter().filter(|(_, s)| s == want).count();
+    let rekeyed = count(&Step::Rekeyed);
+    let already = count(&Step::AlreadyUnderKey);
+    let nothing = count(&Step::NothingSealed);
+    let gone = count(&Step::Gone);
+    let not_attempted = count(&Step::NotAttempted);
+    let mut pending: Vec<(&StoredRecord, &'static str)> = Vec::new();
+    let mut failed: Vec<(&StoredRecord, &'static str)> = Vec::new();
+    for (r, s) in &results {
+        match s {
+            Step::Leased => pending.push((r, "refresh lease held; rerun later")),
+            Step::Contended => pending.push((r, "concurrent writes; rerun later")),
+            Step::Failed(why) => failed.push((r, why)),
+            _ => {}
+        }
+    }
+    pending.sort_by(|a, b| (&a.0.pk, &a.0.sk).cmp(&(&b.0.pk, &b.0.sk)));
+    failed.sort_by(|a, b| (&a.0.pk, &a.0.sk).cmp(&(&b.0.pk, &b.0.sk)));
+
+    if json {
+        let list = |v: &[(&StoredRecord, &'static str)]| {
+            v.iter().map(|(r, why)| json!({"tenant": r.pk, "sk": r.sk, "reason": why})).collect::<Vec<_>>()
+        };
+        println!(
+            "{}",
+            json!({
+                "to_key": to_key, "total": results.len(), "rekeyed": rekeyed, "already_under_key": already,
+                "nothing_sealed": nothing, "gone": gone, "not_attempted": not_attempted,
+                "pending": list(&pending), "failed": list(&failed),
+            })
+        );
+    } else {
+        if !pending.is_empty() || !failed.is_empty() {
+            let mut table = Table::new(&["RECORD", "RESULT"]);
+            for (r, why) in pending.iter().chain(failed.iter()) {
+                table.row(vec![describe_record(r), (*why).to_owned()]);
+            }
+            print!("{}", table.render());
+        }
+        println!(
+            "rekey to {to_key}: {} record(s): {rekeyed} re-wrapped, {already} already under the key, {nothing} without sealed data, \
+             {gone} gone, {} pending, {} failed{}",
+            results.len(),
+            pending.len(),
+            failed.len(),
+            if not_attempted > 0 { format!(", {not_attempted} not attempted (--limit)") } else { String::new() }
+        );
+        if failed.is_empty() && pending.is_empty() && not_attempted == 0 {
+            println!(
+                "done. Point TOKENKEEP_KMS_KEY_ID at {to_key} so new writes use it, then rerun rekey to catch \
+                 records written under the old key meanwhile."
+            );
+        }
+    }
+    if !failed.is_empty() {
+        Err(Failure::silent(FAILED))
+    } else if !pending.is_empty() || not_attempted > 0 {
+        Err(Failure::silent(INCOMPLETE))
+    } else {
+        Ok(())
+    }
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
