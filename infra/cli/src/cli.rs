@@ -125,4 +125,17 @@ pub enum Command {
         #[arg(long = "in")]
         input: PathBuf,
     },
+    /// Runs the OAuth and events routes and the rotation sweep in one process,
+    /// exactly as the Lambdas would (configured by the same environment).
+    Dev {
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+        /// Create the DynamoDB tables if missing (dynamodb store only).
+        #[arg(long)]
+        create_tables: bool,
+        /// Seconds between rotation sweeps.
+        #[arg(long, default_value_t = 60)]
+        sweep_every: u64,
+    },
 }

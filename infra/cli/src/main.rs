@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::commands::{inspect, purge, rekey, transfer, verify};
+use crate::commands::{dev, inspect, purge, rekey, transfer, verify};
 use crate::exit::Failure;
 use crate::store::StoreOnly;
 
@@ -24,6 +24,9 @@ fn init_operator_logging() {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Dev { listen, create_tables, sweep_every } = cli.command {
+        return dev::dev(listen, create_tables, sweep_every).await;
+    }
     init_operator_logging();
     let json = cli.global.json;
     let creates = matches!(cli.command, Command::Import { .. });
@@ -43,6 +46,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rekey { to_key, concurrency, limit } => rekey::rekey(&op, json, to_key, *concurrency, *limit).await,
         Command::Export { out, force } => transfer::export(store, json, out, *force).await,
         Command::Import { input } => transfer::import(store, json, input).await,
+        Command::Dev { .. } => unreachable!("handled above"),
     }
 }
 

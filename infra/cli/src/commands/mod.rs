@@ -2,6 +2,7 @@
 //! store's repository and prints only metadata: nothing here ever opens a
 //! token except `verify`, which discards what it opens.
 
+pub mod dev;
 pub mod inspect;
 pub mod purge;
 pub mod rekey;
