@@ -144,13 +144,14 @@ async fn main() {
     // Given N installations (concurrent code exchanges: each waits out the latency too).
     let started = Instant::now();
     let teams: Vec<String> = (0..installs).map(|i| format!("T{i:06}")).collect();
+    let client = &slack.client(); // one client: building one loads the TLS roots
     stream::iter(&teams)
         .for_each_concurrent(256, |team| {
             let (slack, store, clock) = (&slack, &store, &clock);
             async move {
                 let code = format!("code-{team}");
                 slack.add_install(&code, InstallSpec::workspace(team));
-                let resp = slack.client().exchange_code(&code, None).await.unwrap();
+                let resp = client.exchange_code(&code, None).await.unwrap();
                 let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
                 let inst = Installation::from_oauth_response(resp, clock.now_secs()).unwrap();
                 store.store_installation(&tenant, &inst).await.unwrap();

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use tokenkeep_envelope::{KeyProvider, KmsKeyProvider};
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository, local_keys};
 use tokenkeep_installations::{
@@ -12,7 +14,7 @@ use tokenkeep_installations::{
 };
 use tokenkeep_rotation::{sweep, SweepConfig, SweepReport};
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
-use tokenkeep_slack_api::SlackOAuth;
+use tokenkeep_slack_api::{SlackClient, SlackOAuth};
 
 const APP_ID: &str = "1111.2222";
 const T0: i64 = 1_700_000_000;
@@ -29,10 +31,11 @@ fn store(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, clock: &Arc<Manu
 }
 
 /// Installs `team` through `slack`'s code exchange at the store's current time.
-async fn install(slack: &FakeSlack, store: &InstallationStore, team: &str) -> VerifiedTenant {
+/// (`client` is built once per fleet: building one loads the TLS roots.)
+async fn install(slack: &FakeSlack, client: &SlackClient, store: &InstallationStore, team: &str) -> VerifiedTenant {
     let code = format!("code-{team}");
     slack.add_install(&code, InstallSpec::workspace(team));
-    let resp = slack.client().exchange_code(&code, None).await.unwrap();
+    let resp = client.exchange_code(&code, None).await.unwrap();
     let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
     let inst = Installation::from_oauth_response(resp, store.clock().now_secs()).unwrap();
     store.store_installation(&tenant, &inst).await.unwrap();
@@ -73,22 +76,23 @@ async fn install_fleet(
         not_due: names("N", not_due),
         non_rotating: names("S", non_rotating),
     };
-    for team in &fleet.expired {
-        install(rotating, store, team).await; // expires T0 + 12 h
-    }
-    for team in &fleet.non_rotating {
-        install(static_slack, store, team).await;
-    }
+    install_all(rotating, store, &fleet.expired).await; // expires T0 + 12 h
+    install_all(static_slack, store, &fleet.non_rotating).await;
     clock.advance_secs(2 * HOUR);
-    for team in &fleet.due_soon {
-        install(rotating, store, team).await; // expires T0 + 14 h
-    }
+    install_all(rotating, store, &fleet.due_soon).await; // expires T0 + 14 h
     clock.advance_secs(8 * HOUR);
-    for team in &fleet.not_due {
-        install(rotating, store, team).await; // expires T0 + 22 h
-    }
+    install_all(rotating, store, &fleet.not_due).await; // expires T0 + 22 h
     clock.advance_secs(3 * HOUR); // now T0 + 13 h
     fleet
+}
+
+async fn install_all(slack: &FakeSlack, store: &InstallationStore, teams: &[String]) {
+    let client = &slack.client();
+    futures::stream::iter(teams)
+        .for_each_concurrent(32, |team| async move {
+            install(slack, client, store, team).await;
+        })
+        .await;
 }
 
 async fn versions(store: &InstallationStore, teams: impl Iterator<Item = &String>) -> Vec<u64> {
