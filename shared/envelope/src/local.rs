@@ -38,11 +38,11 @@ impl LocalKeyProvider {
     /// Its key id is `local:<name>`.
     pub fn open(dir: impl Into<PathBuf>, name: &str) -> Result<Self, EnvelopeError> {
         let provider = Self { dir: dir.into(), key_id: format!("{PREFIX}{name}"), keks: Mutex::new(HashMap::new()) };
-        provider.kek(&provider.key_id)?;
+        provider.kek(&provider.key_id, Create::IfMissing)?;
         Ok(provider)
     }
 
-    fn kek(&self, key_id: &str) -> Result<Arc<PlainDataKey>, EnvelopeError> {
+    fn kek(&self, key_id: &str, create: Create) -> Result<Arc<PlainDataKey>, EnvelopeError> {
         let name = key_id.strip_prefix(PREFIX).ok_or(EnvelopeError::AccessDenied)?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(EnvelopeError::AccessDenied);
@@ -51,22 +51,35 @@ impl LocalKeyProvider {
         if let Some(k) = keks.get(key_id) {
             return Ok(k.clone());
         }
-        let key = Arc::new(load_or_create(&self.dir.join(format!("{name}.kek")))?);
+        let path = self.dir.join(format!("{name}.kek"));
+        // Reading never creates key material: a record naming a key we don't
+        // have is refused like KMS refuses an unknown key.
+        if create == Create::Never && !path.exists() {
+            return Err(EnvelopeError::AccessDenied);
+        }
+        let key = Arc::new(load_or_create(&path)?);
         keks.insert(key_id.to_owned(), key.clone());
         Ok(key)
     }
 
     fn wrap(&self, key_id: &str, dk: &PlainDataKey, ctx: &EncryptionContext) -> Result<EncryptedDataKey, EnvelopeError> {
-        let kek = self.kek(key_id)?;
+        // Wrapping under a new key (generate, or rekey's destination) may create it.
+        let kek = self.kek(key_id, Create::IfMissing)?;
         let blob = seal(&kek, &wrap_aad(key_id, ctx), dk.bytes())?;
         Ok(EncryptedDataKey { key_id: key_id.to_owned(), blob })
     }
 
     fn unwrap(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<PlainDataKey, EnvelopeError> {
-        let kek = self.kek(&edk.key_id)?;
+        let kek = self.kek(&edk.key_id, Create::Never)?;
         let plain = open(&kek, &wrap_aad(&edk.key_id, ctx), &edk.blob)?;
         PlainDataKey::from_slice(&plain).ok_or(EnvelopeError::Decrypt)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    IfMissing,
+    Never,
 }
 
 fn wrap_aad(key_id: &str, ctx: &EncryptionContext) -> Aad {

@@ -94,6 +94,10 @@ async fn local_key_file_is_0600_and_reused() {
     // An unknown or malformed key id is refused, not created from a path.
     let forged = EncryptedDataKey { key_id: "local:../etc".into(), blob: dk.encrypted.blob.clone() };
     assert!(matches!(second.decrypt_data_key(&forged, &ctx).await, Err(EnvelopeError::AccessDenied)));
+    // A well-formed but unknown key id is refused too, and no key file appears for it.
+    let unknown = EncryptedDataKey { key_id: "local:never-made".into(), blob: dk.encrypted.blob.clone() };
+    assert!(matches!(second.decrypt_data_key(&unknown, &ctx).await, Err(EnvelopeError::AccessDenied)));
+    assert!(!dir.path().join("never-made.kek").exists(), "a read must not create key material");
 }
 
 #[tokio::test]

@@ -39,10 +39,9 @@ fn key_of(pk: String, sk: String) -> HashMap<String, AttributeValue> {
 }
 
 /// Maps SDK failures to what callers act on.
-fn classify<E, R>(err: SdkError<E, R>) -> RepoError
+fn classify<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> RepoError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match err.code() {
         Some("ConditionalCheckFailedException") => RepoError::ConditionFailed,
@@ -65,6 +64,9 @@ where
         None if matches!(err, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) => {
             RepoError::Unavailable(Box::new(err))
         }
+        // A 5xx without an error code (after the SDK's own retries) is still a
+        // server-side failure: retryable, not a permanent error.
+        _ if err.raw_response().is_some_and(|r| r.status().as_u16() >= 500) => RepoError::Unavailable(Box::new(err)),
         _ => RepoError::Backend(Box::new(err)),
     }
 }

@@ -26,11 +26,15 @@ pub struct StoreConfig {
     pub refresh_window_secs: i64,
     /// How long a refresh lease holds; longer than the Slack call's timeout.
     pub lease_secs: i64,
+    /// Refresh due-but-valid tokens on a background task after answering.
+    /// Off in Lambda: the sandbox freezes once the response is sent, so the
+    /// task would stall holding its lease; the rotation sweep covers it there.
+    pub background_refresh: bool,
 }
 
 impl StoreConfig {
     pub fn new(app_id: impl Into<String>) -> Self {
-        Self { app_id: app_id.into(), refresh_window_secs: 120 * 60, lease_secs: 30 }
+        Self { app_id: app_id.into(), refresh_window_secs: 120 * 60, lease_secs: 30, background_refresh: true }
     }
 }
 
@@ -358,7 +362,9 @@ impl InstallationStore {
                     };
                 }
                 // Due but valid: answer now, refresh in the background (single-flight).
-                Some(t) if t - self.config.refresh_window_secs <= now => self.refresh_in_background(key.clone()),
+                Some(t) if self.config.background_refresh && t - self.config.refresh_window_secs <= now => {
+                    self.refresh_in_background(key.clone())
+                }
                 _ => {}
             }
         }

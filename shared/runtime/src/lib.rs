@@ -69,6 +69,9 @@ impl App {
         })?;
         let mut store_config = StoreConfig::new(config.slack_client_id.clone());
         store_config.refresh_window_secs = config.refresh_window_minutes * 60;
+        // In Lambda the sandbox freezes after the response, so no background
+        // work: the scheduled rotation sweep refreshes due tokens instead.
+        store_config.background_refresh = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none();
         let store = InstallationStore::new(repo, keys, store_config).with_refresher(Arc::new(slack.clone()));
         Ok(Self { config: Arc::new(config), store: Arc::new(store), slack, aws })
     }
