@@ -30,7 +30,7 @@ fn pk(n: usize) -> String {
 /// Slack's oauth.v2.access answer for tenant `n`: bot token, and for even `n`
 /// a rotating bot token plus the installing user's token.
 fn oauth_response(n: usize) -> OAuthV2Response {
-    let rotating = n % 2 == 0;
+    let rotating = n.is_multiple_of(2);
     let mut v = serde_json::json!({
         "ok": true,
         "app_id": "A0TEST",

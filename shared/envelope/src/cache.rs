@@ -133,10 +133,9 @@ impl<P: KeyProvider> CachingKeyProvider<P> {
             let max_age = self.limits.max_age;
             let before = entries.len();
             entries.retain(|_, e| e.created.elapsed() < max_age);
-            if entries.len() >= self.limits.max_entries {
-                if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k) {
-                    entries.remove(&oldest);
-                }
+            let oldest = entries.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k);
+            if let Some(oldest) = oldest.filter(|_| entries.len() >= self.limits.max_entries) {
+                entries.remove(&oldest);
             }
             self.evictions.fetch_add((before - entries.len()) as u64, Ordering::Relaxed);
         }

@@ -80,7 +80,7 @@ enum Need {
 
 enum Step {
     /// A usable record (fresh, or refreshed by us or someone else).
-    Fresh(StoredRecord),
+    Fresh(Box<StoredRecord>),
     HeldElsewhere,
     NotDue,
 }
@@ -226,13 +226,13 @@ impl InstallationStore {
             let now = self.clock().now_secs();
             if !self.needs(&record, &need, now) {
                 return Ok(match need {
-                    Need::Expired => Step::Fresh(record),
+                    Need::Expired => Step::Fresh(Box::new(record)),
                     Need::Due => Step::NotDue,
                 });
             }
             let owner = self.refresh.owner.0.as_str();
             if self.repository().try_lease(key, record.version, record.generation, owner, now, now + lease_secs).await? {
-                return self.refresh_with_lease(key, record, owner).await.map(Step::Fresh);
+                return self.refresh_with_lease(key, record, owner).await.map(|r| Step::Fresh(Box::new(r)));
             }
             if matches!(need, Need::Due) {
                 return Ok(Step::HeldElsewhere);

@@ -278,7 +278,7 @@ impl InstallationStore {
     /// audit record can't be written.
     pub async fn bot_token(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<AccessToken, StoreError> {
         let key = RecordKey::bot(tenant.key().clone());
-        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx).await.map(|v| AccessToken::new(v))
+        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx).await.map(AccessToken::new)
     }
 
     /// A user token of a verified tenant. Audited.
@@ -289,7 +289,7 @@ impl InstallationStore {
         ctx: &ReadContext,
     ) -> Result<AccessToken, StoreError> {
         let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
-        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx).await.map(|v| AccessToken::new(v))
+        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx).await.map(AccessToken::new)
     }
 
     /// The incoming-webhook URL of a verified tenant. Audited.
@@ -297,7 +297,7 @@ impl InstallationStore {
         let key = RecordKey::bot(tenant.key().clone());
         self.read_secret(&key, TokenKind::IncomingWebhook, field::INCOMING_WEBHOOK_URL, ctx)
             .await
-            .map(|v| WebhookUrl::new(v))
+            .map(WebhookUrl::new)
     }
 
     async fn read_secret(&self, key: &RecordKey, kind: TokenKind, name: &str, ctx: &ReadContext) -> Result<String, StoreError> {
