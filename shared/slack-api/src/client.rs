@@ -321,11 +321,12 @@ pub trait SlackOAuth: Send + Sync + std::fmt::Debug {
     ///
     /// NEVER retried internally: the refresh token is single-use, and a second
     /// attempt after an unseen success would spend it twice and revoke tokens
-    /// other requests hold. On any error the caller keeps its lease, the error
-    /// is returned, and the stored refresh token remains the one to try next:
-    /// after an ambiguous failure Slack keeps the old refresh token valid for
-    /// a short grace period, so the next attempt (after the lease) succeeds
-    /// with it. Only [`SlackError::is_revoked`] means the grant is gone.
+    /// other requests hold. On an error the error is returned and the stored
+    /// refresh token stays the one to try next: the store releases its lease
+    /// so the next reader tries once more. If Slack did rotate (an ambiguous
+    /// failure: timeout, 5xx), that attempt answers `invalid_refresh_token`
+    /// and the installation is marked `needs_reinstall` rather than guessing.
+    /// Only [`SlackError::is_revoked`] means the grant is gone.
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<OAuthV2Response, SlackError>;
 }
 
