@@ -251,6 +251,17 @@ impl InstallationStore {
             Ok(slack) => self.call_slack_and_persist(&*slack, key, &record, owner).await,
             Err(e) => Err(e),
         };
+        if outcome.is_err() {
+            // Fix: a failure before the Slack call (KMS down while opening the
+            // refresh token) or after it (sealing, the write) returned with the
+            // lease still held, so every reader of the expired token polled
+            // until it ran out (lease_secs + 5 s, far past Slack's 3 s ack) even
+            // once KMS was back. Releasing is idempotent and only drops our
+            // own lease; the paths that already released it are unaffected.
+            if let Err(e) = self.repository().release_lease(key, owner).await {
+                tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, "could not release the refresh lease");
+            }
+        }
         let audit_outcome = match &outcome {
             Ok(_) => Outcome::Ok,
             Err(StoreError::Integrity) => Outcome::DecryptFailed,

@@ -48,3 +48,306 @@ pub fn local_keys() -> (Arc<dyn tokenkeep_envelope::KeyProvider>, tempfile::Temp
     let keys = tokenkeep_envelope::LocalKeyProvider::open(dir.path(), "test").expect("local key");
     (Arc::new(keys), dir)
 }
+
+// ---- repository decorators ------------------------------------------------------
+
+use std::sync::atomic::AtomicU8;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
+
+/// Per-operation call counts of a [`CountingRepository`].
+#[derive(Debug, Default)]
+pub struct RepoCalls {
+    /// Every call, reads and writes.
+    pub total: AtomicU64,
+    /// Calls that may change the store: put, delete, purge, open_generation,
+    /// lease, state, event and tenant writes (audit appends are counted apart).
+    pub writes: AtomicU64,
+    /// `get` and `list_tenant`: what a token read starts with.
+    pub record_reads: AtomicU64,
+    pub audit_appends: AtomicU64,
+}
+
+/// Passes every call through, counting it: adversarial tests assert that a
+/// refused request cost no store call, and which kinds of call a flow made.
+#[derive(Debug)]
+pub struct CountingRepository {
+    inner: Arc<dyn Repository>,
+    pub calls: RepoCalls,
+}
+
+impl CountingRepository {
+    pub fn new(inner: Arc<dyn Repository>) -> Self {
+        Self { inner, calls: RepoCalls::default() }
+    }
+    pub fn total(&self) -> u64 {
+        self.calls.total.load(Ordering::SeqCst)
+    }
+    pub fn writes(&self) -> u64 {
+        self.calls.writes.load(Ordering::SeqCst)
+    }
+    pub fn record_reads(&self) -> u64 {
+        self.calls.record_reads.load(Ordering::SeqCst)
+    }
+    pub fn audit_appends(&self) -> u64 {
+        self.calls.audit_appends.load(Ordering::SeqCst)
+    }
+    fn read(&self) {
+        self.calls.total.fetch_add(1, Ordering::SeqCst);
+    }
+    fn record_read(&self) {
+        self.read();
+        self.calls.record_reads.fetch_add(1, Ordering::SeqCst);
+    }
+    fn write(&self) {
+        self.read();
+        self.calls.writes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// What a [`FaultyRepository`] does with the next calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RepoFault {
+    /// Pass everything through.
+    None = 0,
+    /// Every call fails at once with `Unavailable`, as DynamoDB throttling
+    /// looks once the SDK's own retries are spent.
+    Throttle = 1,
+    /// Every call waits [`FaultyRepository::with_timeout`] (default 200 ms),
+    /// then fails with `Unavailable`: a call that timed out.
+    Timeout = 2,
+    /// Every conditional write fails its condition, as if a racing writer
+    /// always won: `put` returns `ConditionFailed`, `try_lease` `Ok(false)`.
+    /// Reads and audit appends pass.
+    ConditionFailed = 3,
+    /// `append_audit` fails with `Unavailable`; everything else passes.
+    AuditFails = 4,
+}
+
+/// Passes calls through until told to fail; switchable at run time like
+/// `tokenkeep_envelope::testing::FaultyKeyProvider`, so a test can show
+/// "storage down → clear error → storage back → works again".
+#[derive(Debug)]
+pub struct FaultyRepository {
+    inner: Arc<dyn Repository>,
+    fault: AtomicU8,
+    timeout: Duration,
+    /// Calls that failed because of an injected fault.
+    pub injected: AtomicU64,
+}
+
+impl FaultyRepository {
+    pub fn new(inner: Arc<dyn Repository>) -> Self {
+        Self { inner, fault: AtomicU8::new(RepoFault::None as u8), timeout: Duration::from_millis(200), injected: AtomicU64::new(0) }
+    }
+
+    /// How long a `RepoFault::Timeout` call hangs before failing.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn set_fault(&self, fault: RepoFault) {
+        self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    pub fn fault(&self) -> RepoFault {
+        match self.fault.load(Ordering::SeqCst) {
+            1 => RepoFault::Throttle,
+            2 => RepoFault::Timeout,
+            3 => RepoFault::ConditionFailed,
+            4 => RepoFault::AuditFails,
+            _ => RepoFault::None,
+        }
+    }
+
+    fn unavailable(&self, what: &'static str) -> RepoError {
+        self.injected.fetch_add(1, Ordering::SeqCst);
+        RepoError::Unavailable(what.into())
+    }
+
+    /// Applies Throttle and Timeout, which hit every call alike.
+    async fn any_call(&self) -> Result<(), RepoError> {
+        match self.fault() {
+            RepoFault::Throttle => Err(self.unavailable("injected: throughput exceeded")),
+            RepoFault::Timeout => {
+                tokio::time::sleep(self.timeout).await;
+                Err(self.unavailable("injected: request timed out"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn conditional_write(&self) -> Result<(), RepoError> {
+        self.any_call().await?;
+        if self.fault() == RepoFault::ConditionFailed {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            return Err(RepoError::ConditionFailed);
+        }
+        Ok(())
+    }
+}
+
+/// Forwards every `Repository` method to `self.inner` after `$before` (an
+/// async method of `Self` returning `Result<(), RepoError>`, or a counter).
+macro_rules! forward_repository {
+    ($ty:ty, |$this:ident| {
+        get: $get:expr, list_tenant: $list:expr, put: $put:expr, delete: $delete:expr,
+        tenant_state: $ts:expr, open_generation: $og:expr, purge_tenant: $purge:expr,
+        try_lease: $lease:expr, release_lease: $release:expr, query_due: $due:expr,
+        scan_records: $scan:expr, scan_tenants: $scant:expr, restore_tenant: $restore:expr,
+        put_state: $ps:expr, consume_state: $cs:expr, record_event: $re:expr,
+        append_audit: $aa:expr, query_audit: $qa:expr $(,)?
+    }) => {
+        #[async_trait]
+        impl Repository for $ty {
+            async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
+                let $this = self;
+                $get;
+                self.inner.get(key).await
+            }
+            async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
+                let $this = self;
+                $list;
+                self.inner.list_tenant(pk).await
+            }
+            async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
+                let $this = self;
+                $put;
+                self.inner.put(record, expect).await
+            }
+            async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
+                let $this = self;
+                $delete;
+                self.inner.delete(key).await
+            }
+            async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
+                let $this = self;
+                $ts;
+                self.inner.tenant_state(pk).await
+            }
+            async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
+                let $this = self;
+                $og;
+                self.inner.open_generation(pk).await
+            }
+            async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
+                let $this = self;
+                $purge;
+                self.inner.purge_tenant(pk, now).await
+            }
+            async fn try_lease(
+                &self,
+                key: &RecordKey,
+                version: u64,
+                generation: u64,
+                owner: &str,
+                now: i64,
+                until: i64,
+            ) -> Result<bool, RepoError> {
+                let $this = self;
+                $lease;
+                self.inner.try_lease(key, version, generation, owner, now, until).await
+            }
+            async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
+                let $this = self;
+                $release;
+                self.inner.release_lease(key, owner).await
+            }
+            async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+                let $this = self;
+                $due;
+                self.inner.query_due(shard, before, limit).await
+            }
+            async fn scan_records(
+                &self,
+                after: Option<(String, String)>,
+                limit: usize,
+            ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
+                let $this = self;
+                $scan;
+                self.inner.scan_records(after, limit).await
+            }
+            async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
+                let $this = self;
+                $scant;
+                self.inner.scan_tenants().await
+            }
+            async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
+                let $this = self;
+                $restore;
+                self.inner.restore_tenant(pk, state).await
+            }
+            async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
+                let $this = self;
+                $ps;
+                self.inner.put_state(nonce, expires_at).await
+            }
+            async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
+                let $this = self;
+                $cs;
+                self.inner.consume_state(nonce, now).await
+            }
+            async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+                let $this = self;
+                $re;
+                self.inner.record_event(event_id, now, expires_at).await
+            }
+            async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
+                let $this = self;
+                $aa;
+                self.inner.append_audit(record, expires_at).await
+            }
+            async fn query_audit(
+                &self,
+                tenant: Option<&str>,
+                since_ms: i64,
+                limit: usize,
+            ) -> Result<Vec<AuditRecord>, RepoError> {
+                let $this = self;
+                $qa;
+                self.inner.query_audit(tenant, since_ms, limit).await
+            }
+        }
+    };
+}
+
+forward_repository!(CountingRepository, |c| {
+    get: c.record_read(), list_tenant: c.record_read(), put: c.write(), delete: c.write(),
+    tenant_state: c.read(), open_generation: c.write(), purge_tenant: c.write(),
+    try_lease: c.write(), release_lease: c.write(), query_due: c.read(),
+    scan_records: c.read(), scan_tenants: c.read(), restore_tenant: c.write(),
+    put_state: c.write(), consume_state: c.write(), record_event: c.write(),
+    append_audit: { c.read(); c.calls.audit_appends.fetch_add(1, Ordering::SeqCst) },
+    query_audit: c.read(),
+});
+
+forward_repository!(FaultyRepository, |f| {
+    get: f.any_call().await?, list_tenant: f.any_call().await?,
+    put: f.conditional_write().await?, delete: f.any_call().await?,
+    tenant_state: f.any_call().await?, open_generation: f.any_call().await?,
+    purge_tenant: f.any_call().await?,
+    // A lost lease race is `Ok(false)` in the trait's contract, not an error.
+    try_lease: {
+        f.any_call().await?;
+        if f.fault() == RepoFault::ConditionFailed {
+            f.injected.fetch_add(1, Ordering::SeqCst);
+            return Ok(false);
+        }
+    },
+    release_lease: f.any_call().await?, query_due: f.any_call().await?,
+    scan_records: f.any_call().await?, scan_tenants: f.any_call().await?,
+    restore_tenant: f.any_call().await?, put_state: f.any_call().await?,
+    consume_state: f.any_call().await?, record_event: f.any_call().await?,
+    append_audit: {
+        f.any_call().await?;
+        if f.fault() == RepoFault::AuditFails {
+            return Err(f.unavailable("injected: audit table unavailable"));
+        }
+    },
+    query_audit: f.any_call().await?,
+});
