@@ -75,6 +75,10 @@ impl TenantKey {
         let (Some("T"), Some(e), Some(t), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TenantError::MalformedId);
         };
+        // An empty part would parse like `-` (T#A# as T#A#-): two stored keys, one tenant.
+        if e.is_empty() || t.is_empty() {
+            return Err(TenantError::MalformedId);
+        }
         let opt = |s: &str| if s == "-" { None } else { Some(s.to_owned()) };
         Self::new(opt(e).as_deref(), opt(t).as_deref())
     }
