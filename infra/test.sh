@@ -3,8 +3,10 @@
 #   1. installs the local AWS emulator (moto's server, in .tools/moto-venv) if missing,
 #   2. starts it on a free loopback port and points the AWS SDK at it,
 #   3. runs the template checks (cfn-lint, sam validate --lint, checkov),
-#   4. runs `cargo test --workspace` (DynamoDB + KMS tests hit the emulator),
-#   5. stops the emulator by its PID, whatever happened.
+#   4. runs `cargo deny check licenses bans sources` offline (deny.toml; cargo-deny
+#      is installed into .tools/cargo from crates.io if missing),
+#   5. runs `cargo test --workspace` (DynamoDB + KMS tests hit the emulator),
+#   6. stops the emulator by its PID, whatever happened.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,6 +49,17 @@ unset AWS_PROFILE
 
 echo "==> template checks"
 bash infra/check-template.sh
+
+CARGO_DENY_VERSION=0.18.9
+CARGO_DENY="$TOOLS/cargo/bin/cargo-deny"
+if [[ ! -x "$CARGO_DENY" ]] || ! "$CARGO_DENY" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+  echo "==> installing cargo-deny $CARGO_DENY_VERSION into .tools/cargo"
+  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$TOOLS/cargo"
+fi
+echo "==> cargo deny check licenses bans sources (offline)"
+# Offline: the dependency graph comes from Cargo.lock and the local registry
+# cache; advisories (which need the advisory database) are not checked here.
+"$CARGO_DENY" --log-level error --offline check licenses bans sources
 
 echo "==> cargo test --workspace"
 cargo test --workspace --locked "$@"
