@@ -57,6 +57,8 @@ pub enum Fault {
     None = 0,
     Unavailable = 1,
     AccessDenied = 2,
+    /// Only `generate_data_key` fails (Unavailable); decrypts still work.
+    GenerateUnavailable = 3,
 }
 
 /// Passes calls through until told to fail; switchable at run time so a test
@@ -76,6 +78,13 @@ impl<P> FaultyKeyProvider<P> {
         self.fault.store(fault as u8, Ordering::SeqCst);
     }
 
+    fn check_generate(&self) -> Result<(), EnvelopeError> {
+        match self.fault.load(Ordering::SeqCst) {
+            3 => Err(EnvelopeError::Unavailable("injected: generate unavailable".into())),
+            _ => self.check(),
+        }
+    }
+
     fn check(&self) -> Result<(), EnvelopeError> {
         match self.fault.load(Ordering::SeqCst) {
             1 => Err(EnvelopeError::Unavailable("injected: key provider unavailable".into())),
@@ -91,7 +100,7 @@ impl<P: KeyProvider> KeyProvider for FaultyKeyProvider<P> {
         self.inner.key_id()
     }
     async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<DataKey, EnvelopeError> {
-        self.check()?;
+        self.check_generate()?;
         self.inner.generate_data_key(ctx).await
     }
     async fn decrypt_data_key(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<Arc<PlainDataKey>, EnvelopeError> {

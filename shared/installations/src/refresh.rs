@@ -307,6 +307,10 @@ impl InstallationStore {
             .map(RefreshToken::new)
             .ok_or(StoreError::Integrity)?;
 
+        // The new pair's data key comes first: once Slack answers, the old
+        // refresh token is spent, so nothing that can fail (KMS) may stand
+        // between Slack's answer and the conditional write.
+        let data_key = self.new_data_key(key).await?;
         let response = match slack.refresh(&refresh_token).await {
             Ok(r) => r,
             Err(e) if e.is_revoked() => {
@@ -347,7 +351,7 @@ impl InstallationStore {
             };
             secrets.push((name.as_str(), value));
         }
-        let next = self.seal_record(key, meta, record.version + 1, record.generation, &secrets).await?;
+        let next = self.seal_record_with(Some(data_key), key, meta, record.version + 1, record.generation, &secrets)?;
         let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
         match self.repository().put(&next, expect).await {
             Ok(()) => {

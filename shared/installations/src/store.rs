@@ -116,6 +116,29 @@ impl InstallationStore {
         generation: u64,
         secrets: &[(&str, &str)],
     ) -> Result<StoredRecord, StoreError> {
+        let dk = match secrets.is_empty() {
+            true => None,
+            false => Some(self.new_data_key(key).await?),
+        };
+        self.seal_record_with(dk, key, meta, version, generation, secrets)
+    }
+
+    /// A fresh data key for one record write.
+    pub(crate) async fn new_data_key(&self, key: &RecordKey) -> Result<tokenkeep_envelope::DataKey, StoreError> {
+        Ok(self.keys.generate_data_key(&self.context(&key.pk())).await?)
+    }
+
+    /// Seals under a data key the caller already holds (the refresh path gets
+    /// it before calling Slack, so a KMS failure can't strand a new token pair).
+    pub(crate) fn seal_record_with(
+        &self,
+        dk: Option<tokenkeep_envelope::DataKey>,
+        key: &RecordKey,
+        meta: InstallationMeta,
+        version: u64,
+        generation: u64,
+        secrets: &[(&str, &str)],
+    ) -> Result<StoredRecord, StoreError> {
         let pk = key.pk();
         let rotating = meta.token_expires_at.filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
         let mut record = StoredRecord {
@@ -132,10 +155,9 @@ impl InstallationStore {
             lease_owner: None,
             lease_until: None,
         };
-        if secrets.is_empty() {
+        let Some(dk) = dk.filter(|_| !secrets.is_empty()) else {
             return Ok(record);
-        }
-        let dk = self.keys.generate_data_key(&self.context(&record.pk)).await?;
+        };
         let bound = record.meta.bound_bytes();
         for (name, value) in secrets {
             let sealed = seal(&dk.plaintext, &aad(&record, name, &bound), value.as_bytes())?;

@@ -184,6 +184,25 @@ async fn kms_down_during_a_refresh_fails_before_slack_and_releases_the_lease() {
     assert_eq!(rig.slack.refreshes_for("T0KMSR"), 1);
 }
 
+/// KMS can decrypt but not generate: the refresh must fail before Slack is
+/// asked, because once Slack answers the old refresh token is spent and a new
+/// pair that can't be sealed would be lost (the installation would need a
+/// reinstall). Generating the new data key first makes that impossible.
+#[tokio::test]
+async fn kms_generate_down_during_a_refresh_never_spends_the_refresh_token() {
+    let rig = Rig::new(CacheLimits::disabled()).await;
+    let tenant = rig.install("T0KMSG").await;
+    rig.clock.advance_secs(LIFETIME + 1);
+    rig.kms.set_fault(Fault::GenerateUnavailable);
+    let r = within(rig.store.bot_token(&tenant, &ctx())).await;
+    assert!(matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))), "{r:?}");
+    assert_eq!(rig.slack.calls("oauth.v2.access"), 1, "only the install's exchange: the refresh token is unspent");
+    rig.kms.set_fault(Fault::None);
+    let token = within(rig.store.bot_token(&tenant, &ctx())).await.unwrap();
+    assert!(rig.slack.is_token_active(&token));
+    assert_eq!(rig.slack.refreshes_for("T0KMSG"), 1);
+}
+
 // ---- audit -----------------------------------------------------------------------
 
 /// SECURITY.md: "Audit write fails → the token read fails: there are no
