@@ -9,9 +9,20 @@
 //! Calls run inline under a mutex rather than on `spawn_blocking`: every
 //! statement here is a primary-key lookup or write taking microseconds, less
 //! than a thread hand-off would cost.
+//!
+//! Audit appends are group-committed: concurrent appends queue, and whichever
+//! caller finds no commit in progress writes everything queued in one
+//! transaction, then keeps draining until the queue is empty. Each caller's
+//! future resolves only after the transaction holding its row has committed
+//! (or with that row's own error), so a token read is still never answered
+//! before its audit record is durable; under load one commit (its locks and
+//! WAL frames) is shared by many reads. The commit loop has no `.await`, so a
+//! cancelled request can't strand rows that other callers wait on.
 
 use std::path::Path;
 use std::sync::Mutex;
+
+use tokio::sync::oneshot;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -21,7 +32,40 @@ use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord,
 pub struct EmbeddedRepository {
     conn: Mutex<Connection>,
     path: String,
+    audit_queue: Mutex<AuditQueue>,
 }
+
+/// Audit rows waiting for the next group commit (see the module doc).
+#[derive(Default)]
+struct AuditQueue {
+    rows: Vec<PendingAudit>,
+    /// A caller is running the commit loop and will drain whatever is queued.
+    committing: bool,
+}
+
+struct PendingAudit {
+    tenant: String,
+    sk: String,
+    at_ms: i64,
+    ttl: i64,
+    body: String,
+    done: oneshot::Sender<Result<(), RepoError>>,
+}
+
+/// Clears `committing` if the commit loop unwinds, so later appends don't wait
+/// on a loop that is gone (the queued rows' senders drop: those reads fail).
+struct CommitLoopGuard<'a>(&'a Mutex<AuditQueue>);
+
+impl Drop for CommitLoopGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            q.committing = false;
+        }
+    }
+}
+
+const INSERT_AUDIT: &str = "INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 impl std::fmt::Debug for EmbeddedRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +131,63 @@ impl EmbeddedRepository {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self { conn: Mutex::new(conn), path })
+        Ok(Self { conn: Mutex::new(conn), path, audit_queue: Mutex::default() })
+    }
+
+    fn audit_queue(&self) -> std::sync::MutexGuard<'_, AuditQueue> {
+        self.audit_queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group-commit loop: runs until the queue is empty. Synchronous on
+    /// purpose (see the module doc).
+    fn commit_queued_audits(&self) {
+        let _guard = CommitLoopGuard(&self.audit_queue);
+        loop {
+            let batch = {
+                let mut q = self.audit_queue();
+                if q.rows.is_empty() {
+                    // Cleared in the same critical section as the emptiness
+                    // check: a row pushed after this starts its own loop.
+                    q.committing = false;
+                    return;
+                }
+                std::mem::take(&mut q.rows)
+            };
+            self.commit_audit_batch(batch);
+        }
+    }
+
+    /// One transaction for the whole batch; if it fails, each row is retried
+    /// on its own so every caller gets its own row's outcome.
+    fn commit_audit_batch(&self, batch: Vec<PendingAudit>) {
+        let mut conn = self.conn();
+        let together = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(INSERT_AUDIT)?;
+                for row in &batch {
+                    stmt.execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body])?;
+                }
+            }
+            tx.commit()
+        })();
+        match together {
+            Ok(()) => {
+                for row in batch {
+                    let _ = row.done.send(Ok(()));
+                }
+            }
+            Err(_) => {
+                for row in batch {
+                    let one = conn
+                        .prepare_cached(INSERT_AUDIT)
+                        .and_then(|mut stmt| stmt.execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body]))
+                        .map(|_| ())
+                        .map_err(backend);
+                    let _ = row.done.send(one);
+                }
+            }
+        }
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -348,24 +448,39 @@ impl Repository for EmbeddedRepository {
     async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
         let conn = self.conn();
         let n = conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO events (event_id, ttl) VALUES (?1, ?2)
                  ON CONFLICT (event_id) DO UPDATE SET ttl = excluded.ttl WHERE events.ttl <= ?3",
-                params![event_id, expires_at, now],
             )
+            .map_err(backend)?
+            .execute(params![event_id, expires_at, now])
             .map_err(backend)?;
         Ok(n == 1)
     }
 
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
         let body = serde_json::to_string(record).map_err(corrupt)?;
-        let sk = record.sort_key(rand::random());
-        let conn = self.conn();
-        conn.prepare_cached("INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .map_err(backend)?
-            .execute(params![record.tenant, sk, record.at_ms, expires_at, body])
-            .map_err(backend)?;
-        Ok(())
+        let (done, committed) = oneshot::channel();
+        let row = PendingAudit {
+            tenant: record.tenant.clone(),
+            sk: record.sort_key(rand::random()),
+            at_ms: record.at_ms,
+            ttl: expires_at,
+            body,
+            done,
+        };
+        let lead = {
+            let mut q = self.audit_queue();
+            q.rows.push(row);
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if lead {
+            self.commit_queued_audits();
+        }
+        // The sender is dropped without sending only if the commit loop panicked.
+        committed
+            .await
+            .map_err(|_| RepoError::Backend("audit commit loop failed".into()))?
     }
 
     async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
