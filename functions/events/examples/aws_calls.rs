@@ -1,0 +1,234 @@
+//! AWS call accounting per authorized event (a benchmark, not a test), against
+//! the DynamoDB + KMS emulator: the events router over `DynamoRepository` and
+//! `KmsKeyProvider` (behind the production `CachingKeyProvider`), with counters
+//! at the `Repository` and `KeyProvider` seams. N tenants installed, one warm-up
+//! event each, then M `message` events round-robin; prints calls per event.
+//!
+//! ```sh
+//! .tools/moto-venv/bin/moto_server -H 127.0.0.1 -p 5610 &
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5610 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
+//!   cargo run --release -p tokenkeep-events --example aws_calls -- [tenants=100] [events=2000]
+//! ```
+//! Wall time per event is the emulator's (moto, Python), not DynamoDB's.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use http::Request;
+use serde_json::json;
+use tower::ServiceExt as _;
+
+use tokenkeep_envelope::testing::CountingKeyProvider;
+use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider};
+use tokenkeep_events::{router, AuthorizedEvent, EventHandler, EventsState, HandlerError};
+use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
+use tokenkeep_installations::{
+    AuditRecord, Clock, Expect, Installation, InstallationStore, RecordKey, RepoError, Repository, StoreConfig,
+    StoredRecord, SystemClock, TenantState, VerifiedTenant,
+};
+use tokenkeep_slack_api::fake::sign_request;
+use tokenkeep_slack_api::{OAuthV2Response, RequestVerifier, SigningSecret};
+
+const SECRET: &str = "tokenkeep-test-signing-secret";
+
+#[derive(Debug, Default)]
+struct NoopHandler;
+
+#[async_trait]
+impl EventHandler for NoopHandler {
+    async fn handle(&self, _ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+/// Counts repository calls per method, passing them through.
+#[derive(Debug)]
+struct CountingRepository<R> {
+    inner: R,
+    calls: Mutex<BTreeMap<&'static str, u64>>,
+    total: AtomicU64,
+}
+
+impl<R> CountingRepository<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, calls: Mutex::default(), total: AtomicU64::new(0) }
+    }
+    fn count(&self, method: &'static str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        *self.calls.lock().unwrap().entry(method).or_default() += 1;
+    }
+    fn reset(&self) {
+        self.total.store(0, Ordering::Relaxed);
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+#[async_trait]
+impl<R: Repository> Repository for CountingRepository<R> {
+    async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
+        self.count("get");
+        self.inner.get(key).await
+    }
+    async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
+        self.count("list_tenant");
+        self.inner.list_tenant(pk).await
+    }
+    async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
+        self.count("put");
+        self.inner.put(record, expect).await
+    }
+    async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
+        self.count("delete");
+        self.inner.delete(key).await
+    }
+    async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
+        self.count("tenant_state");
+        self.inner.tenant_state(pk).await
+    }
+    async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
+        self.count("open_generation");
+        self.inner.open_generation(pk).await
+    }
+    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
+        self.count("purge_tenant");
+        self.inner.purge_tenant(pk, now).await
+    }
+    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
+        -> Result<bool, RepoError> {
+        self.count("try_lease");
+        self.inner.try_lease(key, version, generation, owner, now, until).await
+    }
+    async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
+        self.count("release_lease");
+        self.inner.release_lease(key, owner).await
+    }
+    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+        self.count("query_due");
+        self.inner.query_due(shard, before, limit).await
+    }
+    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
+        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
+        self.count("scan_records");
+        self.inner.scan_records(after, limit).await
+    }
+    async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
+        self.count("scan_tenants");
+        self.inner.scan_tenants().await
+    }
+    async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
+        self.count("restore_tenant");
+        self.inner.restore_tenant(pk, state).await
+    }
+    async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
+        self.count("put_state");
+        self.inner.put_state(nonce, expires_at).await
+    }
+    async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
+        self.count("consume_state");
+        self.inner.consume_state(nonce, now).await
+    }
+    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+        self.count("record_event");
+        self.inner.record_event(event_id, now, expires_at).await
+    }
+    async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
+        self.count("append_audit");
+        self.inner.append_audit(record, expires_at).await
+    }
+    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
+        self.count("query_audit");
+        self.inner.query_audit(tenant, since_ms, limit).await
+    }
+}
+
+fn arg(n: usize, default: usize) -> usize {
+    std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
+fn team(i: usize) -> String {
+    format!("T{i:06}")
+}
+
+#[tokio::main]
+async fn main() {
+    let tenants = arg(1, 100);
+    let events = arg(2, 2000);
+    let (dynamo, _client, _table, _audit) = emulator_repository().await;
+    let (kms, key_arn) = emulator_kms_key().await;
+    let repo = Arc::new(CountingRepository::new(dynamo));
+    let kms = Arc::new(CountingKeyProvider::new(KmsKeyProvider::new(kms, key_arn)));
+    let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(kms.clone(), CacheLimits::default()));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = Arc::new(
+        InstallationStore::new(repo.clone(), keys, StoreConfig::new("A0BENCH")).with_clock(clock.clone()),
+    );
+    for i in 0..tenants {
+        let resp: OAuthV2Response = serde_json::from_value(json!({
+            "ok": true, "app_id": "A0BENCH", "token_type": "bot", "scope": "chat:write",
+            "access_token": format!("xoxb-bench-{i}"), "bot_user_id": "UBOT",
+            "team": { "id": team(i), "name": "bench" }, "enterprise": null,
+            "is_enterprise_install": false, "authed_user": { "id": "U0INSTALLER" },
+        }))
+        .unwrap();
+        let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
+        let installation = Installation::from_oauth_response(resp, clock.now_secs()).unwrap();
+        store.store_installation(&tenant, &installation).await.unwrap();
+    }
+    let app = router(EventsState {
+        store,
+        verifier: RequestVerifier::new(SigningSecret::new(SECRET)),
+        handler: Arc::new(NoopHandler),
+        clock: clock.clone(),
+    });
+    let secret = SigningSecret::new(SECRET);
+    let send = |n: usize| {
+        let team = team(n % tenants);
+        let body = json!({
+            "type": "event_callback", "team_id": team, "api_app_id": "A0BENCH", "event_id": format!("Ev{n:012}"),
+            "event_time": 0, "event": { "type": "message", "channel": "C1", "user": "U1", "text": "hello", "ts": "1.0" },
+            "authorizations": [{ "team_id": team, "is_enterprise_install": false }],
+        })
+        .to_string();
+        let ts = clock.now_secs();
+        let req = Request::post("/slack/events")
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header("x-slack-signature", sign_request(&secret, ts, body.as_bytes()))
+            .body(Body::from(body))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+    };
+
+    // Warm-up: one event per tenant, so every data key has been decrypted once.
+    for n in 0..tenants {
+        send(n).await;
+    }
+    let cold_decrypts = kms.decrypts.load(Ordering::Relaxed);
+    repo.reset();
+    let kms_before = kms.total();
+    let generates_before = kms.generates.load(Ordering::Relaxed);
+
+    let started = Instant::now();
+    for n in tenants..tenants + events {
+        send(n).await;
+    }
+    let wall = started.elapsed();
+    let per = |x: u64| x as f64 / events as f64;
+    println!("aws_calls: {tenants} tenants on the emulator (DynamoDB + KMS), {events} authorized message events, warm data-key cache");
+    println!("  warm-up KMS decrypts   {cold_decrypts} ({:.2} per tenant)", cold_decrypts as f64 / tenants as f64);
+    println!("  DynamoDB calls         {:.3} per event", per(repo.total.load(Ordering::Relaxed)));
+    for (method, n) in repo.calls.lock().unwrap().iter() {
+        println!("    {method:<20} {:.3} per event", per(*n));
+    }
+    println!("  KMS calls              {:.4} per event (decrypt {}, generate {})", per(kms.total() - kms_before),
+        kms.decrypts.load(Ordering::Relaxed) - cold_decrypts, kms.generates.load(Ordering::Relaxed) - generates_before);
+    println!("  wall time              {:.2} ms per event (emulator round trips, sequential)", wall.as_secs_f64() * 1e3 / events as f64);
+}
