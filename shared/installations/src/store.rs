@@ -201,7 +201,24 @@ impl InstallationStore {
     /// Stores a new installation (bot + installing user) under fresh data keys.
     /// A reinstall replaces the tokens and bumps the version; an install after
     /// a purge opens a new generation.
+    ///
+    /// A write that loses a race (a refresh bumped the version, an uninstall
+    /// purged the tenant between our read and our write) is redone from a
+    /// fresh read: the user just authorized the app, and their new grant wins.
     pub async fn store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
+        const ATTEMPTS: usize = 4;
+        for attempt in 1..=ATTEMPTS {
+            match self.try_store_installation(tenant, inst).await {
+                Err(StoreError::Conflict) if attempt < ATTEMPTS => {
+                    tracing::info!(tenant = %tenant.key(), attempt, "install raced another writer; retrying");
+                }
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn try_store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
         let pk = tenant.key().pk();
         let generation = self.repo.open_generation(&pk).await?;
 
