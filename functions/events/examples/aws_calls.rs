@@ -11,9 +11,8 @@
 //! ```
 //! Wall time per event is the emulator's (moto, Python), not DynamoDB's.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -26,10 +25,8 @@ use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider};
 use tokenkeep_events::{router, AuthorizedEvent, EventHandler, EventsState, HandlerError};
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
-use tokenkeep_installations::{
-    AuditRecord, Clock, Expect, Installation, InstallationStore, RecordKey, RepoError, Repository, StoreConfig,
-    StoredRecord, SystemClock, TenantState, VerifiedTenant,
-};
+use tokenkeep_installations::testing::CountingRepository;
+use tokenkeep_installations::{Clock, Installation, InstallationStore, StoreConfig, SystemClock, VerifiedTenant};
 use tokenkeep_slack_api::fake::sign_request;
 use tokenkeep_slack_api::{OAuthV2Response, RequestVerifier, SigningSecret};
 
@@ -45,105 +42,6 @@ impl EventHandler for NoopHandler {
     }
 }
 
-/// Counts repository calls per method, passing them through.
-#[derive(Debug)]
-struct CountingRepository<R> {
-    inner: R,
-    calls: Mutex<BTreeMap<&'static str, u64>>,
-    total: AtomicU64,
-}
-
-impl<R> CountingRepository<R> {
-    fn new(inner: R) -> Self {
-        Self { inner, calls: Mutex::default(), total: AtomicU64::new(0) }
-    }
-    fn count(&self, method: &'static str) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        *self.calls.lock().unwrap().entry(method).or_default() += 1;
-    }
-    fn reset(&self) {
-        self.total.store(0, Ordering::Relaxed);
-        self.calls.lock().unwrap().clear();
-    }
-}
-
-#[async_trait]
-impl<R: Repository> Repository for CountingRepository<R> {
-    async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
-        self.count("get");
-        self.inner.get(key).await
-    }
-    async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
-        self.count("list_tenant");
-        self.inner.list_tenant(pk).await
-    }
-    async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
-        self.count("put");
-        self.inner.put(record, expect).await
-    }
-    async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
-        self.count("delete");
-        self.inner.delete(key).await
-    }
-    async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
-        self.count("tenant_state");
-        self.inner.tenant_state(pk).await
-    }
-    async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
-        self.count("open_generation");
-        self.inner.open_generation(pk).await
-    }
-    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
-        self.count("purge_tenant");
-        self.inner.purge_tenant(pk, now).await
-    }
-    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
-        -> Result<bool, RepoError> {
-        self.count("try_lease");
-        self.inner.try_lease(key, version, generation, owner, now, until).await
-    }
-    async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
-        self.count("release_lease");
-        self.inner.release_lease(key, owner).await
-    }
-    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
-        self.count("query_due");
-        self.inner.query_due(shard, before, limit).await
-    }
-    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
-        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
-        self.count("scan_records");
-        self.inner.scan_records(after, limit).await
-    }
-    async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
-        self.count("scan_tenants");
-        self.inner.scan_tenants().await
-    }
-    async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
-        self.count("restore_tenant");
-        self.inner.restore_tenant(pk, state).await
-    }
-    async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
-        self.count("put_state");
-        self.inner.put_state(nonce, expires_at).await
-    }
-    async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
-        self.count("consume_state");
-        self.inner.consume_state(nonce, now).await
-    }
-    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
-        self.count("record_event");
-        self.inner.record_event(event_id, now, expires_at).await
-    }
-    async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
-        self.count("append_audit");
-        self.inner.append_audit(record, expires_at).await
-    }
-    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
-        self.count("query_audit");
-        self.inner.query_audit(tenant, since_ms, limit).await
-    }
-}
 
 fn arg(n: usize, default: usize) -> usize {
     std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
@@ -159,7 +57,7 @@ async fn main() {
     let events = arg(2, 2000);
     let (dynamo, _client, _table, _audit) = emulator_repository().await;
     let (kms, key_arn) = emulator_kms_key().await;
-    let repo = Arc::new(CountingRepository::new(dynamo));
+    let repo = Arc::new(CountingRepository::new(Arc::new(dynamo)));
     let kms = Arc::new(CountingKeyProvider::new(KmsKeyProvider::new(kms, key_arn)));
     let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(kms.clone(), CacheLimits::default()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -224,9 +122,9 @@ async fn main() {
     let per = |x: u64| x as f64 / events as f64;
     println!("aws_calls: {tenants} tenants on the emulator (DynamoDB + KMS), {events} authorized message events, warm data-key cache");
     println!("  warm-up KMS decrypts   {cold_decrypts} ({:.2} per tenant)", cold_decrypts as f64 / tenants as f64);
-    println!("  DynamoDB calls         {:.3} per event", per(repo.total.load(Ordering::Relaxed)));
-    for (method, n) in repo.calls.lock().unwrap().iter() {
-        println!("    {method:<20} {:.3} per event", per(*n));
+    println!("  DynamoDB calls         {:.3} per event", per(repo.total()));
+    for (method, n) in repo.by_method() {
+        println!("    {method:<20} {:.3} per event", per(n));
     }
     println!("  KMS calls              {:.4} per event (decrypt {}, generate {})", per(kms.total() - kms_before),
         kms.decrypts.load(Ordering::Relaxed) - cold_decrypts, kms.generates.load(Ordering::Relaxed) - generates_before);

@@ -69,6 +69,8 @@ pub struct RepoCalls {
     /// `get` and `list_tenant`: what a token read starts with.
     pub record_reads: AtomicU64,
     pub audit_appends: AtomicU64,
+    /// Calls per `Repository` method name (benchmarks print these).
+    pub by_method: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Passes every call through, counting it: adversarial tests assert that a
@@ -95,15 +97,27 @@ impl CountingRepository {
     pub fn audit_appends(&self) -> u64 {
         self.calls.audit_appends.load(Ordering::SeqCst)
     }
-    fn read(&self) {
-        self.calls.total.fetch_add(1, Ordering::SeqCst);
+    /// Calls per method name since the last [`reset`](Self::reset).
+    pub fn by_method(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.calls.by_method.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    fn record_read(&self) {
-        self.read();
+    /// Zeroes every counter (e.g. after a benchmark's warm-up).
+    pub fn reset(&self) {
+        for c in [&self.calls.total, &self.calls.writes, &self.calls.record_reads, &self.calls.audit_appends] {
+            c.store(0, Ordering::SeqCst);
+        }
+        self.calls.by_method.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+    fn read(&self, method: &'static str) {
+        self.calls.total.fetch_add(1, Ordering::SeqCst);
+        *self.calls.by_method.lock().unwrap_or_else(|p| p.into_inner()).entry(method).or_default() += 1;
+    }
+    fn record_read(&self, method: &'static str) {
+        self.read(method);
         self.calls.record_reads.fetch_add(1, Ordering::SeqCst);
     }
-    fn write(&self) {
-        self.read();
+    fn write(&self, method: &'static str) {
+        self.read(method);
         self.calls.writes.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -317,13 +331,14 @@ macro_rules! forward_repository {
 }
 
 forward_repository!(CountingRepository, |c| {
-    get: c.record_read(), list_tenant: c.record_read(), put: c.write(), delete: c.write(),
-    tenant_state: c.read(), open_generation: c.write(), purge_tenant: c.write(),
-    try_lease: c.write(), release_lease: c.write(), query_due: c.read(),
-    scan_records: c.read(), scan_tenants: c.read(), restore_tenant: c.write(),
-    put_state: c.write(), consume_state: c.write(), record_event: c.write(),
-    append_audit: { c.read(); c.calls.audit_appends.fetch_add(1, Ordering::SeqCst) },
-    query_audit: c.read(),
+    get: c.record_read("get"), list_tenant: c.record_read("list_tenant"), put: c.write("put"),
+    delete: c.write("delete"), tenant_state: c.read("tenant_state"), open_generation: c.write("open_generation"),
+    purge_tenant: c.write("purge_tenant"), try_lease: c.write("try_lease"), release_lease: c.write("release_lease"),
+    query_due: c.read("query_due"), scan_records: c.read("scan_records"), scan_tenants: c.read("scan_tenants"),
+    restore_tenant: c.write("restore_tenant"), put_state: c.write("put_state"), consume_state: c.write("consume_state"),
+    record_event: c.write("record_event"),
+    append_audit: { c.read("append_audit"); c.calls.audit_appends.fetch_add(1, Ordering::SeqCst) },
+    query_audit: c.read("query_audit"),
 });
 
 forward_repository!(FaultyRepository, |f| {
