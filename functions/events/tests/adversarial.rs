@@ -230,12 +230,8 @@ async fn hostile_requests_are_refused_at_no_cost() {
     let bomb_in_payload = format!("payload={}", nested(50_000).replace('[', "%5B").replace(']', "%5D")).into_bytes();
     let mut not_utf8 = body.clone();
     not_utf8.splice(10..10, [0xff, 0xfe, 0xc3]);
-    let dup_team = format!(
-        r#"{{"type":"event_callback","team_id":"T0OTHER","team_id":"T0ADV","event_id":"Ev0DUP","event":{{"type":"app_mention"}}}}"#
-    );
-    let dup_auth = format!(
-        r#"{{"type":"event_callback","event_id":"Ev0DUP2","event":{{"type":"app_mention"}},"authorizations":[{{"team_id":"T0OTHER","team_id":"T0ADV"}}]}}"#
-    );
+    let dup_team = r#"{"type":"event_callback","team_id":"T0OTHER","team_id":"T0ADV","event_id":"Ev0DUP","event":{"type":"app_mention"}}"#.to_owned();
+    let dup_auth = r#"{"type":"event_callback","event_id":"Ev0DUP2","event":{"type":"app_mention"},"authorizations":[{"team_id":"T0OTHER","team_id":"T0ADV"}]}"#.to_owned();
 
     let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
         // Signature header forms

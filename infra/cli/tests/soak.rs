@@ -340,7 +340,8 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     for i in 0..TENANTS {
         let pk = TenantKey::new(None, Some(&team(i))).unwrap().pk();
         let records = soak.repo.list_tenant(&pk).await.unwrap();
-        match soak.live[i].lock().unwrap().unwrap() {
+        let is_live = soak.live[i].lock().unwrap().unwrap();
+        match is_live {
             true => {
                 live += 1;
                 assert!(!records.is_empty(), "{}: live tenant has no record", team(i));

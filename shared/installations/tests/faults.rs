@@ -110,7 +110,7 @@ async fn kms_down_reads_fail_closed_with_an_audit_record_then_recover() {
     for cache in [CacheLimits::default(), CacheLimits::disabled()] {
         for fault in [Fault::Unavailable, Fault::AccessDenied] {
             // Given an installation, and a process whose data-key cache is cold
-            let rig = Rig::new(cache.clone()).await;
+            let rig = Rig::new(cache).await;
             let tenant = rig.install("T0KMS").await;
             // When KMS fails
             rig.kms.set_fault(fault);
