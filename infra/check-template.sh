@@ -34,8 +34,8 @@ ensure_venv() {
 }
 
 mkdir -p "$TOOLS"
-ensure_venv cfn-venv 'import cfnlint, samcli' 'cfn-lint>=1,<2' 'aws-sam-cli>=1,<2'
-ensure_venv checkov-venv 'import checkov' 'checkov>=3,<4'
+ensure_venv cfn-venv 'import cfnlint, samcli' 'cfn-lint==1.58.0' 'aws-sam-cli==1.170.0'
+ensure_venv checkov-venv 'import checkov' 'checkov==3.3.30'
 
 # --install-only: prepare the venvs (e.g. for a CI cache) and stop.
 if [[ "${1:-}" == "--install-only" ]]; then

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine or a warm one:
-#   1. installs the local AWS emulator (moto's server, in .tools/moto-venv) if missing,
-#   2. starts it on a free loopback port and points the AWS SDK at it,
-#   3. runs the template checks (cfn-lint, sam validate --lint, checkov),
-#   4. runs `cargo deny check licenses bans sources` offline (deny.toml; cargo-deny
-#      is installed into .tools/cargo from crates.io if missing),
-#   5. runs `cargo test --workspace` (DynamoDB + KMS tests hit the emulator),
-#   6. stops the emulator by its PID, whatever happened.
+# The whole test suite, on a fresh machine or a warm one. Needs only Rust (rustup,
+# stable, with rustfmt and clippy) and Python 3.11 with pip; everything else is
+# installed by this script under .tools/ (git-ignored) or into the cargo registry:
+#   1. `cargo fetch --locked`: every crate of Cargo.lock into the registry cache,
+#      so the offline steps below never depend on what a machine happened to hold,
+#   2. installs the local AWS emulator (moto's server, .tools/moto-venv) if missing,
+#      starts it on a free loopback port and points the AWS SDK at it,
+#   3. template checks (cfn-lint, sam validate --lint, checkov),
+#   4. `cargo deny check licenses bans sources` offline (deny.toml; cargo-deny is
+#      installed into .tools/cargo from crates.io if missing),
+#   5. `cargo clippy --workspace --all-targets -- -D warnings`,
+#   6. `cargo test --workspace` (DynamoDB + KMS tests hit the emulator),
+#   7. the README's run command (`infra/smoke-dev.sh`): builds and starts
+#      `tokenkeep dev` exactly as the README says and checks it serves,
+#   and stops the emulator by its PID, whatever happened.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,11 +21,18 @@ cd "$ROOT"
 TOOLS="$ROOT/.tools"
 PYTHON="${PYTHON:-python3}"
 MOTO_VENV="$TOOLS/moto-venv"
+MOTO_VERSION=5.2.5
+CARGO_DENY_VERSION=0.18.9
+
+step() { echo "==> [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
+
+step "cargo fetch --locked"
+cargo fetch --locked
 
 if [[ ! -f "$MOTO_VENV/.installed" ]] || ! "$MOTO_VENV/bin/python" -c "import moto" >/dev/null 2>&1; then
-  echo "==> installing moto[server] into .tools/moto-venv"
+  step "installing moto[server]==$MOTO_VERSION into .tools/moto-venv"
   "$PYTHON" -m venv --clear "$MOTO_VENV"
-  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
   touch "$MOTO_VENV/.installed"
 fi
 
@@ -39,7 +53,7 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.2
 done
-echo "==> AWS emulator (moto) on 127.0.0.1:$PORT"
+step "AWS emulator (moto) on 127.0.0.1:$PORT"
 
 # Only the emulator: dummy credentials, no instance metadata lookups, one region.
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
@@ -47,19 +61,27 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN=
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE
 
-echo "==> template checks"
+step "template checks"
 bash infra/check-template.sh
 
-CARGO_DENY_VERSION=0.18.9
 CARGO_DENY="$TOOLS/cargo/bin/cargo-deny"
 if [[ ! -x "$CARGO_DENY" ]] || ! "$CARGO_DENY" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
-  echo "==> installing cargo-deny $CARGO_DENY_VERSION into .tools/cargo"
+  step "installing cargo-deny $CARGO_DENY_VERSION into .tools/cargo"
   cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$TOOLS/cargo"
 fi
-echo "==> cargo deny check licenses bans sources (offline)"
-# Offline: the dependency graph comes from Cargo.lock and the local registry
-# cache; advisories (which need the advisory database) are not checked here.
+step "cargo deny check licenses bans sources (offline)"
+# Offline: the dependency graph comes from Cargo.lock and the registry cache filled
+# by `cargo fetch` above; advisories (which need the advisory database) are not
+# checked here.
 "$CARGO_DENY" --log-level error --offline check licenses bans sources
 
-echo "==> cargo test --workspace"
-cargo test --workspace --locked "$@"
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked --offline -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked --offline "$@"
+
+step "README run command (infra/smoke-dev.sh)"
+bash infra/smoke-dev.sh
+
+step "all checks passed"
