@@ -27,7 +27,7 @@ CARGO_DENY_VERSION=0.18.9
 step() { echo "==> [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 
 step "cargo fetch --locked"
-cargo fetch --locked
+cargo fetch --locked --quiet
 
 if [[ ! -f "$MOTO_VENV/.installed" ]] || ! "$MOTO_VENV/bin/python" -c "import moto" >/dev/null 2>&1; then
   step "installing moto[server]==$MOTO_VERSION into .tools/moto-venv"
@@ -67,7 +67,10 @@ bash infra/check-template.sh
 CARGO_DENY="$TOOLS/cargo/bin/cargo-deny"
 if [[ ! -x "$CARGO_DENY" ]] || ! "$CARGO_DENY" --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
   step "installing cargo-deny $CARGO_DENY_VERSION into .tools/cargo"
-  cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$TOOLS/cargo"
+  # Its release profile is fat LTO with one codegen unit (minutes on two cores);
+  # a checker run once per test run needs none of that.
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" --root "$TOOLS/cargo"
 fi
 step "cargo deny check licenses bans sources (offline)"
 # Offline: the dependency graph comes from Cargo.lock and the registry cache filled
