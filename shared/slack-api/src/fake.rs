@@ -112,6 +112,9 @@ pub struct InstallSpec {
     pub app_id: String,
     /// If set, the exchange must send exactly this `redirect_uri` (`bad_redirect_uri`).
     pub redirect_uri: Option<String>,
+    /// Installed before the app turned token rotation on: non-expiring tokens
+    /// and no refresh token, whatever [`FakeSlackConfig::rotation`] says.
+    pub long_lived: bool,
 }
 
 impl Default for InstallSpec {
@@ -129,6 +132,7 @@ impl Default for InstallSpec {
             with_webhook: false,
             app_id: "A0001".to_owned(),
             redirect_uri: None,
+            long_lived: false,
         }
     }
 }
@@ -697,8 +701,9 @@ impl SlackState {
             },
             "is_enterprise_install": spec.is_enterprise_install,
         });
+        let rotation = cfg.rotation && !spec.long_lived;
         if !spec.bot_scopes.is_empty() {
-            let (access, refresh) = self.issue(cfg, &key, Kind::Bot, now);
+            let (access, refresh) = self.issue(cfg, rotation, &key, Kind::Bot, now);
             answer["scope"] = json!(spec.bot_scopes);
             answer["token_type"] = json!("bot");
             answer["access_token"] = json!(access);
@@ -709,7 +714,8 @@ impl SlackState {
             }
         }
         if spec.with_user_token {
-            let (access, refresh) = self.issue(cfg, &key, Kind::User(spec.user_id.clone()), now);
+            let (access, refresh) =
+                self.issue(cfg, rotation, &key, Kind::User(spec.user_id.clone()), now);
             let user = &mut answer["authed_user"];
             user["scope"] = json!(spec.user_scopes);
             user["token_type"] = json!("user");
@@ -744,7 +750,7 @@ impl SlackState {
             Kind::Bot => i.spec.bot_scopes.clone(),
             Kind::User(_) => i.spec.user_scopes.clone(),
         });
-        let (access, refresh) = self.issue(cfg, &install, kind.clone(), now);
+        let (access, refresh) = self.issue(cfg, true, &install, kind.clone(), now);
         self.counters.refreshes += 1;
         *self.refreshes_by_install.entry(install).or_default() += 1;
         // A refresh answer carries token fields only; see OAuthV2Response.
@@ -762,20 +768,19 @@ impl SlackState {
     fn issue(
         &mut self,
         cfg: &FakeSlackConfig,
+        rotation: bool,
         install: &str,
         kind: Kind,
         now: Instant,
     ) -> (String, Option<String>) {
-        let prefix = match (&kind, cfg.rotation) {
+        let prefix = match (&kind, rotation) {
             (Kind::Bot, false) => format!("xoxb-{}-{}-", random_digits(12), random_digits(12)),
             (Kind::User(_), false) => format!("xoxp-{}-{}-", random_digits(12), random_digits(12)),
             (Kind::Bot, true) => "xoxe.xoxb-1-".to_owned(),
             (Kind::User(_), true) => "xoxe.xoxp-1-".to_owned(),
         };
         let access = format!("{prefix}{}", random_alnum(40));
-        let expires_at = cfg
-            .rotation
-            .then(|| now + Duration::from_secs(cfg.token_lifetime_secs));
+        let expires_at = rotation.then(|| now + Duration::from_secs(cfg.token_lifetime_secs));
         self.access.insert(
             access.clone(),
             AccessRecord {
@@ -799,7 +804,7 @@ impl SlackState {
         if let Some(record) = oldest.and_then(|t| self.access.get_mut(&t)) {
             record.revoked = true;
         }
-        let refresh = cfg.rotation.then(|| {
+        let refresh = rotation.then(|| {
             let refresh = format!("xoxe-1-{}", random_alnum(60));
             self.refresh.insert(
                 refresh.clone(),

@@ -1,8 +1,9 @@
 //! `bolt-js-file`: @slack/oauth's `FileInstallationStore` (Bolt for JavaScript).
 //!
-//! Layout: `{baseDir}[/{clientId}]/{folder}/` per tenant, where the folder is
-//! the team id, the enterprise id (org-wide installs) or `{enterprise}-{team}`.
-//! It holds `app-latest` (the last install or refresh: the bot) and
+//! Layout: one folder per tenant: `{base}/{enterprise}` (org-wide installs),
+//! `{base}/{enterprise}-{team}`, and for a plain workspace `{base}{team}` (the
+//! library appends the team id to the base's name), where `base` is `baseDir`
+//! or `baseDir/clientId`. A folder holds `app-latest` (the last install or refresh: the bot) and
 //! `user-{user}-latest` (per user), and with history on timestamped copies
 //! (`app-{ms}`, `user-{user}-{ms}`). Each file is the `Installation` object as
 //! JSON. @slack/oauth keeps no install time, so the newest history copy's
@@ -29,83 +30,130 @@ pub struct BoltJsFileStore {
     root: PathBuf,
 }
 
+fn read_dir(path: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(path).map(|d| d.filter_map(Result::ok).collect()).unwrap_or_default()
+}
+
+fn is_dir(entry: &std::fs::DirEntry) -> bool {
+    entry.file_type().is_ok_and(|t| t.is_dir())
+}
+
+/// Slack ids: what @slack/oauth appends to the base directory for a workspace.
+fn slack_id(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 impl BoltJsFileStore {
-    /// A `FileInstallationStore` base directory; `{baseDir}/{clientId}` when present.
+    /// A `FileInstallationStore` base directory (with the client id appended
+    /// when the store was built with one and wrote under it).
     pub fn open(location: &str, client_id: &str) -> Result<Self, Failure> {
-        let base = PathBuf::from(location);
-        if !base.is_dir() {
-            return Err(Failure::msg(format!("{}: no such directory", base.display())));
-        }
+        let base = PathBuf::from(location.trim_end_matches('/'));
         let per_app = base.join(client_id);
-        Ok(Self { root: if per_app.is_dir() { per_app } else { base } })
+        let uses_client_id = per_app.is_dir()
+            || read_dir(&base).iter().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                is_dir(e) && name.strip_prefix(client_id).is_some_and(slack_id)
+            });
+        let store = Self { root: if uses_client_id { per_app } else { base.clone() } };
+        if store.folders().is_empty() {
+            return Err(Failure::msg(format!("{}: no @slack/oauth installation folders there", base.display())));
+        }
+        Ok(store)
     }
 
     pub fn describe(&self) -> String {
         self.root.display().to_string()
     }
 
-    fn objects(&self) -> Objects {
-        Objects::Dir { root: self.root.clone() }
+    /// The tenant folders. @slack/oauth joins enterprise folders under the
+    /// base (`base/E1`, `base/E1-T2`) but appends a workspace's team id to the
+    /// base's own name (`baseT1`, a sibling), so both places are read.
+    fn folders(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = read_dir(&self.root).iter().filter(|e| is_dir(e)).map(|e| e.path()).collect();
+        if let (Some(parent), Some(name)) = (self.root.parent(), self.root.file_name()) {
+            let name = name.to_string_lossy().into_owned();
+            for e in read_dir(parent) {
+                let sibling = e.file_name().to_string_lossy().into_owned();
+                if is_dir(&e) && sibling.strip_prefix(&name).is_some_and(slack_id) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Every file of every tenant folder.
+    fn files(&self) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        for folder in self.folders() {
+            for e in read_dir(&folder) {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    out.push((folder.clone(), e.file_name().to_string_lossy().into_owned()));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     pub async fn scan(&self) -> Result<Scan, Failure> {
-        let objects = self.objects();
-        let keys = objects.list("").await?;
         let mut scan = Scan::default();
         // Newest history timestamp per (folder, "app" | user id).
-        let mut history: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut history: BTreeMap<(PathBuf, String), i64> = BTreeMap::new();
         let mut latest = Vec::new();
-        for key in &keys {
-            let Some((folder, name)) = key.rsplit_once('/') else { continue };
-            if let Some((owner, stamp)) = history_name(name) {
+        for (folder, name) in self.files() {
+            if let Some((owner, stamp)) = history_name(&name) {
                 scan.entries_read += 1;
-                let slot = history.entry((folder.to_owned(), owner)).or_default();
-                *slot = (*slot).max(stamp / 1000);
+                let slot = history.entry((folder, owner)).or_default();
+                *slot = (*slot).max(stamp.div_euclid(1000));
             } else if name == "app-latest" || (name.starts_with("user-") && name.ends_with("-latest")) {
                 scan.entries_read += 1;
-                latest.push((folder.to_owned(), name.to_owned(), key.clone()));
+                latest.push((folder, name));
             }
         }
-        for (folder, name, key) in latest {
-            let owner = if name == "app-latest" { "app".to_owned() } else { name["user-".len()..name.len() - "-latest".len()].to_owned() };
-            let installed_at = match history.get(&(folder.clone(), owner.clone())) {
+        for (folder, name) in latest {
+            let path = folder.join(&name);
+            let origin = path.display().to_string();
+            let is_app = name == "app-latest";
+            let owner = if is_app { "app".to_owned() } else { name["user-".len()..name.len() - "-latest".len()].to_owned() };
+            let installed_at = match history.get(&(folder.clone(), owner)) {
                 Some(t) => *t,
-                None => mtime(&self.root.join(&key)).unwrap_or_default(),
+                None => mtime(&path).unwrap_or_default(),
             };
-            let bytes = match objects.get(&key).await {
+            let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
-                Err(why) => {
-                    scan.skip(&key, "an installation file", why);
+                Err(e) => {
+                    scan.skip(&origin, "an installation file", format!("can't read: {e}"));
                     continue;
                 }
             };
-            match parse(&key, &bytes, installed_at, owner == "app") {
-                Ok(Some(record)) => scan.candidates.push(Candidate { origin: key, record }),
+            match parse(&origin, &bytes, installed_at, is_app) {
+                Ok(Some(record)) => scan.candidates.push(Candidate { origin, record }),
                 Ok(None) => {}
-                Err((tenant, holds, why)) => scan.skip_tenant(tenant, &key, holds, why),
+                Err((tenant, holds, why)) => scan.skip_tenant(tenant, &origin, holds, why),
             }
         }
         Ok(scan)
     }
 
-    /// Rewrites every installation file of the given tenants' folders with
-    /// the tokens overwritten. Returns the files rewritten.
+    /// Rewrites every installation file (latest and history) of the given
+    /// tenants with the tokens overwritten. Returns the files rewritten.
     pub async fn wipe(&self, tenants: &BTreeSet<TenantKey>) -> Result<usize, Failure> {
-        let objects = self.objects();
-        let keys = objects.list("").await?;
         let mut rewritten = 0;
-        for key in &keys {
-            let Some((_, name)) = key.rsplit_once('/') else { continue };
+        for (folder, name) in self.files() {
             if !(name.starts_with("app-") || name.starts_with("user-")) {
                 continue;
             }
-            let Ok(bytes) = objects.get(key).await else { continue };
+            let path = folder.join(&name);
+            let Ok(bytes) = std::fs::read(&path) else { continue };
             let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&bytes) else { continue };
             if !tenant_of(&map).is_some_and(|t| tenants.contains(&t)) {
                 continue;
             }
             if wipe_fields(&mut map) {
-                objects.put(key, serde_json::to_vec(&Value::Object(map))?).await?;
+                let objects = Objects::Dir { root: folder.clone() };
+                objects.put(&name, serde_json::to_vec(&Value::Object(map))?).await?;
                 rewritten += 1;
             }
         }

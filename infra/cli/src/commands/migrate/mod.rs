@@ -169,8 +169,13 @@ fn action(outcome: &Result1, apply: bool) -> String {
 fn expiry(expires_at: Option<i64>, now: i64) -> String {
     let Some(t) = expires_at else { return "-".into() };
     let when = jiff::Timestamp::from_second(t).map(|ts| ts.strftime("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_default();
-    let left = jiff::SignedDuration::from_secs(t - now);
-    if t <= now { format!("{when} (expired)") } else { format!("{when} (in {left:#})") }
+    let left = t - now;
+    match left {
+        ..=0 => format!("{when} (expired)"),
+        // Minutes matter inside the refresh window; days beyond two.
+        1..172_800 => format!("{when} (in {:#})", jiff::SignedDuration::from_secs(left - left % 60).max(jiff::SignedDuration::from_secs(60))),
+        _ => format!("{when} (in {}d)", left / 86_400),
+    }
 }
 
 /// Rotating tokens the source may refresh while the move is under way.
@@ -424,7 +429,7 @@ fn print_text(
     if args.apply {
         println!("migrated: {summary}");
     } else {
-        println!("dry run (nothing written): {summary}; rerun with --apply to write");
+        println!("dry run, nothing written; if applied: {summary} (rerun with --apply to write)");
     }
     if let Some(w) = wipe {
         if let Some(why) = &w.refused {
