@@ -289,7 +289,11 @@ fn parse(origin: &str, bytes: &[u8], installed_at: i64, is_app: bool) -> Result<
             return Ok(None);
         };
         let Some(token) = access(str_field(Some(bot), "token")) else {
-            return Err((Some(tenant), holds, "bot installation without its bot token".into()));
+            let why = match str_field(Some(bot), "token").as_deref() == Some(WIPED) {
+                true => "bot token wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)",
+                false => "bot installation without its bot token",
+            };
+            return Err((Some(tenant), holds, why.into()));
         };
         meta.token_type = Some("bot".into());
         meta.token_expires_at = expires(Some(bot));
@@ -310,6 +314,9 @@ fn parse(origin: &str, bytes: &[u8], installed_at: i64, is_app: bool) -> Result<
         return Ok(Some(record));
     }
     let Some(token) = access(str_field(user, "token")) else {
+        if str_field(user, "token").as_deref() == Some(WIPED) {
+            return Err((Some(tenant), holds, "user token wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)".into()));
+        }
         if str_field(user, "refreshToken").is_some() {
             return Err((Some(tenant), holds, "user refresh token without its user token".into()));
         }

@@ -46,6 +46,18 @@ pub struct SdkEntry {
     pub token_type: Option<String>,
     /// `custom_values` (file and S3 stores keep them; the SQL stores don't), as JSON.
     pub custom_values: Option<SourceMetadata>,
+    /// The bot / user token was overwritten by an earlier `--wipe-source`.
+    pub bot_wiped: bool,
+    pub user_wiped: bool,
+}
+
+/// Why a record without its token is skipped.
+fn missing(wiped: bool, what: &str) -> String {
+    if wiped {
+        format!("{what} wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)")
+    } else {
+        format!("bot installation without its {what}")
+    }
 }
 
 /// Secrets read from a source column or key: empty and wiped values are absent.
@@ -57,6 +69,9 @@ pub fn refresh(raw: Option<String>) -> Option<RefreshToken> {
 }
 pub fn webhook(raw: Option<String>) -> Option<WebhookUrl> {
     token_value(raw).map(WebhookUrl::new)
+}
+pub fn is_wiped(raw: &Option<String>) -> bool {
+    raw.as_deref() == Some(super::source::WIPED)
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -169,7 +184,7 @@ impl Latest {
                 None => match &installer {
                     Some(i) if i.bot_token.is_some() => bot_record(scan, tenant, i, Some(i)),
                     Some(i) if i.bot_id.is_some() || i.bot_refresh_token.is_some() => {
-                        scan.skip_tenant(Some(tenant.clone()), &i.origin, i.holds(), "bot installation without its bot token")
+                        scan.skip_tenant(Some(tenant.clone()), &i.origin, i.holds(), missing(i.bot_wiped, "bot token"))
                     }
                     _ => {}
                 },
@@ -212,6 +227,8 @@ impl SdkEntry {
             is_enterprise_install: self.is_enterprise_install,
             token_type: self.token_type.clone(),
             custom_values: self.custom_values.clone(),
+            bot_wiped: self.bot_wiped,
+            user_wiped: false,
         }
     }
 }
@@ -232,7 +249,7 @@ fn keep_latest<K: Ord>(slot: std::collections::btree_map::Entry<'_, K, SdkEntry>
 
 fn bot_record(scan: &mut Scan, tenant: &TenantKey, bot: &SdkEntry, installer: Option<&SdkEntry>) {
     let Some(token) = bot.bot_token.clone() else {
-        scan.skip_tenant(Some(tenant.clone()), &bot.origin, bot.holds(), "bot installation without its bot token");
+        scan.skip_tenant(Some(tenant.clone()), &bot.origin, bot.holds(), missing(bot.bot_wiped, "bot token"));
         return;
     };
     let mut meta = bot.base_meta();
@@ -265,7 +282,9 @@ fn bot_record(scan: &mut Scan, tenant: &TenantKey, bot: &SdkEntry, installer: Op
 
 fn user_record(scan: &mut Scan, tenant: &TenantKey, user: &str, entry: &SdkEntry) {
     let Some(token) = entry.user_token.clone() else {
-        if entry.user_refresh_token.is_some() {
+        if entry.user_wiped {
+            scan.skip_tenant(Some(tenant.clone()), &entry.origin, entry.holds(), missing(true, "user token"));
+        } else if entry.user_refresh_token.is_some() {
             scan.skip_tenant(Some(tenant.clone()), &entry.origin, entry.holds(), "user refresh token without its user token");
         }
         // A bot-only install by this user: no user grant to import.

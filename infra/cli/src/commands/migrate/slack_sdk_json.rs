@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use tokenkeep_installations::{SourceMetadata, TenantKey};
 
 use super::objects::Objects;
-use super::sdk::{Latest, SdkEntry, access, refresh, webhook};
+use super::sdk::{Latest, SdkEntry, access, is_wiped, refresh, webhook};
 use super::source::{Scan, WIPED, parse_time_micros, secs_to_micros, split_scopes};
 use crate::exit::Failure;
 
@@ -246,6 +246,8 @@ fn parse_entry(origin: &str, bytes: &[u8], known: &[&str]) -> Result<SdkEntry, (
         incoming_webhook_channel_id: string(&map, "incoming_webhook_channel_id"),
         incoming_webhook_configuration_url: string(&map, "incoming_webhook_configuration_url"),
         is_enterprise_install: map.get("is_enterprise_install").and_then(Value::as_bool).unwrap_or(false),
+        bot_wiped: is_wiped(&string(&map, "bot_token")),
+        user_wiped: is_wiped(&string(&map, "user_token")),
         token_type: string(&map, "token_type"),
         custom_values: match map.get("custom_values") {
             Some(Value::Object(c)) if !c.is_empty() => Some(SourceMetadata::new(Value::Object(c.clone()).to_string())),

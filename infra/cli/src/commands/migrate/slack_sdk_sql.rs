@@ -15,7 +15,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokenkeep_installations::TenantKey;
 
-use super::sdk::{Latest, SdkEntry, access, refresh, webhook};
+use super::sdk::{Latest, SdkEntry, access, is_wiped, refresh, webhook};
 use super::source::{Scan, WIPED, parse_time_micros, secs_to_micros, split_scopes};
 use crate::exit::Failure;
 
@@ -218,6 +218,8 @@ impl SqlStore {
                 incoming_webhook_channel_id: text("incoming_webhook_channel_id"),
                 incoming_webhook_configuration_url: text("incoming_webhook_configuration_url"),
                 is_enterprise_install: get("is_enterprise_install").is_some_and(value_bool),
+                bot_wiped: is_wiped(&text("bot_token")),
+                user_wiped: is_wiped(&text("user_token")),
                 token_type: text("token_type"),
                 ..SdkEntry::default()
             };
