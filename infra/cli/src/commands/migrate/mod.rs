@@ -205,7 +205,7 @@ pub async fn migrate(global: &GlobalArgs, args: &MigrateArgs) -> Result<(), Fail
     let client_id = global.app_id.clone().unwrap_or_default();
     let source = Source::open(args, &client_id).await?;
     let mut scan = source.scan().await?;
-    scan.candidates.sort_by(|a, b| (&a.record.key).cmp(&b.record.key));
+    scan.candidates.sort_by(|a, b| a.record.key.cmp(&b.record.key));
 
     // A dry run against an embedded store that doesn't exist yet creates
     // nothing: every record would simply be created.

@@ -135,10 +135,10 @@ impl SdkObjectStore {
         let keys = self.objects.list(&self.prefix).await?;
         let mut by_folder: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
         for key in &keys {
-            if let Some((folder, name)) = key.rsplit_once('/') {
-                if classify(name).is_some() {
-                    by_folder.entry(folder).or_default().push(key);
-                }
+            if let Some((folder, name)) = key.rsplit_once('/')
+                && classify(name).is_some()
+            {
+                by_folder.entry(folder).or_default().push(key);
             }
         }
         let mut rewritten = 0;
@@ -146,11 +146,11 @@ impl SdkObjectStore {
             // A folder is the tenant its latest objects say it is.
             let mut tenant = None;
             for key in keys.iter().filter(|k| k.ends_with("-latest")) {
-                if let Ok(bytes) = self.objects.get(key).await {
-                    if let Ok(entry) = parse_entry(key, &bytes, INSTALLATION_KEYS) {
-                        tenant = entry.tenant().ok();
-                        break;
-                    }
+                if let Ok(bytes) = self.objects.get(key).await
+                    && let Ok(entry) = parse_entry(key, &bytes, INSTALLATION_KEYS)
+                {
+                    tenant = entry.tenant().ok();
+                    break;
                 }
             }
             if !tenant.is_some_and(|t| tenants.contains(&t)) {

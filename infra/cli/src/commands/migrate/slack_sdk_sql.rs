@@ -121,17 +121,17 @@ impl SqlStore {
                 self.bots
             )));
         }
-        if let Some(cols) = inst {
-            if self.check_schema(&conn, &mut scan, &self.installations, &cols, INSTALLATION_COLUMNS, INSTALLATION_REQUIRED)? {
-                self.read_rows(&conn, &mut scan, &self.installations, &cols, |scan, e| {
-                    latest.offer_installation(scan, e, true, true)
-                })?;
-            }
+        if let Some(cols) = inst
+            && self.check_schema(&conn, &mut scan, &self.installations, &cols, INSTALLATION_COLUMNS, INSTALLATION_REQUIRED)?
+        {
+            self.read_rows(&conn, &mut scan, &self.installations, &cols, |scan, e| {
+                latest.offer_installation(scan, e, true, true)
+            })?;
         }
-        if let Some(cols) = bots {
-            if self.check_schema(&conn, &mut scan, &self.bots, &cols, BOT_COLUMNS, BOT_REQUIRED)? {
-                self.read_rows(&conn, &mut scan, &self.bots, &cols, |scan, e| latest.offer_bot(scan, e))?;
-            }
+        if let Some(cols) = bots
+            && self.check_schema(&conn, &mut scan, &self.bots, &cols, BOT_COLUMNS, BOT_REQUIRED)?
+        {
+            self.read_rows(&conn, &mut scan, &self.bots, &cols, |scan, e| latest.offer_bot(scan, e))?;
         }
         latest.into_candidates(&mut scan);
         Ok(scan)
