@@ -682,3 +682,51 @@ async fn dev_serves_events_for_migrated_tenants_with_the_imported_tokens() {
         assert_eq!(seen.get(&format!("C{install}")).map(String::as_str), Some(want), "{install}: {seen:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lived_tokens_move_onto_rotation_when_asked() {
+    let fx = build_fixture(standard_installs(None), false).await;
+    let data = fx.dir.join("tk");
+    let cfg = fx.slack.client_config();
+    let mut env = fx.env(&data);
+    env.push(("SLACK_CLIENT_SECRET".into(), cfg.client_secret.expose_secret().to_owned()));
+    env.push(("SLACK_API_URL".into(), fx.slack.api_url()));
+    let location = fx.location("bolt-js-file");
+    let args = ["--json", "migrate", "--from", "bolt-js-file", location.as_str(), "--apply", "--exchange-long-lived"];
+
+    // Given the import of a store holding one long-lived token (E1/T3's bot)...
+    let store = open_store_after(&fx, &data, &env, &args);
+    let tenant = store.tenant_for_job(&TenantKey::new(Some("E1"), Some("T3")).unwrap()).await.unwrap().unwrap();
+    let ctx = ReadContext::new("migrate-test", "check", "after the exchange");
+    let token = store.bot_token(&tenant, &ctx).await.unwrap();
+
+    // ...then that token was exchanged: the stored one is a rotating token
+    // Slack accepts, the long-lived one it replaced no longer works...
+    let want = fx.answers_for("bolt-js-file")["E1|T3"]["bot"].as_str().unwrap();
+    assert_ne!(token.fingerprint(), want, "the long-lived token was replaced");
+    assert!(fx.slack.is_token_active(&token));
+    assert!(token.expose_secret().starts_with("xoxe."));
+    assert_eq!(fx.slack.calls("oauth.v2.exchange"), 1, "only the long-lived token is exchanged");
+    let list = json_out(&tokenkeep(&env, &["--json", "list"]));
+    let rec = list["records"].as_array().unwrap().iter().find(|r| r["tenant"] == "T#E1#T3").unwrap().clone();
+    assert_eq!(rec["rotating"], true, "{rec}");
+    // ...audited as such.
+    let audit = json_out(&tokenkeep(&env, &["--json", "audit", "--team", "T3", "--enterprise", "E1"]));
+    assert!(audit.as_array().unwrap().iter().any(|a| a["reason"].as_str().unwrap().ends_with("exchanged for a rotating token")), "{audit}");
+
+    // And a rerun exchanges nothing more.
+    let out = tokenkeep(&env, &args);
+    assert_code(&out, 0);
+    assert_no_secret(&fx, &out);
+    assert_eq!(json_out(&out)["exchange"]["exchanged"].as_array().unwrap().len(), 0);
+    assert_eq!(fx.slack.calls("oauth.v2.exchange"), 1);
+}
+
+fn open_store_after(fx: &Fixture, data: &Path, env: &[(String, String)], args: &[&str]) -> InstallationStore {
+    let out = tokenkeep(env, args);
+    assert_code(&out, 0);
+    assert_no_secret(fx, &out);
+    let report = json_out(&out);
+    assert_eq!(report["exchange"]["exchanged"], json!(["T#E1#T3 bot"]), "{report}");
+    open_store(fx, data)
+}

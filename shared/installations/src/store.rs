@@ -513,6 +513,80 @@ impl InstallationStore {
         Err(StoreError::Conflict)
     }
 
+    /// Moves a long-lived token onto rotation (`oauth.v2.exchange`): the
+    /// record's token is read (audited), exchanged for a rotating pair, and
+    /// the pair sealed under a new data key and written before anything else
+    /// can fail, as a refresh is. `Ok(false)` when the record already rotates.
+    ///
+    /// Not retried: Slack may have issued the pair (and retired the old token)
+    /// without us seeing the answer; the error says so and the record keeps
+    /// the old token for an operator to check.
+    pub async fn exchange_for_rotating(
+        &self,
+        key: &RecordKey,
+        slack: &dyn tokenkeep_slack_api::SlackOAuth,
+        ctx: &ReadContext,
+    ) -> Result<bool, StoreError> {
+        let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
+        if record.sealed.contains_key(field::REFRESH_TOKEN) {
+            return Ok(false);
+        }
+        let kind = match key.kind {
+            RecordKind::Bot => TokenKind::Bot,
+            RecordKind::User(_) => TokenKind::User,
+        };
+        let token = AccessToken::new(self.read_secret(key, kind.clone(), field::TOKEN, ctx).await?);
+        let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
+        let mut fields: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
+        for name in record.sealed.keys().filter(|n| n.as_str() != field::TOKEN) {
+            if let Some(v) = self.open_field(&record, name).await? {
+                fields.push((name.clone(), v));
+            }
+        }
+        let data_key = self.new_data_key(key).await?;
+        let response = slack.exchange_long_lived(&token).await.map_err(|e| {
+            tracing::warn!(tenant = %key.pk(), sk = %key.sk(), slack_error = %e, ambiguous = e.is_ambiguous(),
+                "token exchange failed; the record keeps its long-lived token");
+            StoreError::Refresh(e)
+        })?;
+        let (Some(access), Some(refresh), Some(expires_in)) =
+            (response.access_token.as_ref(), response.refresh_token.as_ref(), response.expires_in)
+        else {
+            return Err(StoreError::Invalid("exchange answer without a rotating pair"));
+        };
+        let mut meta = record.meta.clone();
+        meta.token_expires_at = Some(self.clock.now_secs() + expires_in);
+        let mut secrets = vec![(field::TOKEN, access.expose_secret()), (field::REFRESH_TOKEN, refresh.expose_secret())];
+        for (name, value) in &fields {
+            secrets.push((name.as_str(), std::str::from_utf8(value).map_err(|_| StoreError::Integrity)?));
+        }
+        let version = record.version + 1;
+        let next = self.seal_record_with(Some(data_key), key, meta, version, record.generation, &secrets)?;
+        let expect = Expect::Version { version: record.version, generation: record.generation };
+        match self.repo.put(&next, expect).await {
+            Ok(()) => {}
+            // Reinstalled or purged meanwhile: that write wins; the new pair is dropped.
+            Err(RepoError::ConditionFailed) => return Err(StoreError::Conflict),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(AuditRecord {
+            tenant: key.pk(),
+            at_ms: self.clock.now_millis(),
+            token_kind: kind,
+            user_id: match &key.kind {
+                RecordKind::User(u) => Some(u.clone()),
+                RecordKind::Bot => None,
+            },
+            actor: ctx.actor.clone(),
+            request_id: ctx.request_id.clone(),
+            reason: format!("{}: exchanged for a rotating token", ctx.reason),
+            outcome: Outcome::Ok,
+            version,
+        })
+        .await?;
+        Ok(true)
+    }
+
     /// What [`import_record`](Self::import_record) would do now, without
     /// writing anything (`tokenkeep migrate` without `--apply`).
     pub async fn plan_import(&self, record: &ImportedRecord) -> Result<ImportOutcome, StoreError> {

@@ -1,7 +1,8 @@
 //! An in-process fake Slack for tests across the workspace (feature `test-util`).
 //!
 //! It listens on `127.0.0.1:0` and speaks just enough of the Web API
-//! (`oauth.v2.access`, `auth.test`, `auth.revoke`, `chat.postMessage`) to
+//! (`oauth.v2.access`, `oauth.v2.exchange`, `auth.test`, `auth.revoke`,
+//! `chat.postMessage`) to
 //! exercise the real [`SlackClient`] over real HTTP. It
 //! models the token-rotation rules that make duplicate refreshes a bug rather
 //! than waste, so tests can *detect* them:
@@ -578,6 +579,11 @@ fn dispatch(
                 Some(_) => Err(SlackRefusal("invalid_grant_type")),
             }
         }
+        "oauth.v2.exchange" => {
+            check_client(&shared.cfg, headers, params)?;
+            let token = params.get("token").ok_or(SlackRefusal("invalid_auth"))?;
+            shared.lock().exchange_long_lived(&shared.cfg, token, now)
+        }
         "auth.test" => {
             let token = bearer(headers)?;
             let mut state = shared.lock();
@@ -760,6 +766,36 @@ impl SlackState {
             "access_token": access,
             "refresh_token": refresh,
             "expires_in": cfg.token_lifetime_secs,
+        }))
+    }
+
+    /// oauth.v2.exchange: a long-lived token of an app that turned rotation on
+    /// becomes a rotating pair; the long-lived token stops working (the
+    /// strict reading: a caller that loses the answer has lost the grant).
+    fn exchange_long_lived(&mut self, cfg: &FakeSlackConfig, token: &str, now: Instant) -> Answer {
+        if !cfg.rotation {
+            return Err(SlackRefusal("token_rotation_not_enabled"));
+        }
+        let record = self.check_access(token, now)?;
+        if record.expires_at.is_some() {
+            return Err(SlackRefusal("token_already_rotating"));
+        }
+        let (install, kind) = (record.install.clone(), record.kind.clone());
+        self.revoke_access(token);
+        let (access, refresh) = self.issue(cfg, true, &install, kind.clone(), now);
+        let spec = self.installs.get(&install).map(|i| i.spec.clone());
+        let scope = spec.as_ref().map(|s| match kind {
+            Kind::Bot => s.bot_scopes.clone(),
+            Kind::User(_) => s.user_scopes.clone(),
+        });
+        Ok(json!({
+            "token_type": kind.token_type(),
+            "scope": scope,
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": cfg.token_lifetime_secs,
+            "app_id": spec.as_ref().map(|s| s.app_id.clone()),
+            "is_enterprise_install": spec.as_ref().is_some_and(|s| s.is_enterprise_install),
         }))
     }
 

@@ -12,6 +12,11 @@
 //! it, whichever refreshes second breaks the other. The command warns about
 //! tokens the source is likely to refresh during the move; docs/MIGRATE.md
 //! gives the sequence (freeze the source's refresher, migrate, switch).
+//!
+//! Opt-in steps after the import: `--exchange-long-lived` moves non-expiring
+//! tokens onto rotation (`InstallationStore::exchange_for_rotating`), and
+//! `--wipe-source` overwrites the source's tokens for every tenant that is
+//! fully in tokenkeep and opens there.
 
 mod bolt_js_file;
 mod objects;
@@ -75,6 +80,11 @@ pub struct MigrateArgs {
     /// of each tenant that is fully in tokenkeep, history included).
     #[arg(long, requires = "apply")]
     pub wipe_source: bool,
+    /// After the import, trade every long-lived token for a rotating pair
+    /// (oauth.v2.exchange; the app must have token rotation on). Needs
+    /// SLACK_CLIENT_SECRET (and SLACK_API_URL to point at another Slack).
+    #[arg(long, requires = "apply")]
+    pub exchange_long_lived: bool,
     /// SQL stores: the installations table.
     #[arg(long, default_value = "slack_installations")]
     pub installations_table: String,
@@ -248,6 +258,11 @@ pub async fn migrate(global: &GlobalArgs, args: &MigrateArgs) -> Result<(), Fail
     let failed = counts.get("failed").copied().unwrap_or(0);
     let not_reached = scan.candidates.len() - results.len();
 
+    let exchange = match (args.exchange_long_lived, store) {
+        (true, Some(store)) => Some(exchange_long_lived(store, &scan, &results, &ctx).await?),
+        _ => None,
+    };
+
     let wipe = match (args.wipe_source, store) {
         (true, Some(store)) if failed == 0 && not_reached == 0 => Some(wipe_verified(store, &source, &scan, &results).await?),
         (true, _) => Some(WipeReport { refused: Some("the import is incomplete; nothing wiped".into()), ..Default::default() }),
@@ -255,14 +270,61 @@ pub async fn migrate(global: &GlobalArgs, args: &MigrateArgs) -> Result<(), Fail
     };
 
     if json {
-        print_json(args, &source, &scan, &results, &counts, &warnings, wipe.as_ref(), &run_id);
+        print_json(args, &source, &scan, &results, &counts, &warnings, exchange.as_ref(), wipe.as_ref(), &run_id);
     } else {
-        print_text(args, &source, op.as_ref().map(|o| o.describe()), &scan, &results, &counts, &warnings, wipe.as_ref(), now);
+        let store = op.as_ref().map(|o| o.describe());
+        print_text(args, &source, store, &scan, &results, &counts, &warnings, exchange.as_ref(), wipe.as_ref(), now);
     }
-    if failed > 0 || not_reached > 0 {
+    let exchange_failed = exchange.as_ref().is_some_and(|e| !e.failed.is_empty());
+    if failed > 0 || not_reached > 0 || exchange_failed {
         return Err(Failure::silent(INCOMPLETE));
     }
     Ok(())
+}
+
+#[derive(Debug, Default)]
+struct ExchangeReport {
+    exchanged: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// The Slack client for `--exchange-long-lived`, from the functions' settings.
+fn slack_client(client_id: &str) -> Result<tokenkeep_slack_api::SlackClient, Failure> {
+    use tokenkeep_slack_api::{ClientSecret, SlackClient, SlackClientConfig};
+    let secret = std::env::var("SLACK_CLIENT_SECRET").ok().filter(|s| !s.is_empty()).ok_or_else(|| {
+        Failure::config("--exchange-long-lived needs SLACK_CLIENT_SECRET (oauth.v2.exchange authenticates the app)")
+    })?;
+    let mut config = SlackClientConfig::new(client_id.to_owned(), ClientSecret::new(secret));
+    if let Ok(url) = std::env::var("SLACK_API_URL") {
+        config.api_url = url;
+    }
+    SlackClient::new(config).map_err(|e| Failure::msg(format!("can't build the Slack client: {e}")))
+}
+
+/// Trades the long-lived tokens of the imported records for rotating pairs.
+async fn exchange_long_lived(
+    store: &InstallationStore,
+    scan: &Scan,
+    results: &[Result1],
+    ctx: &ReadContext,
+) -> Result<ExchangeReport, Failure> {
+    let slack = slack_client(&store.config().app_id)?;
+    let mut report = ExchangeReport::default();
+    for (c, r) in scan.candidates.iter().zip(results) {
+        if !matches!(r, Ok(o) if *o != ImportOutcome::Refused) {
+            continue;
+        }
+        let name = record_name(&c.record.key.tenant, &c.record.key.kind);
+        match store.exchange_for_rotating(&c.record.key, &slack, ctx).await {
+            Ok(true) => report.exchanged.push(name),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(record = %name, error = %e, "token exchange failed");
+                report.failed.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    Ok(report)
 }
 
 #[derive(Debug, Default)]
@@ -330,6 +392,7 @@ fn print_json(
     results: &[Result1],
     counts: &BTreeMap<&str, usize>,
     warnings: &[String],
+    exchange: Option<&ExchangeReport>,
     wipe: Option<&WipeReport>,
     run_id: &str,
 ) {
@@ -368,6 +431,7 @@ fn print_json(
         "records": records,
         "skipped": skipped,
         "warnings": warnings,
+        "exchange": exchange.map(|e| json!({"exchanged": e.exchanged, "failed": e.failed})),
         "wipe": wipe.map(|w| json!({"tenants": w.tenants, "changed": w.changed, "kept": w.kept, "warning": w.warning, "refused": w.refused})),
     });
     println!("{out}");
@@ -382,6 +446,7 @@ fn print_text(
     results: &[Result1],
     counts: &BTreeMap<&str, usize>,
     warnings: &[String],
+    exchange: Option<&ExchangeReport>,
     wipe: Option<&WipeReport>,
     now: i64,
 ) {
@@ -430,6 +495,12 @@ fn print_text(
         println!("migrated: {summary}");
     } else {
         println!("dry run, nothing written; if applied: {summary} (rerun with --apply to write)");
+    }
+    if let Some(e) = exchange {
+        println!("exchange-long-lived: {} token(s) now rotating, {} failed", e.exchanged.len(), e.failed.len());
+        for f in &e.failed {
+            println!("exchange-long-lived: failed {f}");
+        }
     }
     if let Some(w) = wipe {
         if let Some(why) = &w.refused {
