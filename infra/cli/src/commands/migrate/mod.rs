@@ -36,7 +36,7 @@ use tokenkeep_installations::{ImportOutcome, InstallationStore, ReadContext, Sto
 use self::source::{Candidate, Scan, record_name};
 use crate::cli::{GlobalArgs, StoreArg};
 use crate::exit::{Failure, INCOMPLETE};
-use crate::output::{now_secs, progress};
+use crate::output::{now_secs, progress, utc};
 use crate::store::StoreOnly;
 
 /// The stores `--from` reads.
@@ -178,7 +178,7 @@ fn action(outcome: &Result1, apply: bool) -> String {
 
 fn expiry(expires_at: Option<i64>, now: i64) -> String {
     let Some(t) = expires_at else { return "-".into() };
-    let when = jiff::Timestamp::from_second(t).map(|ts| ts.strftime("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_default();
+    let when = utc(t);
     let left = t - now;
     match left {
         ..=0 => format!("{when} (expired)"),

@@ -351,3 +351,26 @@ fn value_micros(v: ValueRef<'_>) -> Result<Option<i64>, ()> {
         ValueRef::Blob(_) => Err(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlalchemy_urls_name_sqlite_files_only() {
+        assert_eq!(sqlalchemy_path("sqlite:///data/app.db").unwrap(), PathBuf::from("data/app.db"));
+        assert_eq!(sqlalchemy_path("sqlite:////var/lib/app.db").unwrap(), PathBuf::from("/var/lib/app.db"));
+        assert_eq!(sqlalchemy_path("sqlite+pysqlite:///app.db?timeout=5").unwrap(), PathBuf::from("app.db"));
+        assert!(sqlalchemy_path("sqlite://").is_err());
+        assert!(sqlalchemy_path("sqlite:///:memory:").is_err());
+        assert!(sqlalchemy_path("postgresql://u@h/db").is_err());
+        assert!(sqlalchemy_path("app.db").is_err());
+    }
+
+    #[test]
+    fn table_names_cannot_inject_sql() {
+        assert!(valid_table_name("slack_installations"));
+        assert!(!valid_table_name("x\"; DROP TABLE y; --"));
+        assert!(!valid_table_name(""));
+    }
+}

@@ -105,3 +105,29 @@ pub fn secs_to_micros(secs: f64) -> Option<i64> {
     let micros = (secs * 1_000_000.0).round();
     (micros.is_finite() && micros.abs() < 1e17).then_some(micros as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_as_the_slack_sdk_stores_write_them() {
+        // SQLite3InstallationStore: current_timestamp text, or unix seconds.
+        assert_eq!(parse_time_micros("2023-11-14 22:13:20"), Some(1_700_000_000_000_000));
+        assert_eq!(parse_time_micros("1700000000"), Some(1_700_000_000_000_000));
+        // SQLAlchemy: naive UTC with microseconds; file/S3: float seconds.
+        assert_eq!(parse_time_micros("2023-11-14 22:13:20.250000"), Some(1_700_000_000_250_000));
+        assert_eq!(parse_time_micros("1700000000.25"), Some(1_700_000_000_250_000));
+        // ISO with an offset, as slack_sdk's own parser accepts.
+        assert_eq!(parse_time_micros("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000_000));
+        assert_eq!(parse_time_micros("yesterday"), None);
+        assert_eq!(parse_time_micros("1e300"), None);
+    }
+
+    #[test]
+    fn wiped_and_empty_tokens_are_absent() {
+        assert_eq!(token_value(Some(WIPED.into())), None);
+        assert_eq!(token_value(Some(String::new())), None);
+        assert_eq!(token_value(Some("xoxb-1".into())).as_deref(), Some("xoxb-1"));
+    }
+}
