@@ -274,7 +274,7 @@ fn assert_no_secret(fx: &Fixture, out: &Output) {
     for s in &fx.secrets {
         assert!(!all.contains(s.as_str()), "output shows a secret:\n{all}");
     }
-    assert!(!all.contains("xox"), "output shows something token-like:\n{all}");
+    assert!(!TOKEN_SHAPED.iter().any(|t| all.contains(t)), "output shows something token-like:\n{all}");
 }
 
 fn migrate(fx: &Fixture, data: &Path, source: &str, extra: &[&str]) -> Output {
@@ -337,8 +337,13 @@ fn assert_store_has_no_plaintext(fx: &Fixture, data: &Path) {
     for s in &fx.secrets {
         assert!(!contains(&raw, s.as_bytes()), "the store holds a plaintext secret");
     }
-    assert!(!contains(&raw, b"xox"), "the store holds something token-like in plaintext");
+    for t in TOKEN_SHAPED {
+        assert!(!contains(&raw, t.as_bytes()), "the store holds something token-like in plaintext");
+    }
 }
+
+/// Token-shaped, not bare "xox": base64 ciphertext holds "xox" by chance, never "xoxb-".
+const TOKEN_SHAPED: [&str; 5] = ["xoxb-", "xoxp-", "xoxe-", "xoxe.", "hooks.slack.com"];
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -729,4 +734,46 @@ fn open_store_after(fx: &Fixture, data: &Path, env: &[(String, String)], args: &
     let report = json_out(&out);
     assert_eq!(report["exchange"]["exchanged"], json!(["T#E1#T3 bot"]), "{report}");
     open_store(fx, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_into_dynamodb_leaves_no_plaintext_in_the_table() {
+    let fx = build_fixture(standard_installs(None), false).await;
+    let (repo, dynamo, table, audit) = tokenkeep_installations::testing::emulator_repository().await;
+    let (kms, key) = tokenkeep_installations::testing::emulator_kms_key().await;
+    let mut env = fx.env(&fx.dir.join("unused"));
+    env.extend([
+        ("TOKENKEEP_STORE".to_owned(), "dynamodb".to_owned()),
+        ("TOKENKEEP_TABLE".to_owned(), table.clone()),
+        ("TOKENKEEP_AUDIT_TABLE".to_owned(), audit),
+        ("TOKENKEEP_KMS_KEY_ID".to_owned(), key.clone()),
+    ]);
+    let location = fx.location("slack-sdk-file");
+
+    // Given the file store migrated into DynamoDB + KMS...
+    let out = tokenkeep(&env, &["--json", "migrate", "--from", "slack-sdk-file", &location, "--apply"]);
+    assert_code(&out, 0);
+    assert_no_secret(&fx, &out);
+    assert_eq!(count(&json_out(&out), "created"), 6);
+
+    // ...then a raw scan of the table finds no secret, only ciphertext...
+    let items = dynamo.scan().table_name(&table).send().await.unwrap();
+    let dump = format!("{:?}", items.items());
+    assert!(items.count() >= 6, "{dump}");
+    for s in &fx.secrets {
+        assert!(!dump.contains(s.as_str()), "the table holds a plaintext secret");
+    }
+    assert!(!TOKEN_SHAPED.iter().any(|t| dump.contains(t)), "the table holds something token-like");
+    assert!(!dump.contains("gold"), "custom values are sealed, not plaintext attributes");
+
+    // ...and the records open under KMS with the library's tokens.
+    let store = InstallationStore::new(
+        Arc::new(repo),
+        Arc::new(tokenkeep_envelope::KmsKeyProvider::new(kms, key)),
+        StoreConfig::new(fx.client_id.clone()),
+    );
+    let ctx = ReadContext::new("migrate-test", "check", "dynamodb import");
+    let tenant = store.tenant_for_job(&TenantKey::new(None, Some("T1")).unwrap()).await.unwrap().unwrap();
+    let bot = store.bot_token(&tenant, &ctx).await.unwrap();
+    assert_eq!(Some(bot.fingerprint().as_str()), fx.answers_for("slack-sdk-file")["-|T1"]["bot"].as_str());
 }
