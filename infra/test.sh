@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one. Needs only Rust (rustup,
-# stable, with rustfmt and clippy) and Python 3.11 with pip; everything else is
+# stable, with rustfmt and clippy), Python 3.11 with pip and Node 20 with npm; everything else is
 # installed by this script under .tools/ (git-ignored) or into the cargo registry:
 #   1. `cargo fetch --locked`: every crate of Cargo.lock into the registry cache,
 #      so the offline steps below never depend on what a machine happened to hold,

@@ -125,6 +125,8 @@ pub enum Command {
         #[arg(long = "in")]
         input: PathBuf,
     },
+    /// Moves installations in from Bolt's stores (slack_sdk, @slack/oauth); a dry run unless --apply.
+    Migrate(crate::commands::migrate::MigrateArgs),
     /// Runs the OAuth and events routes and the rotation sweep in one process,
     /// exactly as the Lambdas would (configured by the same environment).
     Dev {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::commands::{dev, inspect, purge, rekey, transfer, verify};
+use crate::commands::{dev, inspect, migrate, purge, rekey, transfer, verify};
 use crate::exit::Failure;
 use crate::store::StoreOnly;
 
@@ -28,6 +28,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         return dev::dev(listen, create_tables, sweep_every).await;
     }
     init_operator_logging();
+    if let Command::Migrate(args) = &cli.command {
+        return migrate::migrate(&cli.global, args).await;
+    }
     let json = cli.global.json;
     let creates = matches!(cli.command, Command::Import { .. });
     let op = StoreOnly::from_args(&cli.global)?.build(creates).await?;
@@ -46,7 +49,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rekey { to_key, concurrency, limit } => rekey::rekey(&op, json, to_key, *concurrency, *limit).await,
         Command::Export { out, force } => transfer::export(store, json, out, *force).await,
         Command::Import { input } => transfer::import(store, json, input).await,
-        Command::Dev { .. } => unreachable!("handled above"),
+        Command::Dev { .. } | Command::Migrate(_) => unreachable!("handled above"),
     }
 }
 

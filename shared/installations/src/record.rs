@@ -12,6 +12,9 @@ pub mod field {
     pub const TOKEN: &str = "token";
     pub const REFRESH_TOKEN: &str = "refresh_token";
     pub const INCOMING_WEBHOOK_URL: &str = "incoming_webhook_url";
+    /// Custom values / metadata an imported record carried in its source store.
+    /// Sealed: nobody can vouch that they hold no secret.
+    pub const SOURCE_METADATA: &str = "source_metadata";
 }
 
 /// One installation item as stored.

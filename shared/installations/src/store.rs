@@ -16,6 +16,7 @@ use crate::{
     ReadContext, RecordKey, RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock,
     TenantKey, TokenKind, VerifiedTenant,
 };
+use crate::{ImportOutcome, ImportedRecord};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -439,6 +440,175 @@ impl InstallationStore {
         let n = self.repo.purge_tenant(&tenant.key().pk(), self.clock.now_secs()).await?;
         tracing::info!(tenant = %tenant.key(), records = n, "tenant purged");
         Ok(n)
+    }
+
+    // ---- import from another store (`tokenkeep migrate`) --------------------
+
+    /// Writes one installation record brought in from another store (Bolt's
+    /// installation stores), sealed under a fresh data key, and audits it.
+    ///
+    /// Unlike [`store_installation`](Self::store_installation) (a user who just
+    /// authorized the app: their grant wins), an import never overrides what
+    /// tokenkeep already knows:
+    /// - a purged tenant is [`Refused`](ImportOutcome::Refused): a tombstone
+    ///   means Slack told us the app was uninstalled, and an old store's copy
+    ///   must not bring it back;
+    /// - an existing record is replaced only when the import is newer (see
+    ///   [`ImportedRecord::is_newer_than`]), so a rerun writes nothing and a
+    ///   token tokenkeep refreshed since is never replaced by a spent one.
+    pub async fn import_record(&self, record: &ImportedRecord, ctx: &ReadContext) -> Result<ImportOutcome, StoreError> {
+        let key = &record.key;
+        let pk = key.pk();
+        for _ in 0..4 {
+            if self.repo.tenant_state(&pk).await?.is_none() {
+                // Opens generation 1 only over nothing: a purge that lands
+                // meanwhile leaves its tombstone, and the write below fails.
+                let first = crate::TenantState { generation: 1, purged: false, purged_at: None };
+                self.repo.restore_tenant(&pk, first).await?;
+            }
+            let (outcome, existing, state) = self.decide_import(record).await?;
+            if !outcome.wrote() {
+                return Ok(outcome);
+            }
+            let (version, generation, expect) = match (&existing, state) {
+                (Some(e), _) => (e.version + 1, e.generation, Expect::Version { version: e.version, generation: e.generation }),
+                (None, Some(s)) => (1, s.generation, Expect::Absent),
+                (None, None) => continue,
+            };
+            let mut secrets = vec![(field::TOKEN, record.token.expose_secret())];
+            if let Some(r) = &record.refresh_token {
+                secrets.push((field::REFRESH_TOKEN, r.expose_secret()));
+            }
+            if let Some(w) = &record.incoming_webhook_url {
+                secrets.push((field::INCOMING_WEBHOOK_URL, w.expose_secret()));
+            }
+            if let Some(m) = &record.source_metadata {
+                secrets.push((field::SOURCE_METADATA, m.expose()));
+            }
+            let sealed = self.seal_record(key, record.meta.clone(), version, generation, &secrets).await?;
+            match self.repo.put(&sealed, expect).await {
+                Ok(()) => {}
+                // Someone wrote first or the tenant was purged: decide again from a fresh read.
+                Err(RepoError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let (token_kind, user_id) = match &key.kind {
+                RecordKind::Bot => (TokenKind::Bot, None),
+                RecordKind::User(u) => (TokenKind::User, Some(u.clone())),
+            };
+            self.audit(AuditRecord {
+                tenant: pk.clone(),
+                at_ms: self.clock.now_millis(),
+                token_kind,
+                user_id,
+                actor: ctx.actor.clone(),
+                request_id: ctx.request_id.clone(),
+                reason: ctx.reason.clone(),
+                outcome: Outcome::Ok,
+                version,
+            })
+            .await?;
+            return Ok(outcome);
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Moves a long-lived token onto rotation (`oauth.v2.exchange`): the
+    /// record's token is read (audited), exchanged for a rotating pair, and
+    /// the pair sealed under a new data key and written before anything else
+    /// can fail, as a refresh is. `Ok(false)` when the record already rotates.
+    ///
+    /// Not retried: Slack may have issued the pair (and retired the old token)
+    /// without us seeing the answer; the error says so and the record keeps
+    /// the old token for an operator to check.
+    pub async fn exchange_for_rotating(
+        &self,
+        key: &RecordKey,
+        slack: &dyn tokenkeep_slack_api::SlackOAuth,
+        ctx: &ReadContext,
+    ) -> Result<bool, StoreError> {
+        let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
+        if record.sealed.contains_key(field::REFRESH_TOKEN) {
+            return Ok(false);
+        }
+        let kind = match key.kind {
+            RecordKind::Bot => TokenKind::Bot,
+            RecordKind::User(_) => TokenKind::User,
+        };
+        let token = AccessToken::new(self.read_secret(key, kind.clone(), field::TOKEN, ctx).await?);
+        let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
+        let mut fields: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
+        for name in record.sealed.keys().filter(|n| n.as_str() != field::TOKEN) {
+            if let Some(v) = self.open_field(&record, name).await? {
+                fields.push((name.clone(), v));
+            }
+        }
+        let data_key = self.new_data_key(key).await?;
+        let response = slack.exchange_long_lived(&token).await.map_err(|e| {
+            tracing::warn!(tenant = %key.pk(), sk = %key.sk(), slack_error = %e, ambiguous = e.is_ambiguous(),
+                "token exchange failed; the record keeps its long-lived token");
+            StoreError::Refresh(e)
+        })?;
+        let (Some(access), Some(refresh), Some(expires_in)) =
+            (response.access_token.as_ref(), response.refresh_token.as_ref(), response.expires_in)
+        else {
+            return Err(StoreError::Invalid("exchange answer without a rotating pair"));
+        };
+        let mut meta = record.meta.clone();
+        meta.token_expires_at = Some(self.clock.now_secs() + expires_in);
+        let mut secrets = vec![(field::TOKEN, access.expose_secret()), (field::REFRESH_TOKEN, refresh.expose_secret())];
+        for (name, value) in &fields {
+            secrets.push((name.as_str(), std::str::from_utf8(value).map_err(|_| StoreError::Integrity)?));
+        }
+        let version = record.version + 1;
+        let next = self.seal_record_with(Some(data_key), key, meta, version, record.generation, &secrets)?;
+        let expect = Expect::Version { version: record.version, generation: record.generation };
+        match self.repo.put(&next, expect).await {
+            Ok(()) => {}
+            // Reinstalled or purged meanwhile: that write wins; the new pair is dropped.
+            Err(RepoError::ConditionFailed) => return Err(StoreError::Conflict),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(AuditRecord {
+            tenant: key.pk(),
+            at_ms: self.clock.now_millis(),
+            token_kind: kind,
+            user_id: match &key.kind {
+                RecordKind::User(u) => Some(u.clone()),
+                RecordKind::Bot => None,
+            },
+            actor: ctx.actor.clone(),
+            request_id: ctx.request_id.clone(),
+            reason: format!("{}: exchanged for a rotating token", ctx.reason),
+            outcome: Outcome::Ok,
+            version,
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// What [`import_record`](Self::import_record) would do now, without
+    /// writing anything (`tokenkeep migrate` without `--apply`).
+    pub async fn plan_import(&self, record: &ImportedRecord) -> Result<ImportOutcome, StoreError> {
+        Ok(self.decide_import(record).await?.0)
+    }
+
+    async fn decide_import(
+        &self,
+        record: &ImportedRecord,
+    ) -> Result<(ImportOutcome, Option<StoredRecord>, Option<crate::TenantState>), StoreError> {
+        let state = self.repo.tenant_state(&record.key.pk()).await?;
+        if state.is_some_and(|s| s.purged) {
+            return Ok((ImportOutcome::Refused, None, state));
+        }
+        let existing = self.repo.get(&record.key).await?;
+        let outcome = match &existing {
+            None => ImportOutcome::Created,
+            Some(e) if record.is_same_as(&e.meta) => ImportOutcome::Unchanged,
+            Some(e) if record.is_newer_than(e) => ImportOutcome::Replaced,
+            Some(_) => ImportOutcome::KeptNewer,
+        };
+        Ok((outcome, existing, state))
     }
 
     // ---- OAuth state and event dedupe --------------------------------------

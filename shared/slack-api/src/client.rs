@@ -88,7 +88,7 @@ impl std::fmt::Debug for SlackClient {
 
 /// How a call authenticates.
 enum Auth<'a> {
-    /// The app's client id and secret as HTTP Basic (oauth.v2.access only).
+    /// The app's client id and secret as HTTP Basic (oauth.v2.access, oauth.v2.exchange).
     Client,
     Bearer(&'a AccessToken),
 }
@@ -328,6 +328,12 @@ pub trait SlackOAuth: Send + Sync + std::fmt::Debug {
     /// and the installation is marked `needs_reinstall` rather than guessing.
     /// Only [`SlackError::is_revoked`] means the grant is gone.
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<OAuthV2Response, SlackError>;
+
+    /// oauth.v2.exchange: trades a long-lived (non-rotating) access token for
+    /// a rotating pair, once the app has token rotation on. NEVER retried
+    /// internally, for the same reason as [`refresh`](Self::refresh): Slack
+    /// may have issued the pair without us seeing the answer.
+    async fn exchange_long_lived(&self, token: &AccessToken) -> Result<OAuthV2Response, SlackError>;
 }
 
 #[async_trait::async_trait]
@@ -353,6 +359,13 @@ impl SlackOAuth for SlackClient {
             ("refresh_token", refresh_token.expose_secret()),
         ];
         self.call("oauth.v2.access", Auth::Client, &Payload::Form(&form))
+            .await
+    }
+
+    async fn exchange_long_lived(&self, token: &AccessToken) -> Result<OAuthV2Response, SlackError> {
+        tracing::debug!(method = "oauth.v2.exchange", token = %token.fingerprint(), "slack token exchange");
+        let form = [("token", token.expose_secret())];
+        self.call("oauth.v2.exchange", Auth::Client, &Payload::Form(&form))
             .await
     }
 }

@@ -1,7 +1,8 @@
 //! An in-process fake Slack for tests across the workspace (feature `test-util`).
 //!
 //! It listens on `127.0.0.1:0` and speaks just enough of the Web API
-//! (`oauth.v2.access`, `auth.test`, `auth.revoke`, `chat.postMessage`) to
+//! (`oauth.v2.access`, `oauth.v2.exchange`, `auth.test`, `auth.revoke`,
+//! `chat.postMessage`) to
 //! exercise the real [`SlackClient`] over real HTTP. It
 //! models the token-rotation rules that make duplicate refreshes a bug rather
 //! than waste, so tests can *detect* them:
@@ -112,6 +113,9 @@ pub struct InstallSpec {
     pub app_id: String,
     /// If set, the exchange must send exactly this `redirect_uri` (`bad_redirect_uri`).
     pub redirect_uri: Option<String>,
+    /// Installed before the app turned token rotation on: non-expiring tokens
+    /// and no refresh token, whatever [`FakeSlackConfig::rotation`] says.
+    pub long_lived: bool,
 }
 
 impl Default for InstallSpec {
@@ -129,6 +133,7 @@ impl Default for InstallSpec {
             with_webhook: false,
             app_id: "A0001".to_owned(),
             redirect_uri: None,
+            long_lived: false,
         }
     }
 }
@@ -574,6 +579,11 @@ fn dispatch(
                 Some(_) => Err(SlackRefusal("invalid_grant_type")),
             }
         }
+        "oauth.v2.exchange" => {
+            check_client(&shared.cfg, headers, params)?;
+            let token = params.get("token").ok_or(SlackRefusal("invalid_auth"))?;
+            shared.lock().exchange_long_lived(&shared.cfg, token, now)
+        }
         "auth.test" => {
             let token = bearer(headers)?;
             let mut state = shared.lock();
@@ -697,8 +707,9 @@ impl SlackState {
             },
             "is_enterprise_install": spec.is_enterprise_install,
         });
+        let rotation = cfg.rotation && !spec.long_lived;
         if !spec.bot_scopes.is_empty() {
-            let (access, refresh) = self.issue(cfg, &key, Kind::Bot, now);
+            let (access, refresh) = self.issue(cfg, rotation, &key, Kind::Bot, now);
             answer["scope"] = json!(spec.bot_scopes);
             answer["token_type"] = json!("bot");
             answer["access_token"] = json!(access);
@@ -709,7 +720,8 @@ impl SlackState {
             }
         }
         if spec.with_user_token {
-            let (access, refresh) = self.issue(cfg, &key, Kind::User(spec.user_id.clone()), now);
+            let (access, refresh) =
+                self.issue(cfg, rotation, &key, Kind::User(spec.user_id.clone()), now);
             let user = &mut answer["authed_user"];
             user["scope"] = json!(spec.user_scopes);
             user["token_type"] = json!("user");
@@ -744,7 +756,7 @@ impl SlackState {
             Kind::Bot => i.spec.bot_scopes.clone(),
             Kind::User(_) => i.spec.user_scopes.clone(),
         });
-        let (access, refresh) = self.issue(cfg, &install, kind.clone(), now);
+        let (access, refresh) = self.issue(cfg, true, &install, kind.clone(), now);
         self.counters.refreshes += 1;
         *self.refreshes_by_install.entry(install).or_default() += 1;
         // A refresh answer carries token fields only; see OAuthV2Response.
@@ -757,25 +769,54 @@ impl SlackState {
         }))
     }
 
+    /// oauth.v2.exchange: a long-lived token of an app that turned rotation on
+    /// becomes a rotating pair; the long-lived token stops working (the
+    /// strict reading: a caller that loses the answer has lost the grant).
+    fn exchange_long_lived(&mut self, cfg: &FakeSlackConfig, token: &str, now: Instant) -> Answer {
+        if !cfg.rotation {
+            return Err(SlackRefusal("token_rotation_not_enabled"));
+        }
+        let record = self.check_access(token, now)?;
+        if record.expires_at.is_some() {
+            return Err(SlackRefusal("token_already_rotating"));
+        }
+        let (install, kind) = (record.install.clone(), record.kind.clone());
+        self.revoke_access(token);
+        let (access, refresh) = self.issue(cfg, true, &install, kind.clone(), now);
+        let spec = self.installs.get(&install).map(|i| i.spec.clone());
+        let scope = spec.as_ref().map(|s| match kind {
+            Kind::Bot => s.bot_scopes.clone(),
+            Kind::User(_) => s.user_scopes.clone(),
+        });
+        Ok(json!({
+            "token_type": kind.token_type(),
+            "scope": scope,
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": cfg.token_lifetime_secs,
+            "app_id": spec.as_ref().map(|s| s.app_id.clone()),
+            "is_enterprise_install": spec.as_ref().is_some_and(|s| s.is_enterprise_install),
+        }))
+    }
+
     /// Issues an access token (and, with rotation, a refresh token) for one
     /// installation and kind; the third active access token revokes the oldest.
     fn issue(
         &mut self,
         cfg: &FakeSlackConfig,
+        rotation: bool,
         install: &str,
         kind: Kind,
         now: Instant,
     ) -> (String, Option<String>) {
-        let prefix = match (&kind, cfg.rotation) {
+        let prefix = match (&kind, rotation) {
             (Kind::Bot, false) => format!("xoxb-{}-{}-", random_digits(12), random_digits(12)),
             (Kind::User(_), false) => format!("xoxp-{}-{}-", random_digits(12), random_digits(12)),
             (Kind::Bot, true) => "xoxe.xoxb-1-".to_owned(),
             (Kind::User(_), true) => "xoxe.xoxp-1-".to_owned(),
         };
         let access = format!("{prefix}{}", random_alnum(40));
-        let expires_at = cfg
-            .rotation
-            .then(|| now + Duration::from_secs(cfg.token_lifetime_secs));
+        let expires_at = rotation.then(|| now + Duration::from_secs(cfg.token_lifetime_secs));
         self.access.insert(
             access.clone(),
             AccessRecord {
@@ -799,7 +840,7 @@ impl SlackState {
         if let Some(record) = oldest.and_then(|t| self.access.get_mut(&t)) {
             record.revoked = true;
         }
-        let refresh = cfg.rotation.then(|| {
+        let refresh = rotation.then(|| {
             let refresh = format!("xoxe-1-{}", random_alnum(60));
             self.refresh.insert(
                 refresh.clone(),

@@ -713,3 +713,28 @@ async fn debug_output_never_contains_a_token_or_secret() {
     assert!(!shown.contains("hooks.slack.com"), "{shown}");
     assert!(shown.contains("T1"), "ids stay visible: {shown}");
 }
+
+#[tokio::test]
+async fn a_long_lived_token_is_exchanged_once_for_a_rotating_pair() {
+    // Given an install from before the app turned rotation on
+    let slack = fake().await;
+    let client = slack.client();
+    slack.add_install("old", InstallSpec { long_lived: true, ..InstallSpec::workspace("T1") });
+    let r = client.exchange_code("old", None).await.unwrap();
+    let long_lived = r.access_token.unwrap();
+    assert!(r.refresh_token.is_none() && r.expires_in.is_none(), "a long-lived install has no refresh pair");
+    // When it is exchanged (oauth.v2.exchange)
+    let ex = client.exchange_long_lived(&long_lived).await.unwrap();
+    // Then a rotating pair comes back, which works and refreshes, and the old token is retired
+    let rotating = ex.access_token.unwrap();
+    assert!(rotating.expose_secret().starts_with("xoxe.xoxb-"));
+    assert_eq!(ex.expires_in, Some(43_200));
+    assert!(slack.is_token_active(&rotating));
+    assert!(!slack.is_token_active(&long_lived));
+    assert!(client.refresh(&ex.refresh_token.unwrap()).await.is_ok());
+    // And neither the retired token nor a rotating one can be exchanged again
+    let again = client.exchange_long_lived(&long_lived).await.unwrap_err();
+    assert_eq!(again.code(), Some(&api("token_revoked")));
+    let rotating_again = client.exchange_long_lived(&rotating).await.unwrap_err();
+    assert_eq!(rotating_again.code(), Some(&api("token_already_rotating")));
+}

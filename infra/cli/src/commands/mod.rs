@@ -4,6 +4,7 @@
 
 pub mod dev;
 pub mod inspect;
+pub mod migrate;
 pub mod purge;
 pub mod rekey;
 pub mod transfer;
