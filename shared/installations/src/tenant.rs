@@ -228,6 +228,30 @@ impl VerifiedTenant {
     }
 }
 
+// ---- token service: an installation Bolt's own OAuth flow produced ----------
+
+impl VerifiedTenant {
+    /// The tenant a token belongs to, by Slack's own `auth.test` answer for it.
+    ///
+    /// The token service uses it for installations that Bolt's OAuth flow
+    /// produced: the caller hands over tokens, and Slack (not the caller's
+    /// JSON) says which tenant they are for, so a caller can only store an
+    /// installation for a tenant whose live token it holds.
+    pub fn from_token_owner(
+        answer: &tokenkeep_slack_api::AuthTestResponse,
+    ) -> Result<Self, TenantError> {
+        let key = TenantKey::for_lookup(
+            answer.enterprise_id.as_deref(),
+            answer.team_id.as_deref(),
+            answer.is_enterprise_install,
+        )?;
+        Ok(Self {
+            key,
+            origin: TenantOrigin::OAuthCallback,
+        })
+    }
+}
+
 /// Extracts (enterprise_id, team_id, is_enterprise_install) from a signed body.
 fn tenant_fields(body: &[u8]) -> Result<(Option<String>, Option<String>, bool), TenantError> {
     #[derive(serde::Deserialize, Default)]
