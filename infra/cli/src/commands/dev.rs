@@ -52,6 +52,21 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         clock: Arc::new(SystemClock),
     });
 
+    // The token service for Bolt apps (clients/python, clients/js). No API
+    // Gateway here, so keys generated into the data dir (0600) stand in for IAM;
+    // every call must carry one.
+    let token_auth =
+        tokenkeep_token_service::CallerAuth::dev_keys(&app.config.data_dir).map_err(|e| {
+            Failure::config(format!(
+                "can't create the token service keys in {}: {e}",
+                app.config.data_dir.display()
+            ))
+        })?;
+    let tokens = tokenkeep_token_service::router(tokenkeep_token_service::TokenServiceState {
+        backend: tokenkeep_token_service::Backend::from_app(&app),
+        auth: token_auth,
+    });
+
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::config(format!("can't listen on {listen}: {e}")))?;
@@ -81,6 +96,13 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
     println!("tokenkeep dev listening on http://{addr}");
     println!("  install URL: http://{addr}/slack/install");
     println!("  events URL:  http://{addr}/slack/events   (events, interactivity, slash commands)");
+    println!(
+        "  token service: http://{addr}/tokens/   (key: {})",
+        app.config
+            .data_dir
+            .join(tokenkeep_token_service::caller::DEV_KEY_FILE)
+            .display()
+    );
     println!("  store:       {store_name}");
     println!("  keys:        {keys_name}");
     if store_kind == StoreKind::Embedded {
@@ -89,7 +111,7 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         );
     }
 
-    let router = oauth.merge(events);
+    let router = oauth.merge(events).merge(tokens);
     let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
