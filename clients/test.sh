@@ -40,6 +40,6 @@ if [[ -f "$ROOT/clients/js/package-lock.json" ]]; then
     cp "$JS/package-lock.json" "$JS/node_modules/.installed"
   fi
   step "Bolt for JavaScript tests"
-  (cd "$JS" && node --test test/)
+  (cd "$JS" && node --test test/bolt.test.js)
 fi
 step "adapter tests passed"
