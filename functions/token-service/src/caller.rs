@@ -32,7 +32,8 @@ pub struct Caller {
 /// How callers authenticate.
 pub enum CallerAuth {
     /// Behind API Gateway's IAM authorizer. `named_tenant_principals` are the
-    /// ARNs granted the named-tenant permission (exact match).
+    /// principals granted the named-tenant permission: exact ARNs, or IAM role
+    /// ARNs covering every session of the role (see [`grant_matches`]).
     Iam {
         named_tenant_principals: Vec<String>,
     },
@@ -104,7 +105,9 @@ impl CallerAuth {
                     return None;
                 };
                 let arn = authorizer.iam.as_ref()?.user_arn.as_ref()?.clone();
-                let named_tenant = named_tenant_principals.contains(&arn);
+                let named_tenant = named_tenant_principals
+                    .iter()
+                    .any(|grant| grant_matches(grant, &arn));
                 Some(Caller {
                     principal: arn,
                     named_tenant,
@@ -133,6 +136,83 @@ impl CallerAuth {
                 }
             }
         }
+    }
+}
+
+/// Whether a named-tenant grant covers the caller's ARN. A grant is an exact
+/// ARN, or an IAM role ARN (`arn:aws:iam::ACCOUNT:role/[path/]NAME`), which
+/// covers every session of that role: API Gateway reports a role's callers as
+/// `arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION`, and the session name is
+/// chosen by whoever assumes the role, so only the role part can be granted.
+pub fn grant_matches(grant: &str, caller: &str) -> bool {
+    if grant == caller {
+        return true;
+    }
+    let mut parts = grant.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let Some(role_path) = resource.strip_prefix("role/") else {
+        return false;
+    };
+    let name = role_path.rsplit('/').next().unwrap_or(role_path);
+    if name.is_empty() || account.is_empty() {
+        return false;
+    }
+    let prefix = format!("arn:{partition}:sts::{account}:assumed-role/{name}/");
+    caller
+        .strip_prefix(&prefix)
+        .is_some_and(|session| !session.is_empty() && !session.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grant_matches;
+
+    #[test]
+    fn role_grants_cover_their_sessions_only() {
+        let role = "arn:aws:iam::123456789012:role/jobs/nightly-job";
+        assert!(grant_matches(
+            role,
+            "arn:aws:sts::123456789012:assumed-role/nightly-job/s-1"
+        ));
+        assert!(grant_matches(
+            "arn:aws:iam::123456789012:user/ops",
+            "arn:aws:iam::123456789012:user/ops"
+        ));
+        assert!(
+            !grant_matches(
+                role,
+                "arn:aws:sts::123456789012:assumed-role/nightly-job-2/s-1"
+            ),
+            "another role"
+        );
+        assert!(
+            !grant_matches(
+                role,
+                "arn:aws:sts::999999999999:assumed-role/nightly-job/s-1"
+            ),
+            "another account"
+        );
+        assert!(
+            !grant_matches(role, "arn:aws:sts::123456789012:assumed-role/nightly-job/"),
+            "no session"
+        );
+        assert!(!grant_matches(
+            role,
+            "arn:aws:iam::123456789012:role/jobs/nightly-job-x"
+        ));
+        assert!(!grant_matches(
+            "arn:aws:iam::123456789012:user/ops",
+            "arn:aws:sts::123456789012:assumed-role/ops/s"
+        ));
     }
 }
 
