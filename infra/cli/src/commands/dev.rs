@@ -96,6 +96,8 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
     println!("tokenkeep dev listening on http://{addr}");
     println!("  install URL: http://{addr}/slack/install");
     println!("  events URL:  http://{addr}/slack/events   (events, interactivity, slash commands)");
+    println!("  store:       {store_name}");
+    println!("  keys:        {keys_name}");
     println!(
         "  token service: http://{addr}/tokens/   (key: {})",
         app.config
@@ -103,8 +105,6 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
             .join(tokenkeep_token_service::caller::DEV_KEY_FILE)
             .display()
     );
-    println!("  store:       {store_name}");
-    println!("  keys:        {keys_name}");
     if store_kind == StoreKind::Embedded {
         eprintln!(
             "WARNING: the local key file is for development only. Anyone who can read it can decrypt every token in this store."
