@@ -30,7 +30,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall "$ROOT/clients/python"
 
 step "Bolt for Python tests"
-(cd "$ROOT/clients/python/tests" && "$VENV/bin/python" -m unittest -v test_bolt)
+(cd "$ROOT/clients/python/tests" && "$VENV/bin/python" -m unittest -v test_sigv4 test_bolt)
 
 if [[ -f "$ROOT/clients/js/package-lock.json" ]]; then
   JS="$ROOT/clients/js"
@@ -40,6 +40,6 @@ if [[ -f "$ROOT/clients/js/package-lock.json" ]]; then
     cp "$JS/package-lock.json" "$JS/node_modules/.installed"
   fi
   step "Bolt for JavaScript tests"
-  (cd "$JS" && node --test test/bolt.test.js)
+  (cd "$JS" && node --test test/sigv4.test.js test/bolt.test.js)
 fi
 step "adapter tests passed"
