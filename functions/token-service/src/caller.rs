@@ -172,6 +172,45 @@ pub fn grant_matches(grant: &str, caller: &str) -> bool {
         .is_some_and(|session| !session.is_empty() && !session.contains('/'))
 }
 
+fn load_or_create_key(path: &Path) -> std::io::Result<SecretString> {
+    use std::io::Write as _;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = text.trim();
+            if key.len() < 32 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is too short to be a key", path.display()),
+                ));
+            }
+            return Ok(SecretString::from(key.to_owned()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let key = hex::encode(rand::random::<[u8; 32]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(key.as_bytes())?;
+            file.sync_all()?;
+            Ok(SecretString::from(key))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::grant_matches;
@@ -213,44 +252,5 @@ mod tests {
             "arn:aws:iam::123456789012:user/ops",
             "arn:aws:sts::123456789012:assumed-role/ops/s"
         ));
-    }
-}
-
-fn load_or_create_key(path: &Path) -> std::io::Result<SecretString> {
-    use std::io::Write as _;
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key = text.trim();
-            if key.len() < 32 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} is too short to be a key", path.display()),
-                ));
-            }
-            return Ok(SecretString::from(key.to_owned()));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let key = hex::encode(rand::random::<[u8; 32]>());
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(key.as_bytes())?;
-            file.sync_all()?;
-            Ok(SecretString::from(key))
-        }
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
-        Err(e) => Err(e),
     }
 }
