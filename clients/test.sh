@@ -30,7 +30,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall "$ROOT/clients/python"
 
 step "Bolt for Python tests"
-(cd "$ROOT/clients/python/tests" && "$VENV/bin/python" -m unittest -v test_sigv4 test_bolt)
+(cd "$ROOT/clients/python/tests" && "$VENV/bin/python" -m unittest -v test_client test_bolt)
 
 if [[ -f "$ROOT/clients/js/package-lock.json" ]]; then
   JS="$ROOT/clients/js"

@@ -248,6 +248,8 @@ class BoltOnTokenkeep(unittest.TestCase):
     def test_z_32_concurrent_requests_on_an_expiring_token_cause_exactly_one_refresh(self):
         # Bolt's own rotation is configured (token_rotation_expiration_minutes) and must not run.
         app = make_app(oauth_store=TokenkeepInstallationStore(client()))
+        # Bolt's rotator lives in its InstallationStoreAuthorize; ours replaced it.
+        self.assertIsInstance(app._authorize, TokenkeepAuthorize)
         wait = ROTATING_INSTALLED_AT + s.DUE_AFTER_SECS + 1 - time.time()
         if wait > 0:
             time.sleep(wait)
