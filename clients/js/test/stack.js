@@ -99,6 +99,10 @@ class Stack {
       },
       stdio: ['ignore', log, log],
     });
+    // Whatever happens to the test run, don't leave the two processes behind.
+    process.once('exit', () => {
+      for (const child of [stack.dev, stack.fake]) if (child.exitCode === null) child.kill('SIGKILL');
+    });
     await waitForPort(port, stack.dev, stack.logPath);
     stack.devKey = fs.readFileSync(path.join(stack.dataDir, 'token-service.key'), 'ascii').trim();
     stack.jobsKey = fs.readFileSync(path.join(stack.dataDir, 'token-service-jobs.key'), 'ascii').trim();

@@ -5,6 +5,7 @@ clients/test.sh), else target/debug of the repository."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import hmac
 import http.client
@@ -78,6 +79,8 @@ class Stack:
             stderr=subprocess.STDOUT,
             env=env,
         )
+        # Whatever happens to the test run, don't leave the two processes behind.
+        atexit.register(self._kill)
         deadline = time.time() + 30
         while True:
             try:
@@ -91,6 +94,11 @@ class Stack:
             self.dev_key = f.read().strip()
         with open(os.path.join(self.data_dir, "token-service-jobs.key"), encoding="ascii") as f:
             self.jobs_key = f.read().strip()
+
+    def _kill(self) -> None:
+        for proc in (self.dev, self.fake):
+            if proc.poll() is None:
+                proc.kill()
 
     def close(self) -> None:
         self.dev.terminate()
