@@ -11,6 +11,8 @@
 #      installed into .tools/cargo from crates.io if missing),
 #   5. `cargo clippy --workspace --all-targets -- -D warnings`,
 #   6. `cargo test --workspace` (DynamoDB + KMS tests hit the emulator),
+#      then the Bolt adapter tests (clients/test.sh: Bolt for Python and for
+#      JavaScript, pinned, against `tokenkeep dev` and the fake Slack),
 #   7. the README's run command (`infra/smoke-dev.sh`): builds and starts
 #      `tokenkeep dev` exactly as the README says and checks it serves,
 #   and stops the emulator by its PID, whatever happened.
@@ -83,6 +85,9 @@ cargo clippy --workspace --all-targets --locked --offline -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace --locked --offline "$@"
+
+step "Bolt adapters (clients/test.sh)"
+bash clients/test.sh
 
 step "README run command (infra/smoke-dev.sh)"
 bash infra/smoke-dev.sh

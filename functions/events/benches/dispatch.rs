@@ -6,22 +6,23 @@
 //! `cargo bench -p tokenkeep-events` (add `-- --quick` for a fast run).
 //! Requests are signed with the TEST secret `tokenkeep-test-signing-secret`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::Request;
 use serde_json::json;
 use tower::ServiceExt as _;
 
 use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
-use tokenkeep_events::{router, AuthorizedEvent, EventHandler, EventsState, HandlerError};
+use tokenkeep_events::{AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
 use tokenkeep_installations::{
-    Clock, EmbeddedRepository, Installation, InstallationStore, StoreConfig, SystemClock, VerifiedTenant,
+    Clock, EmbeddedRepository, Installation, InstallationStore, StoreConfig, SystemClock,
+    VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::sign_request;
 use tokenkeep_slack_api::{OAuthV2Response, RequestVerifier, SigningSecret};
@@ -45,14 +46,26 @@ fn team(i: usize) -> String {
 }
 
 fn bench_dispatch(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kms_like = Arc::new(CountingKeyProvider::new(LocalKeyProvider::open(dir.path(), "bench").unwrap()));
-    let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(kms_like.clone(), CacheLimits::default()));
+    let kms_like = Arc::new(CountingKeyProvider::new(
+        LocalKeyProvider::open(dir.path(), "bench").unwrap(),
+    ));
+    let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(
+        kms_like.clone(),
+        CacheLimits::default(),
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = Arc::new(
-        InstallationStore::new(Arc::new(EmbeddedRepository::in_memory().unwrap()), keys, StoreConfig::new("A0BENCH"))
-            .with_clock(clock.clone()),
+        InstallationStore::new(
+            Arc::new(EmbeddedRepository::in_memory().unwrap()),
+            keys,
+            StoreConfig::new("A0BENCH"),
+        )
+        .with_clock(clock.clone()),
     );
     rt.block_on(async {
         for i in 0..TENANTS {
@@ -65,7 +78,10 @@ fn bench_dispatch(c: &mut Criterion) {
             .unwrap();
             let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
             let installation = Installation::from_oauth_response(resp, clock.now_secs()).unwrap();
-            store.store_installation(&tenant, &installation).await.unwrap();
+            store
+                .store_installation(&tenant, &installation)
+                .await
+                .unwrap();
         }
     });
     let handler = Arc::new(NoopHandler::default());
@@ -91,7 +107,10 @@ fn bench_dispatch(c: &mut Criterion) {
         Request::post("/slack/events")
             .header("content-type", "application/json")
             .header("x-slack-request-timestamp", ts.to_string())
-            .header("x-slack-signature", sign_request(&secret, ts, body.as_bytes()))
+            .header(
+                "x-slack-signature",
+                sign_request(&secret, ts, body.as_bytes()),
+            )
             .body(Body::from(body))
             .unwrap()
     };
@@ -113,7 +132,9 @@ fn bench_dispatch(c: &mut Criterion) {
 
     let handled = handler.0.load(Ordering::Relaxed) - warm_handled;
     let decrypts = kms_like.decrypts.load(Ordering::Relaxed) - warm_decrypts;
-    println!("measured requests handled: {handled}; key-provider decrypts during measurement: {decrypts}");
+    println!(
+        "measured requests handled: {handled}; key-provider decrypts during measurement: {decrypts}"
+    );
 }
 
 criterion_group! {

@@ -11,8 +11,8 @@
 //! ```
 //! Wall time per event is the emulator's (moto, Python), not DynamoDB's.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -23,10 +23,12 @@ use tower::ServiceExt as _;
 
 use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider};
-use tokenkeep_events::{router, AuthorizedEvent, EventHandler, EventsState, HandlerError};
-use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
+use tokenkeep_events::{AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
 use tokenkeep_installations::testing::CountingRepository;
-use tokenkeep_installations::{Clock, Installation, InstallationStore, StoreConfig, SystemClock, VerifiedTenant};
+use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
+use tokenkeep_installations::{
+    Clock, Installation, InstallationStore, StoreConfig, SystemClock, VerifiedTenant,
+};
 use tokenkeep_slack_api::fake::sign_request;
 use tokenkeep_slack_api::{OAuthV2Response, RequestVerifier, SigningSecret};
 
@@ -42,9 +44,11 @@ impl EventHandler for NoopHandler {
     }
 }
 
-
 fn arg(n: usize, default: usize) -> usize {
-    std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 fn team(i: usize) -> String {
@@ -59,10 +63,12 @@ async fn main() {
     let (kms, key_arn) = emulator_kms_key().await;
     let repo = Arc::new(CountingRepository::new(Arc::new(dynamo)));
     let kms = Arc::new(CountingKeyProvider::new(KmsKeyProvider::new(kms, key_arn)));
-    let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(kms.clone(), CacheLimits::default()));
+    let keys: Arc<dyn KeyProvider> =
+        Arc::new(CachingKeyProvider::new(kms.clone(), CacheLimits::default()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = Arc::new(
-        InstallationStore::new(repo.clone(), keys, StoreConfig::new("A0BENCH")).with_clock(clock.clone()),
+        InstallationStore::new(repo.clone(), keys, StoreConfig::new("A0BENCH"))
+            .with_clock(clock.clone()),
     );
     for i in 0..tenants {
         let resp: OAuthV2Response = serde_json::from_value(json!({
@@ -74,7 +80,10 @@ async fn main() {
         .unwrap();
         let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
         let installation = Installation::from_oauth_response(resp, clock.now_secs()).unwrap();
-        store.store_installation(&tenant, &installation).await.unwrap();
+        store
+            .store_installation(&tenant, &installation)
+            .await
+            .unwrap();
     }
     let app = router(EventsState {
         store,
@@ -95,7 +104,10 @@ async fn main() {
         let req = Request::post("/slack/events")
             .header("content-type", "application/json")
             .header("x-slack-request-timestamp", ts.to_string())
-            .header("x-slack-signature", sign_request(&secret, ts, body.as_bytes()))
+            .header(
+                "x-slack-signature",
+                sign_request(&secret, ts, body.as_bytes()),
+            )
             .body(Body::from(body))
             .unwrap();
         let app = app.clone();
@@ -120,13 +132,28 @@ async fn main() {
     }
     let wall = started.elapsed();
     let per = |x: u64| x as f64 / events as f64;
-    println!("aws_calls: {tenants} tenants on the emulator (DynamoDB + KMS), {events} authorized message events, warm data-key cache");
-    println!("  warm-up KMS decrypts   {cold_decrypts} ({:.2} per tenant)", cold_decrypts as f64 / tenants as f64);
-    println!("  DynamoDB calls         {:.3} per event", per(repo.total()));
+    println!(
+        "aws_calls: {tenants} tenants on the emulator (DynamoDB + KMS), {events} authorized message events, warm data-key cache"
+    );
+    println!(
+        "  warm-up KMS decrypts   {cold_decrypts} ({:.2} per tenant)",
+        cold_decrypts as f64 / tenants as f64
+    );
+    println!(
+        "  DynamoDB calls         {:.3} per event",
+        per(repo.total())
+    );
     for (method, n) in repo.by_method() {
         println!("    {method:<20} {:.3} per event", per(n));
     }
-    println!("  KMS calls              {:.4} per event (decrypt {}, generate {})", per(kms.total() - kms_before),
-        kms.decrypts.load(Ordering::Relaxed) - cold_decrypts, kms.generates.load(Ordering::Relaxed) - generates_before);
-    println!("  wall time              {:.2} ms per event (emulator round trips, sequential)", wall.as_secs_f64() * 1e3 / events as f64);
+    println!(
+        "  KMS calls              {:.4} per event (decrypt {}, generate {})",
+        per(kms.total() - kms_before),
+        kms.decrypts.load(Ordering::Relaxed) - cold_decrypts,
+        kms.generates.load(Ordering::Relaxed) - generates_before
+    );
+    println!(
+        "  wall time              {:.2} ms per event (emulator round trips, sequential)",
+        wall.as_secs_f64() * 1e3 / events as f64
+    );
 }

@@ -10,19 +10,33 @@
 //! cargo lambda invoke tokenkeep-events --data-file /tmp/event.json
 //! ```
 
-use tokenkeep_slack_api::fake::sign_request;
 use tokenkeep_slack_api::SigningSecret;
+use tokenkeep_slack_api::fake::sign_request;
 
 const TEST_SIGNING_SECRET: &str = "tokenkeep-test-signing-secret";
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: resign_sample <events/events-*.json>"))?;
+    let path = std::env::args()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("usage: resign_sample <events/events-*.json>"))?;
     let mut event: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-    let body = event["body"].as_str().ok_or_else(|| anyhow::anyhow!("{path}: no string body"))?.to_owned();
-    let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())?;
+    let body = event["body"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{path}: no string body"))?
+        .to_owned();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?;
     let headers = &mut event["headers"];
     headers["x-slack-request-timestamp"] = now.to_string().into();
-    headers["x-slack-signature"] = sign_request(&SigningSecret::new(TEST_SIGNING_SECRET), now, body.as_bytes()).into();
+    headers["x-slack-signature"] = sign_request(
+        &SigningSecret::new(TEST_SIGNING_SECRET),
+        now,
+        body.as_bytes(),
+    )
+    .into();
     event["requestContext"]["timeEpoch"] = (now * 1000).into();
     println!("{}", serde_json::to_string_pretty(&event)?);
     Ok(())

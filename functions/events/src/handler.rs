@@ -98,7 +98,10 @@ pub struct MentionReplier {
 /// so nothing in the event can inject mrkdwn into the answer.
 pub fn mention_reply_text(user: Option<&str>) -> String {
     let is_slack_id = |u: &&str| {
-        !u.is_empty() && u.len() <= 32 && u.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        !u.is_empty()
+            && u.len() <= 32
+            && u.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     };
     match user.filter(is_slack_id) {
         Some(user) => format!("Hi <@{user}>, tokenkeep heard you."),
@@ -143,8 +146,14 @@ mod tests {
     #[test]
     fn reply_names_only_well_formed_user_ids() {
         // Given user ids of each shape, when the reply is built, then only a Slack id is echoed
-        assert_eq!(mention_reply_text(Some("U123ABC")), "Hi <@U123ABC>, tokenkeep heard you.");
-        assert_eq!(mention_reply_text(Some("U1> <!channel")), "Hi, tokenkeep heard you.");
+        assert_eq!(
+            mention_reply_text(Some("U123ABC")),
+            "Hi <@U123ABC>, tokenkeep heard you."
+        );
+        assert_eq!(
+            mention_reply_text(Some("U1> <!channel")),
+            "Hi, tokenkeep heard you."
+        );
         assert_eq!(mention_reply_text(None), "Hi, tokenkeep heard you.");
     }
 }

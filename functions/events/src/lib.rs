@@ -39,19 +39,21 @@ pub mod metrics;
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Json;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use tokenkeep_installations::{Clock, InstallationStore, ReadContext, StoreError, VerifiedTenant};
 use tokenkeep_slack_api::{RequestVerifier, VerifiedRequest, VerifyError};
 
-pub use handler::{mention_reply_text, AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier};
+pub use handler::{
+    AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier, mention_reply_text,
+};
 pub use metrics::{EmfStdout, Metric, MetricsSink};
 
 /// The route every Slack request arrives on.
@@ -100,7 +102,11 @@ pub fn router_with_metrics(state: EventsState, metrics: Arc<dyn MetricsSink>) ->
 // ---- responses -------------------------------------------------------------
 
 fn refuse(status: StatusCode, request_id: &str) -> Response {
-    (status, Json(json!({ "ok": false, "request_id": request_id }))).into_response()
+    (
+        status,
+        Json(json!({ "ok": false, "request_id": request_id })),
+    )
+        .into_response()
 }
 
 fn internal_error(request_id: &str) -> Response {
@@ -134,9 +140,15 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
 
     // 2. Signature.
     let now = shared.state.clock.now_secs();
-    let verified = match shared.state.verifier.verify_headers_at(now, &parts.headers, body) {
+    let verified = match shared
+        .state
+        .verifier
+        .verify_headers_at(now, &parts.headers, body)
+    {
         Ok(verified) => verified,
-        Err(VerifyError::BodyTooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, &request_id),
+        Err(VerifyError::BodyTooLarge) => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, &request_id);
+        }
         Err(e) => {
             // The error names a header at most; the body is reported by size only.
             tracing::warn!(%request_id, body_bytes, reason = %e, "slack signature check failed");
@@ -152,17 +164,36 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
             return refuse(StatusCode::BAD_REQUEST, &request_id);
         }
     };
-    let retry_num = parts.headers.get("x-slack-retry-num").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let flow = Flow { shared: &shared, verified: &verified, request_id: &request_id };
+    let retry_num = parts
+        .headers
+        .get("x-slack-retry-num")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let flow = Flow {
+        shared: &shared,
+        verified: &verified,
+        request_id: &request_id,
+    };
 
     match inbound {
         Inbound::Events(envelope) => flow.events_api(envelope, retry_num).await,
         Inbound::Interactivity(payload) => {
-            let event_type = payload.get("type").and_then(Value::as_str).unwrap_or("interactivity").to_owned();
-            flow.dispatch(EventSource::Interactivity, event_type, payload, None).await
+            let event_type = payload
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("interactivity")
+                .to_owned();
+            flow.dispatch(EventSource::Interactivity, event_type, payload, None)
+                .await
         }
         Inbound::SlashCommand(fields) => {
-            flow.dispatch(EventSource::SlashCommand, "slash_command".to_owned(), fields, None).await
+            flow.dispatch(
+                EventSource::SlashCommand,
+                "slash_command".to_owned(),
+                fields,
+                None,
+            )
+            .await
         }
     }
 }
@@ -192,11 +223,13 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
 /// The API Gateway request id (what API Gateway's access log shows), else the
 /// Lambda invocation id, else a random one (local runs and tests).
 fn request_id_of(req: &Request) -> String {
+    use lambda_http::RequestExt as _;
     use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext;
     use lambda_http::request::RequestContext;
-    use lambda_http::RequestExt as _;
-    if let Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext { request_id: Some(id), .. })) =
-        req.request_context_ref()
+    if let Some(RequestContext::ApiGatewayV2(ApiGatewayV2httpRequestContext {
+        request_id: Some(id),
+        ..
+    })) = req.request_context_ref()
     {
         return id.clone();
     }
@@ -232,14 +265,17 @@ impl Inbound {
             .map(|v| v.trim().to_ascii_lowercase())
             .unwrap_or_default();
         match media_type.as_str() {
-            "application/json" => serde_json::from_slice(body).map(Inbound::Events).map_err(|_| "json body"),
+            "application/json" => serde_json::from_slice(body)
+                .map(Inbound::Events)
+                .map_err(|_| "json body"),
             "application/x-www-form-urlencoded" => Self::parse_form(body),
             _ => Err("content type"),
         }
     }
 
     fn parse_form(body: &[u8]) -> Result<Self, &'static str> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| "form body")?;
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|_| "form body")?;
         let mut fields = Map::new();
         for (name, value) in pairs {
             // Slack never repeats a field; a repeat would let the tenant lookup
@@ -250,13 +286,18 @@ impl Inbound {
         }
         if let Some(payload) = fields.get("payload") {
             let payload = payload.as_str().unwrap_or_default();
-            let payload: Value = serde_json::from_str(payload).map_err(|_| "interactivity payload")?;
+            let payload: Value =
+                serde_json::from_str(payload).map_err(|_| "interactivity payload")?;
             if !payload.is_object() {
                 return Err("interactivity payload");
             }
             return Ok(Inbound::Interactivity(payload));
         }
-        if fields.get("command").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
+        if fields
+            .get("command")
+            .and_then(Value::as_str)
+            .is_some_and(|c| !c.is_empty())
+        {
             return Ok(Inbound::SlashCommand(Value::Object(fields)));
         }
         Err("form is neither interactivity nor a slash command")
@@ -302,7 +343,8 @@ impl Flow<'_> {
                     tracing::warn!(request_id = %self.request_id, "event_callback without event_id or event");
                     return refuse(StatusCode::BAD_REQUEST, self.request_id);
                 };
-                let Some(event_type) = event.get("type").and_then(Value::as_str).map(str::to_owned) else {
+                let Some(event_type) = event.get("type").and_then(Value::as_str).map(str::to_owned)
+                else {
                     tracing::warn!(request_id = %self.request_id, %event_id, "event without a type");
                     return refuse(StatusCode::BAD_REQUEST, self.request_id);
                 };
@@ -310,7 +352,10 @@ impl Flow<'_> {
                 match event_type.as_str() {
                     "app_uninstalled" => self.uninstalled().await,
                     "tokens_revoked" => self.tokens_revoked(&event).await,
-                    _ => self.dispatch(EventSource::EventsApi, event_type, event, Some(event_id)).await,
+                    _ => {
+                        self.dispatch(EventSource::EventsApi, event_type, event, Some(event_id))
+                            .await
+                    }
                 }
             }
             other => {
@@ -344,7 +389,12 @@ impl Flow<'_> {
             event
                 .pointer(&format!("/tokens/{field}"))
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let (users, bots) = (ids("oauth"), ids("bot"));
@@ -372,7 +422,13 @@ impl Flow<'_> {
     }
 
     /// Steps 6–8: tenant, audited token read, dedupe (Events API only), handler.
-    async fn dispatch(&self, source: EventSource, event_type: String, event: Value, event_id: Option<String>) -> Response {
+    async fn dispatch(
+        &self,
+        source: EventSource,
+        event_type: String,
+        event: Value,
+        event_id: Option<String>,
+    ) -> Response {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokenkeep_events::{router, EventsState, MentionReplier};
+use tokenkeep_events::{EventsState, MentionReplier, router};
 use tokenkeep_installations::SystemClock;
 use tokenkeep_slack_api::RequestVerifier;
 
@@ -16,7 +16,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let state = EventsState {
         store: Arc::clone(&app.store),
         verifier,
-        handler: Arc::new(MentionReplier { slack: app.slack.clone() }),
+        handler: Arc::new(MentionReplier {
+            slack: app.slack.clone(),
+        }),
         clock: Arc::new(SystemClock),
     };
     lambda_http::run(router(state)).await

@@ -14,21 +14,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::body::Body;
 use axum::Router;
+use axum::body::Body;
 use http::{Request, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
-use tokenkeep_events::{router_with_metrics, AuthorizedEvent, EventHandler, EventsState, HandlerError, MentionReplier, Metric, MetricsSink};
-use tokenkeep_installations::testing::{CountingRepository, FaultyRepository, ManualClock, RepoFault};
-use tokenkeep_installations::{
-    Clock, EmbeddedRepository, Installation, InstallationStore, ReadContext, Repository as _, StoreConfig, TenantKey,
-    VerifiedTenant,
+use tokenkeep_events::{
+    AuthorizedEvent, EventHandler, EventsState, HandlerError, MentionReplier, Metric, MetricsSink,
+    router_with_metrics,
 };
-use tokenkeep_slack_api::fake::{sign_request, FakeSlack, FakeSlackConfig, InstallSpec};
+use tokenkeep_installations::testing::{
+    CountingRepository, FaultyRepository, ManualClock, RepoFault,
+};
+use tokenkeep_installations::{
+    Clock, EmbeddedRepository, Installation, InstallationStore, ReadContext, Repository as _,
+    StoreConfig, TenantKey, VerifiedTenant,
+};
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{RequestVerifier, SigningSecret, SlackOAuth as _};
 
 /// TEST value; see `events_flow.rs`.
@@ -57,7 +62,11 @@ struct CountingHandler {
 impl EventHandler for CountingHandler {
     async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError> {
         self.seen.calls.fetch_add(1, Ordering::SeqCst);
-        self.seen.fingerprints.lock().unwrap().push(ctx.bot_token.fingerprint());
+        self.seen
+            .fingerprints
+            .lock()
+            .unwrap()
+            .push(ctx.bot_token.fingerprint());
         if self.seen.fail.load(Ordering::SeqCst) {
             return Err(HandlerError::MalformedEvent("injected failure"));
         }
@@ -94,17 +103,30 @@ impl Harness {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let raw = Arc::new(EmbeddedRepository::in_memory().unwrap());
-        let faults = Arc::new(FaultyRepository::new(raw.clone()).with_timeout(std::time::Duration::from_millis(50)));
+        let faults = Arc::new(
+            FaultyRepository::new(raw.clone()).with_timeout(std::time::Duration::from_millis(50)),
+        );
         let counting = Arc::new(CountingRepository::new(faults.clone()));
-        let kms = Arc::new(FaultyKeyProvider::new(LocalKeyProvider::open(dir.path(), "test").unwrap()));
-        let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(kms.clone(), CacheLimits::disabled()));
+        let kms = Arc::new(FaultyKeyProvider::new(
+            LocalKeyProvider::open(dir.path(), "test").unwrap(),
+        ));
+        let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(
+            kms.clone(),
+            CacheLimits::disabled(),
+        ));
         let verifier_clock = Arc::new(ManualClock::at_secs(NOW));
         let store = Arc::new(
-            InstallationStore::new(counting.clone(), keys, StoreConfig::new(APP_ID)).with_clock(Arc::new(ManualClock::at_secs(NOW))),
+            InstallationStore::new(counting.clone(), keys, StoreConfig::new(APP_ID))
+                .with_clock(Arc::new(ManualClock::at_secs(NOW))),
         );
         let slack = FakeSlack::start(FakeSlackConfig::default()).await;
         let handled = Arc::new(Handled::default());
-        let handler = Arc::new(CountingHandler { seen: handled.clone(), inner: MentionReplier { slack: slack.client() } });
+        let handler = Arc::new(CountingHandler {
+            seen: handled.clone(),
+            inner: MentionReplier {
+                slack: slack.client(),
+            },
+        });
         let state = EventsState {
             store: store.clone(),
             verifier: RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)),
@@ -112,29 +134,77 @@ impl Harness {
             clock: verifier_clock.clone() as Arc<dyn Clock>,
         };
         let router = router_with_metrics(state, Arc::new(NoMetrics));
-        Self { router, store, raw, counting, faults, kms, verifier_clock, slack, handled, _dir: dir }
+        Self {
+            router,
+            store,
+            raw,
+            counting,
+            faults,
+            kms,
+            verifier_clock,
+            slack,
+            handled,
+            _dir: dir,
+        }
     }
 
     /// Installs `team` (bot token, refresh token, user token, webhook); returns every secret Slack issued.
     async fn install(&self, team: &str) -> Secrets {
         let code = format!("code-{team}");
-        let spec = InstallSpec { with_user_token: true, with_webhook: true, ..InstallSpec::workspace(team) };
+        let spec = InstallSpec {
+            with_user_token: true,
+            with_webhook: true,
+            ..InstallSpec::workspace(team)
+        };
         self.slack.add_install(&code, spec);
-        let resp = self.slack.client().exchange_code(&code, None).await.unwrap();
+        let resp = self
+            .slack
+            .client()
+            .exchange_code(&code, None)
+            .await
+            .unwrap();
         let mut all = vec![];
-        all.extend(resp.access_token.as_ref().map(|t| t.expose_secret().to_owned()));
-        all.extend(resp.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()));
+        all.extend(
+            resp.access_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+        );
+        all.extend(
+            resp.refresh_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+        );
         if let Some(user) = &resp.authed_user {
-            all.extend(user.access_token.as_ref().map(|t| t.expose_secret().to_owned()));
-            all.extend(user.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()));
+            all.extend(
+                user.access_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned()),
+            );
+            all.extend(
+                user.refresh_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned()),
+            );
         }
-        all.extend(resp.incoming_webhook.as_ref().map(|w| w.url.expose_secret().to_owned()));
-        assert!(all.len() >= 4, "the fake issued the secrets this test searches for");
+        all.extend(
+            resp.incoming_webhook
+                .as_ref()
+                .map(|w| w.url.expose_secret().to_owned()),
+        );
+        assert!(
+            all.len() >= 4,
+            "the fake issued the secrets this test searches for"
+        );
         let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
         let inst = Installation::from_oauth_response(resp, NOW).unwrap();
         self.store.store_installation(&tenant, &inst).await.unwrap();
         all.push(SIGNING_SECRET.to_owned());
-        all.push(FakeSlackConfig::default().client_secret.expose_secret().to_owned());
+        all.push(
+            FakeSlackConfig::default()
+                .client_secret
+                .expose_secret()
+                .to_owned(),
+        );
         Secrets { all }
     }
 
@@ -142,7 +212,9 @@ impl Harness {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = format!("{:?}", resp.headers());
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, headers, body.to_vec())
     }
 
@@ -152,9 +224,15 @@ impl Harness {
 
     /// Everything a request could have cost: store calls, audit records, handler calls, Slack calls.
     async fn cost(&self) -> (u64, usize, u64, u64) {
-        let slack_calls = self.slack.calls("chat.postMessage") + self.slack.calls("oauth.v2.access");
+        let slack_calls =
+            self.slack.calls("chat.postMessage") + self.slack.calls("oauth.v2.access");
         let audit = self.audit_count().await;
-        (self.counting.total(), audit, self.handled.calls.load(Ordering::SeqCst), slack_calls)
+        (
+            self.counting.total(),
+            audit,
+            self.handled.calls.load(Ordering::SeqCst),
+            slack_calls,
+        )
     }
 }
 
@@ -183,7 +261,14 @@ fn raw(headers: &[(&str, &[u8])], body: impl Into<Body>) -> Request<Body> {
 
 fn signed_at(ts: i64, content_type: &str, body: Vec<u8>) -> Request<Body> {
     let s = sig(ts, &body);
-    raw(&[("content-type", content_type.as_bytes()), ("x-slack-request-timestamp", ts.to_string().as_bytes()), ("x-slack-signature", s.as_bytes())], body)
+    raw(
+        &[
+            ("content-type", content_type.as_bytes()),
+            ("x-slack-request-timestamp", ts.to_string().as_bytes()),
+            ("x-slack-signature", s.as_bytes()),
+        ],
+        body,
+    )
 }
 
 fn signed(content_type: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
@@ -191,9 +276,20 @@ fn signed(content_type: &str, body: impl Into<Vec<u8>>) -> Request<Body> {
 }
 
 fn assert_generic(name: &str, body: &[u8]) {
-    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("{name}: generic JSON body, got {:?}", String::from_utf8_lossy(body)));
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+        panic!(
+            "{name}: generic JSON body, got {:?}",
+            String::from_utf8_lossy(body)
+        )
+    });
     assert_eq!(v["ok"], false, "{name}");
-    assert!(v.as_object().unwrap().keys().all(|k| ["ok", "request_id", "error"].contains(&k.as_str())), "{name}: {v}");
+    assert!(
+        v.as_object()
+            .unwrap()
+            .keys()
+            .all(|k| ["ok", "request_id", "error"].contains(&k.as_str())),
+        "{name}: {v}"
+    );
 }
 
 /// A JSON value nested `depth` times: `[[[...]]]`.
@@ -225,9 +321,16 @@ async fn hostile_requests_are_refused_at_no_cost() {
     let ten_mb = vec![b'['; 10 * 1024 * 1024];
     let ten_mb_sig = sig(NOW, &ten_mb);
     let bomb = nested(100_000).into_bytes();
-    let bomb_in_event =
-        format!(r#"{{"type":"event_callback","team_id":"T0ADV","event_id":"Ev0BOMB","event":{}}}"#, nested(100_000)).into_bytes();
-    let bomb_in_payload = format!("payload={}", nested(50_000).replace('[', "%5B").replace(']', "%5D")).into_bytes();
+    let bomb_in_event = format!(
+        r#"{{"type":"event_callback","team_id":"T0ADV","event_id":"Ev0BOMB","event":{}}}"#,
+        nested(100_000)
+    )
+    .into_bytes();
+    let bomb_in_payload = format!(
+        "payload={}",
+        nested(50_000).replace('[', "%5B").replace(']', "%5D")
+    )
+    .into_bytes();
     let mut not_utf8 = body.clone();
     not_utf8.splice(10..10, [0xff, 0xfe, 0xc3]);
     let dup_team = r#"{"type":"event_callback","team_id":"T0OTHER","team_id":"T0ADV","event_id":"Ev0DUP","event":{"type":"app_mention"}}"#.to_owned();
@@ -235,43 +338,264 @@ async fn hostile_requests_are_refused_at_no_cost() {
 
     let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
         // Signature header forms
-        ("signature sent twice (good + junk)", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes()), ("x-slack-signature", b"v0=00")]), StatusCode::UNAUTHORIZED),
-        ("signature sent twice (both good)", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes()), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("timestamp sent twice", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("signature in upper-case hex", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", upper.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("signature with version v1", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", v1.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("signature without its version", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", bare.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("signature with a trailing space", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", trailing.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("empty signature", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", b"")]), StatusCode::UNAUTHORIZED),
-        ("non-UTF-8 signature header", with(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", b"v0=\xff\xfe")]), StatusCode::UNAUTHORIZED),
+        (
+            "signature sent twice (good + junk)",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+                ("x-slack-signature", b"v0=00"),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signature sent twice (both good)",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "timestamp sent twice",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signature in upper-case hex",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", upper.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signature with version v1",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", v1.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signature without its version",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", bare.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signature with a trailing space",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", trailing.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "empty signature",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", b""),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "non-UTF-8 signature header",
+            with(&[
+                ("x-slack-request-timestamp", ts.as_bytes()),
+                ("x-slack-signature", b"v0=\xff\xfe"),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
         // Timestamp forms (the signature is over the canonical text)
-        ("timestamp with a plus sign", with(&[("x-slack-request-timestamp", format!("+{ts}").as_bytes()), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("timestamp with a leading zero", with(&[("x-slack-request-timestamp", format!("0{ts}").as_bytes()), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("negative timestamp", with(&[("x-slack-request-timestamp", b"-1"), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("timestamp past i64", with(&[("x-slack-request-timestamp", b"99999999999999999999999"), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("fractional timestamp", with(&[("x-slack-request-timestamp", format!("{ts}.0").as_bytes()), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("non-UTF-8 timestamp header", with(&[("x-slack-request-timestamp", b"17\xff"), ("x-slack-signature", good.as_bytes())]), StatusCode::UNAUTHORIZED),
-        ("signed 10 years ahead", signed_at(NOW + 315_360_000, JSON, body.clone()), StatusCode::UNAUTHORIZED),
-        ("signed at the epoch", signed_at(0, JSON, body.clone()), StatusCode::UNAUTHORIZED),
+        (
+            "timestamp with a plus sign",
+            with(&[
+                ("x-slack-request-timestamp", format!("+{ts}").as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "timestamp with a leading zero",
+            with(&[
+                ("x-slack-request-timestamp", format!("0{ts}").as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "negative timestamp",
+            with(&[
+                ("x-slack-request-timestamp", b"-1"),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "timestamp past i64",
+            with(&[
+                ("x-slack-request-timestamp", b"99999999999999999999999"),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "fractional timestamp",
+            with(&[
+                ("x-slack-request-timestamp", format!("{ts}.0").as_bytes()),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "non-UTF-8 timestamp header",
+            with(&[
+                ("x-slack-request-timestamp", b"17\xff"),
+                ("x-slack-signature", good.as_bytes()),
+            ]),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signed 10 years ahead",
+            signed_at(NOW + 315_360_000, JSON, body.clone()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signed at the epoch",
+            signed_at(0, JSON, body.clone()),
+            StatusCode::UNAUTHORIZED,
+        ),
         // Bodies
-        ("non-UTF-8 body, forged", raw(&[("content-type", ct), ("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes())], not_utf8.clone()), StatusCode::UNAUTHORIZED),
-        ("non-UTF-8 JSON body, validly signed", signed(JSON, not_utf8.clone()), StatusCode::BAD_REQUEST),
+        (
+            "non-UTF-8 body, forged",
+            raw(
+                &[
+                    ("content-type", ct),
+                    ("x-slack-request-timestamp", ts.as_bytes()),
+                    ("x-slack-signature", good.as_bytes()),
+                ],
+                not_utf8.clone(),
+            ),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "non-UTF-8 JSON body, validly signed",
+            signed(JSON, not_utf8.clone()),
+            StatusCode::BAD_REQUEST,
+        ),
         // (non-UTF-8 in a signed form's free text is Slack's to send: decoded lossily and processed)
-        ("non-UTF-8 team id in a signed form", signed(FORM, b"command=%2Fx&team_id=T0AD\xff\xfeV&text=hi".to_vec()), StatusCode::BAD_REQUEST),
-        ("percent-encoded non-UTF-8 team id", signed(FORM, b"command=%2Fx&team_id=T0AD%FF%FEV&text=hi".to_vec()), StatusCode::BAD_REQUEST),
-        ("10 MB, declared", raw(&[("content-type", ct), ("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", ten_mb_sig.as_bytes()), ("content-length", ten_mb.len().to_string().as_bytes())], ten_mb.clone()), StatusCode::PAYLOAD_TOO_LARGE),
-        ("10 MB, content-length understated", raw(&[("content-type", ct), ("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", ten_mb_sig.as_bytes()), ("content-length", b"2")], Body::from_stream(futures::stream::iter(ten_mb.chunks(256 * 1024).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>()))), StatusCode::PAYLOAD_TOO_LARGE),
-        ("10 MB declared, nothing sent", raw(&[("content-type", ct), ("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes()), ("content-length", b"10485760")], Body::empty()), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            "non-UTF-8 team id in a signed form",
+            signed(FORM, b"command=%2Fx&team_id=T0AD\xff\xfeV&text=hi".to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "percent-encoded non-UTF-8 team id",
+            signed(FORM, b"command=%2Fx&team_id=T0AD%FF%FEV&text=hi".to_vec()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "10 MB, declared",
+            raw(
+                &[
+                    ("content-type", ct),
+                    ("x-slack-request-timestamp", ts.as_bytes()),
+                    ("x-slack-signature", ten_mb_sig.as_bytes()),
+                    ("content-length", ten_mb.len().to_string().as_bytes()),
+                ],
+                ten_mb.clone(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "10 MB, content-length understated",
+            raw(
+                &[
+                    ("content-type", ct),
+                    ("x-slack-request-timestamp", ts.as_bytes()),
+                    ("x-slack-signature", ten_mb_sig.as_bytes()),
+                    ("content-length", b"2"),
+                ],
+                Body::from_stream(futures::stream::iter(
+                    ten_mb
+                        .chunks(256 * 1024)
+                        .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+                        .collect::<Vec<_>>(),
+                )),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "10 MB declared, nothing sent",
+            raw(
+                &[
+                    ("content-type", ct),
+                    ("x-slack-request-timestamp", ts.as_bytes()),
+                    ("x-slack-signature", good.as_bytes()),
+                    ("content-length", b"10485760"),
+                ],
+                Body::empty(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
         // JSON bombs: serde_json's depth limit, no stack overflow, no token read
-        ("100k '[' validly signed", signed(JSON, bomb.clone()), StatusCode::BAD_REQUEST),
-        ("100k '[' forged", raw(&[("content-type", ct), ("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes())], bomb.clone()), StatusCode::UNAUTHORIZED),
-        ("100k '[' as the event", signed(JSON, bomb_in_event), StatusCode::BAD_REQUEST),
-        ("50k '[' as an interactivity payload", signed(FORM, bomb_in_payload), StatusCode::BAD_REQUEST),
+        (
+            "100k '[' validly signed",
+            signed(JSON, bomb.clone()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "100k '[' forged",
+            raw(
+                &[
+                    ("content-type", ct),
+                    ("x-slack-request-timestamp", ts.as_bytes()),
+                    ("x-slack-signature", good.as_bytes()),
+                ],
+                bomb.clone(),
+            ),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "100k '[' as the event",
+            signed(JSON, bomb_in_event),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "50k '[' as an interactivity payload",
+            signed(FORM, bomb_in_payload),
+            StatusCode::BAD_REQUEST,
+        ),
         // Ambiguous tenants in a signed body: refused rather than guessed
-        ("team_id twice", signed(JSON, dup_team), StatusCode::BAD_REQUEST),
-        ("team_id twice in authorizations", signed(JSON, dup_auth), StatusCode::BAD_REQUEST),
+        (
+            "team_id twice",
+            signed(JSON, dup_team),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "team_id twice in authorizations",
+            signed(JSON, dup_auth),
+            StatusCode::BAD_REQUEST,
+        ),
         // No content type at all
-        ("no content type", raw(&[("x-slack-request-timestamp", ts.as_bytes()), ("x-slack-signature", good.as_bytes())], body.clone()), StatusCode::BAD_REQUEST),
+        (
+            "no content type",
+            raw(
+                &[
+                    ("x-slack-request-timestamp", ts.as_bytes()),
+                    ("x-slack-signature", good.as_bytes()),
+                ],
+                body.clone(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
 
     for (name, req, expected) in cases {
@@ -281,7 +605,11 @@ async fn hostile_requests_are_refused_at_no_cost() {
         // Then it is refused with a generic body, and it cost nothing
         assert_eq!(status, expected, "{name}");
         assert_generic(name, &resp);
-        assert_eq!(h.cost().await, before, "{name}: (store calls, audit records, handler calls, slack calls)");
+        assert_eq!(
+            h.cost().await,
+            before,
+            "{name}: (store calls, audit records, handler calls, slack calls)"
+        );
     }
     assert_eq!(h.slack.counters().posts, 0);
 }
@@ -340,7 +668,14 @@ async fn a_query_string_or_header_cannot_name_the_tenant() {
     let audit_of = |team: &str| {
         let pk = TenantKey::new(None, Some(team)).unwrap().pk();
         let store = h.store.clone();
-        async move { store.repository().query_audit(Some(&pk), 0, 100).await.unwrap().len() }
+        async move {
+            store
+                .repository()
+                .query_audit(Some(&pk), 0, 100)
+                .await
+                .unwrap()
+                .len()
+        }
     };
     assert_eq!((audit_of("T0AAA").await, audit_of("T0BBB").await), (1, 0));
     assert!(h.slack.posts().iter().all(|p| p.team_id == "T0AAA"));
@@ -380,25 +715,57 @@ async fn failure_responses_and_errors_carry_no_secret() {
     )
     .unwrap();
     let mut forbidden = secrets.all.clone();
-    forbidden.extend(["xox".to_owned(), "hooks.slack.com".to_owned(), "injected".to_owned(), "Unavailable".to_owned()]);
+    forbidden.extend([
+        "xox".to_owned(),
+        "hooks.slack.com".to_owned(),
+        "injected".to_owned(),
+        "Unavailable".to_owned(),
+    ]);
 
     type Setup = Box<dyn Fn(&Harness)>;
     let scenarios: Vec<(&str, Setup)> = vec![
-        ("kms unavailable", Box::new(|h: &Harness| h.kms.set_fault(Fault::Unavailable))),
-        ("kms denies", Box::new(|h: &Harness| h.kms.set_fault(Fault::AccessDenied))),
-        ("dynamodb throttled", Box::new(|h: &Harness| h.faults.set_fault(RepoFault::Throttle))),
-        ("dynamodb timing out", Box::new(|h: &Harness| h.faults.set_fault(RepoFault::Timeout))),
-        ("audit table down", Box::new(|h: &Harness| h.faults.set_fault(RepoFault::AuditFails))),
-        ("handler fails", Box::new(|h: &Harness| h.handled.fail.store(true, Ordering::SeqCst))),
+        (
+            "kms unavailable",
+            Box::new(|h: &Harness| h.kms.set_fault(Fault::Unavailable)),
+        ),
+        (
+            "kms denies",
+            Box::new(|h: &Harness| h.kms.set_fault(Fault::AccessDenied)),
+        ),
+        (
+            "dynamodb throttled",
+            Box::new(|h: &Harness| h.faults.set_fault(RepoFault::Throttle)),
+        ),
+        (
+            "dynamodb timing out",
+            Box::new(|h: &Harness| h.faults.set_fault(RepoFault::Timeout)),
+        ),
+        (
+            "audit table down",
+            Box::new(|h: &Harness| h.faults.set_fault(RepoFault::AuditFails)),
+        ),
+        (
+            "handler fails",
+            Box::new(|h: &Harness| h.handled.fail.store(true, Ordering::SeqCst)),
+        ),
     ];
     let mut seen_statuses = vec![];
     for (i, (name, setup)) in scenarios.iter().enumerate() {
         setup(&h);
-        let (status, headers, body) = h.send(signed(JSON, callback("T0LEAK", &format!("Ev0LEAK{i}")))).await;
-        let err = h.store.bot_token(&tenant, &ReadContext::new("leak-test", "req", "leak")).await.err();
+        let (status, headers, body) = h
+            .send(signed(JSON, callback("T0LEAK", &format!("Ev0LEAK{i}"))))
+            .await;
+        let err = h
+            .store
+            .bot_token(&tenant, &ReadContext::new("leak-test", "req", "leak"))
+            .await
+            .err();
         let shown = format!("{status} {headers} {}", String::from_utf8_lossy(&body));
         for f in &forbidden {
-            assert!(!shown.contains(f.as_str()), "{name}: {f:?} leaked in the response {shown}");
+            assert!(
+                !shown.contains(f.as_str()),
+                "{name}: {f:?} leaked in the response {shown}"
+            );
         }
         if let Some(e) = &err {
             // Display of the whole source chain (a log line), and Debug (an unwrap panic).
@@ -408,8 +775,16 @@ async fn failure_responses_and_errors_carry_no_secret() {
                 logged.push_str(&format!(" | {s}"));
                 source = s.source();
             }
-            for f in secrets.all.iter().map(String::as_str).chain(["xox", "hooks.slack.com"]) {
-                assert!(!logged.contains(f), "{name}: {f:?} leaked in the error {logged}");
+            for f in secrets
+                .all
+                .iter()
+                .map(String::as_str)
+                .chain(["xox", "hooks.slack.com"])
+            {
+                assert!(
+                    !logged.contains(f),
+                    "{name}: {f:?} leaked in the error {logged}"
+                );
             }
         }
         seen_statuses.push((*name, status));
@@ -418,6 +793,13 @@ async fn failure_responses_and_errors_carry_no_secret() {
         h.handled.fail.store(false, Ordering::SeqCst);
     }
     // The scenarios really failed (500 for dependencies, 200 for a handler error)
-    let expected: Vec<StatusCode> = [500, 500, 500, 500, 500, 200].into_iter().map(|s| StatusCode::from_u16(s).unwrap()).collect();
-    assert_eq!(seen_statuses.iter().map(|(_, s)| *s).collect::<Vec<_>>(), expected, "{seen_statuses:?}");
+    let expected: Vec<StatusCode> = [500, 500, 500, 500, 500, 200]
+        .into_iter()
+        .map(|s| StatusCode::from_u16(s).unwrap())
+        .collect();
+    assert_eq!(
+        seen_statuses.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        expected,
+        "{seen_statuses:?}"
+    );
 }

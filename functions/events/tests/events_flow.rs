@@ -9,22 +9,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use axum::body::Body;
 use axum::Router;
+use axum::body::Body;
 use http::{Request, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use tokenkeep_events::{
-    router_with_metrics, AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier, Metric,
-    MetricsSink,
+    AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier, Metric,
+    MetricsSink, router_with_metrics,
 };
-use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository, local_keys, ManualClock};
+use tokenkeep_installations::testing::{
+    ManualClock, emulator_kms_key, emulator_repository, local_keys,
+};
 use tokenkeep_installations::{
-    AuditRecord, Clock, EmbeddedRepository, Expect, Installation, InstallationStore, Outcome, RecordKey, RepoError,
-    Repository, StoreConfig, StoredRecord, TenantKey, TenantState, VerifiedTenant,
+    AuditRecord, Clock, EmbeddedRepository, Expect, Installation, InstallationStore, Outcome,
+    RecordKey, RepoError, Repository, StoreConfig, StoredRecord, TenantKey, TenantState,
+    VerifiedTenant,
 };
-use tokenkeep_slack_api::fake::{sign_request, FakeSlack, FakeSlackConfig, InstallSpec};
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{AccessToken, RequestVerifier, SigningSecret, SlackOAuth as _};
 
 /// TEST value; see the module doc.
@@ -98,13 +101,20 @@ impl Repository for CountingRepository {
         until: i64,
     ) -> Result<bool, RepoError> {
         self.tick();
-        self.inner.try_lease(key, version, generation, owner, now, until).await
+        self.inner
+            .try_lease(key, version, generation, owner, now, until)
+            .await
     }
     async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
         self.tick();
         self.inner.release_lease(key, owner).await
     }
-    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+    async fn query_due(
+        &self,
+        shard: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordKey>, RepoError> {
         self.tick();
         self.inner.query_due(shard, before, limit).await
     }
@@ -132,7 +142,12 @@ impl Repository for CountingRepository {
         self.tick();
         self.inner.consume_state(nonce, now).await
     }
-    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+    async fn record_event(
+        &self,
+        event_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RepoError> {
         self.tick();
         self.inner.record_event(event_id, now, expires_at).await
     }
@@ -140,7 +155,12 @@ impl Repository for CountingRepository {
         self.tick();
         self.inner.append_audit(record, expires_at).await
     }
-    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
+    async fn query_audit(
+        &self,
+        tenant: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, RepoError> {
         self.tick();
         self.inner.query_audit(tenant, since_ms, limit).await
     }
@@ -197,7 +217,12 @@ struct CountingMetrics(Mutex<Vec<Metric>>);
 
 impl CountingMetrics {
     fn count_of(&self, metric: Metric) -> usize {
-        self.0.lock().unwrap().iter().filter(|m| **m == metric).count()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| **m == metric)
+            .count()
     }
 }
 
@@ -228,77 +253,141 @@ struct Harness {
 
 impl Harness {
     async fn new(backend: Backend) -> Self {
-        Self::with_verifier(backend, RequestVerifier::new(SigningSecret::new(SIGNING_SECRET))).await
+        Self::with_verifier(
+            backend,
+            RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)),
+        )
+        .await
     }
 
     async fn with_verifier(backend: Backend, verifier: RequestVerifier) -> Self {
-        let (inner, keys, keys_dir): (Arc<dyn Repository>, Arc<dyn tokenkeep_envelope::KeyProvider>, _) = match backend {
+        let (inner, keys, keys_dir): (
+            Arc<dyn Repository>,
+            Arc<dyn tokenkeep_envelope::KeyProvider>,
+            _,
+        ) = match backend {
             Backend::Embedded => {
                 let (keys, dir) = local_keys();
-                (Arc::new(EmbeddedRepository::in_memory().unwrap()), keys, Some(dir))
+                (
+                    Arc::new(EmbeddedRepository::in_memory().unwrap()),
+                    keys,
+                    Some(dir),
+                )
             }
             Backend::Dynamo => {
                 let (repo, ..) = emulator_repository().await;
                 let (kms, key_arn) = emulator_kms_key().await;
-                (Arc::new(repo), Arc::new(tokenkeep_envelope::KmsKeyProvider::new(kms, key_arn)), None)
+                (
+                    Arc::new(repo),
+                    Arc::new(tokenkeep_envelope::KmsKeyProvider::new(kms, key_arn)),
+                    None,
+                )
             }
         };
-        let repo = Arc::new(CountingRepository { inner, calls: AtomicU64::new(0), fail_gets: AtomicBool::new(false) });
+        let repo = Arc::new(CountingRepository {
+            inner,
+            calls: AtomicU64::new(0),
+            fail_gets: AtomicBool::new(false),
+        });
         let clock = Arc::new(ManualClock::at_secs(SAMPLE_TS));
         let store = Arc::new(
-            InstallationStore::new(repo.clone(), keys, StoreConfig::new(APP_ID)).with_clock(clock.clone()),
+            InstallationStore::new(repo.clone(), keys, StoreConfig::new(APP_ID))
+                .with_clock(clock.clone()),
         );
         let slack = FakeSlack::start(FakeSlackConfig::default()).await;
         let handler = Arc::new(RecordingHandler {
-            inner: MentionReplier { slack: slack.client() },
+            inner: MentionReplier {
+                slack: slack.client(),
+            },
             seen: Mutex::default(),
             events: Mutex::default(),
             fail: AtomicBool::new(false),
         });
         let metrics = Arc::new(CountingMetrics::default());
         let router = router_with_metrics(
-            EventsState { store: store.clone(), verifier, handler: handler.clone(), clock: clock.clone() },
+            EventsState {
+                store: store.clone(),
+                verifier,
+                handler: handler.clone(),
+                clock: clock.clone(),
+            },
             metrics.clone(),
         );
-        Self { router, store, repo, clock, slack, handler, metrics, _keys_dir: keys_dir }
+        Self {
+            router,
+            store,
+            repo,
+            clock,
+            slack,
+            handler,
+            metrics,
+            _keys_dir: keys_dir,
+        }
     }
 
     /// Installs `spec` the way the OAuth callback does; returns the bot token.
     async fn install(&self, spec: InstallSpec) -> AccessToken {
         let code = format!("code-{}", rand_suffix());
         self.slack.add_install(&code, spec);
-        let resp = self.slack.client().exchange_code(&code, None).await.unwrap();
+        let resp = self
+            .slack
+            .client()
+            .exchange_code(&code, None)
+            .await
+            .unwrap();
         let token = resp.access_token.clone().expect("bot token");
         let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
         let installation = Installation::from_oauth_response(resp, self.clock.now_secs()).unwrap();
-        self.store.store_installation(&tenant, &installation).await.unwrap();
+        self.store
+            .store_installation(&tenant, &installation)
+            .await
+            .unwrap();
         token
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         (status, body.to_vec())
     }
 
     async fn audit_of(&self, team: &str) -> Vec<AuditRecord> {
         let pk = TenantKey::new(None, Some(team)).unwrap().pk();
-        self.store.repository().query_audit(Some(&pk), 0, 1000).await.unwrap()
+        self.store
+            .repository()
+            .query_audit(Some(&pk), 0, 1000)
+            .await
+            .unwrap()
     }
 
     async fn records_of(&self, team: &str) -> usize {
-        self.store.repository().list_tenant(&TenantKey::new(None, Some(team)).unwrap().pk()).await.unwrap().len()
+        self.store
+            .repository()
+            .list_tenant(&TenantKey::new(None, Some(team)).unwrap().pk())
+            .await
+            .unwrap()
+            .len()
     }
 }
 
 fn rand_suffix() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 fn workspace_with_user(team: &str, user: &str) -> InstallSpec {
-    InstallSpec { user_id: user.to_owned(), with_user_token: true, ..InstallSpec::workspace(team) }
+    InstallSpec {
+        user_id: user.to_owned(),
+        with_user_token: true,
+        ..InstallSpec::workspace(team)
+    }
 }
 
 /// A request Slack would send: signed at `ts` with the test secret.
@@ -337,11 +426,21 @@ fn mention(channel: &str, ts: &str) -> Value {
 }
 
 fn uninstalled(team: &str, event_id: &str) -> Request<Body> {
-    signed(JSON, callback(team, event_id, json!({ "type": "app_uninstalled" })))
+    signed(
+        JSON,
+        callback(team, event_id, json!({ "type": "app_uninstalled" })),
+    )
 }
 
 fn revoked(team: &str, event_id: &str, users: &[&str], bots: &[&str]) -> Request<Body> {
-    signed(JSON, callback(team, event_id, json!({ "type": "tokens_revoked", "tokens": { "oauth": users, "bot": bots } })))
+    signed(
+        JSON,
+        callback(
+            team,
+            event_id,
+            json!({ "type": "tokens_revoked", "tokens": { "oauth": users, "bot": bots } }),
+        ),
+    )
 }
 
 // ---- scenarios -----------------------------------------------------------------
@@ -367,7 +466,11 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
     let oversized_sig = sign_request(&secret, SAMPLE_TS, &oversized);
 
     let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
-        ("missing signature", base().body(Body::from(body.clone())).unwrap(), StatusCode::UNAUTHORIZED),
+        (
+            "missing signature",
+            base().body(Body::from(body.clone())).unwrap(),
+            StatusCode::UNAUTHORIZED,
+        ),
         (
             "missing timestamp",
             Request::post("/slack/events")
@@ -380,18 +483,36 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
         (
             "signed with another secret",
             base()
-                .header("x-slack-signature", sign_request(&SigningSecret::new("not-the-secret"), SAMPLE_TS, body.as_bytes()))
+                .header(
+                    "x-slack-signature",
+                    sign_request(
+                        &SigningSecret::new("not-the-secret"),
+                        SAMPLE_TS,
+                        body.as_bytes(),
+                    ),
+                )
                 .body(Body::from(body.clone()))
                 .unwrap(),
             StatusCode::UNAUTHORIZED,
         ),
         (
             "body changed by one byte",
-            base().header("x-slack-signature", &good_sig).body(Body::from(one_byte_changed)).unwrap(),
+            base()
+                .header("x-slack-signature", &good_sig)
+                .body(Body::from(one_byte_changed))
+                .unwrap(),
             StatusCode::UNAUTHORIZED,
         ),
-        ("signed 6 min in the past", signed_at(SAMPLE_TS - 360, JSON, body.clone()), StatusCode::UNAUTHORIZED),
-        ("signed 6 min in the future", signed_at(SAMPLE_TS + 360, JSON, body.clone()), StatusCode::UNAUTHORIZED),
+        (
+            "signed 6 min in the past",
+            signed_at(SAMPLE_TS - 360, JSON, body.clone()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "signed 6 min in the future",
+            signed_at(SAMPLE_TS + 360, JSON, body.clone()),
+            StatusCode::UNAUTHORIZED,
+        ),
         (
             "oversized, declared",
             base()
@@ -406,16 +527,46 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
             base()
                 .header("x-slack-signature", &oversized_sig)
                 .body(Body::from_stream(futures::stream::iter(
-                    oversized.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+                    oversized
+                        .chunks(64 * 1024)
+                        .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+                        .collect::<Vec<_>>(),
                 )))
                 .unwrap(),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
-        ("malformed JSON, validly signed", signed(JSON, "{\"type\":\"event_callback\",".to_owned()), StatusCode::BAD_REQUEST),
-        ("event_callback without event_id", signed(JSON, json!({"type":"event_callback","team_id":"T0BAD","event":{"type":"app_mention"}}).to_string()), StatusCode::BAD_REQUEST),
-        ("form that is neither payload nor command", signed(FORM, "team_id=T0BAD&text=hi".to_owned()), StatusCode::BAD_REQUEST),
-        ("form with a repeated field", signed(FORM, "team_id=T0OTHER&team_id=T0BAD&command=%2Fx".to_owned()), StatusCode::BAD_REQUEST),
-        ("unsupported content type", signed("text/plain", body.clone()), StatusCode::BAD_REQUEST),
+        (
+            "malformed JSON, validly signed",
+            signed(JSON, "{\"type\":\"event_callback\",".to_owned()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "event_callback without event_id",
+            signed(
+                JSON,
+                json!({"type":"event_callback","team_id":"T0BAD","event":{"type":"app_mention"}})
+                    .to_string(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "form that is neither payload nor command",
+            signed(FORM, "team_id=T0BAD&text=hi".to_owned()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "form with a repeated field",
+            signed(
+                FORM,
+                "team_id=T0OTHER&team_id=T0BAD&command=%2Fx".to_owned(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unsupported content type",
+            signed("text/plain", body.clone()),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
 
     let before = h.repo.calls();
@@ -424,13 +575,21 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
         let (status, resp_body) = h.send(req).await;
         // Then it is refused with the expected status and a generic body
         assert_eq!(status, expected, "{name}");
-        let resp: Value = serde_json::from_slice(&resp_body).unwrap_or_else(|_| panic!("{name}: json body"));
+        let resp: Value =
+            serde_json::from_slice(&resp_body).unwrap_or_else(|_| panic!("{name}: json body"));
         assert_eq!(resp["ok"], false, "{name}");
         assert!(resp["request_id"].is_string(), "{name}");
-        assert!(!String::from_utf8_lossy(&resp_body).contains("T0BAD"), "{name}: echoes the body");
+        assert!(
+            !String::from_utf8_lossy(&resp_body).contains("T0BAD"),
+            "{name}: echoes the body"
+        );
     }
     // And the store saw no call at all, and the handler none
-    assert_eq!(h.repo.calls(), before, "a refused request reached the store");
+    assert_eq!(
+        h.repo.calls(),
+        before,
+        "a refused request reached the store"
+    );
     assert!(h.handler.seen().is_empty());
     assert!(h.audit_of("T0BAD").await.is_empty());
 }
@@ -439,11 +598,18 @@ async fn url_verification_answers_the_challenge(backend: Backend) {
     // Given the router, when Slack's handshake arrives signed
     let h = Harness::new(backend).await;
     let before = h.repo.calls();
-    let (status, body) =
-        h.send(signed(JSON, json!({"token":"x","challenge":"ch4ll3nge","type":"url_verification"}).to_string())).await;
+    let (status, body) = h
+        .send(signed(
+            JSON,
+            json!({"token":"x","challenge":"ch4ll3nge","type":"url_verification"}).to_string(),
+        ))
+        .await;
     // Then the challenge comes back, and nothing was looked up
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), json!({ "challenge": "ch4ll3nge" }));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({ "challenge": "ch4ll3nge" })
+    );
     assert_eq!(h.repo.calls(), before);
 }
 
@@ -453,10 +619,17 @@ async fn app_mention_replies_with_the_tenants_token(backend: Backend) {
     let token = h.install(InstallSpec::workspace("T0MENTION")).await;
 
     // When a top-level mention and a mention inside a thread arrive
-    let (s1, b1) = h.send(signed(JSON, callback("T0MENTION", "Ev0M1", mention("C0CHAN", "1767225500.000100")))).await;
+    let (s1, b1) = h
+        .send(signed(
+            JSON,
+            callback("T0MENTION", "Ev0M1", mention("C0CHAN", "1767225500.000100")),
+        ))
+        .await;
     let mut threaded = mention("C0CHAN", "1767225501.000200");
     threaded["thread_ts"] = json!("1767225400.000001");
-    let (s2, _) = h.send(signed(JSON, callback("T0MENTION", "Ev0M2", threaded))).await;
+    let (s2, _) = h
+        .send(signed(JSON, callback("T0MENTION", "Ev0M2", threaded)))
+        .await;
 
     // Then both are acknowledged with an empty body
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
@@ -464,15 +637,24 @@ async fn app_mention_replies_with_the_tenants_token(backend: Backend) {
     // And the handler got this tenant's token, the event type and id
     let seen = h.handler.seen();
     assert_eq!(seen.len(), 2);
-    assert_eq!(seen[0].tenant, TenantKey::new(None, Some("T0MENTION")).unwrap());
+    assert_eq!(
+        seen[0].tenant,
+        TenantKey::new(None, Some("T0MENTION")).unwrap()
+    );
     assert_eq!(seen[0].token_fingerprint, token.fingerprint());
-    assert_eq!((seen[0].source, seen[0].event_type.as_str()), (EventSource::EventsApi, "app_mention"));
+    assert_eq!(
+        (seen[0].source, seen[0].event_type.as_str()),
+        (EventSource::EventsApi, "app_mention")
+    );
     assert_eq!(seen[0].event_id.as_deref(), Some("Ev0M1"));
     // And the replies hit Slack with that token, in the right threads
     let posts = h.slack.posts();
     assert_eq!(posts.len(), 2);
     for p in &posts {
-        assert_eq!((p.team_id.as_str(), p.channel.as_str()), ("T0MENTION", "C0CHAN"));
+        assert_eq!(
+            (p.team_id.as_str(), p.channel.as_str()),
+            ("T0MENTION", "C0CHAN")
+        );
         assert_eq!(p.token_fingerprint, token.fingerprint());
         assert!(p.text.contains("<@U0FROM>"), "{}", p.text);
     }
@@ -481,7 +663,11 @@ async fn app_mention_replies_with_the_tenants_token(backend: Backend) {
     // And each read was audited with the event type as reason and the request id
     let audit = h.audit_of("T0MENTION").await;
     assert_eq!(audit.len(), 2);
-    assert!(audit.iter().all(|a| a.actor == "events" && a.reason == "app_mention" && a.outcome == Outcome::Ok));
+    assert!(
+        audit
+            .iter()
+            .all(|a| a.actor == "events" && a.reason == "app_mention" && a.outcome == Outcome::Ok)
+    );
     // (audit records of one millisecond sort by request id, not arrival)
     let mut audited: Vec<&str> = audit.iter().map(|a| a.request_id.as_str()).collect();
     let mut handled: Vec<&str> = seen.iter().map(|s| s.request_id.as_str()).collect();
@@ -498,7 +684,8 @@ async fn an_event_for_tenant_a_never_reads_tenant_b(backend: Backend) {
 
     // When A's installation receives a Slack Connect event whose top-level
     // team_id is B (authorizations name the installation the event is for)
-    let mut body: Value = serde_json::from_str(&callback("T0AAA", "Ev0ISO1", mention("C0SHARED", "1.1"))).unwrap();
+    let mut body: Value =
+        serde_json::from_str(&callback("T0AAA", "Ev0ISO1", mention("C0SHARED", "1.1"))).unwrap();
     body["team_id"] = json!("T0BBB");
     let (status, _) = h.send(signed(JSON, body.to_string())).await;
     // Then A's token answers it
@@ -506,7 +693,11 @@ async fn an_event_for_tenant_a_never_reads_tenant_b(backend: Backend) {
 
     // And when a genuinely signed A event is replayed with B's ids swapped in
     let original = callback("T0AAA", "Ev0ISO2", mention("C0A", "1.2"));
-    let sig = sign_request(&SigningSecret::new(SIGNING_SECRET), SAMPLE_TS, original.as_bytes());
+    let sig = sign_request(
+        &SigningSecret::new(SIGNING_SECRET),
+        SAMPLE_TS,
+        original.as_bytes(),
+    );
     let forged = original.replace("T0AAA", "T0BBB");
     let req = Request::post("/slack/events")
         .header("content-type", JSON)
@@ -519,19 +710,32 @@ async fn an_event_for_tenant_a_never_reads_tenant_b(backend: Backend) {
     assert_eq!(forged_status, StatusCode::UNAUTHORIZED);
 
     // And B's token was never read nor used; A's was used once
-    assert!(h.audit_of("T0BBB").await.is_empty(), "tenant B's token was read");
+    assert!(
+        h.audit_of("T0BBB").await.is_empty(),
+        "tenant B's token was read"
+    );
     assert_eq!(h.audit_of("T0AAA").await.len(), 1);
     let seen = h.handler.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].token_fingerprint, token_a.fingerprint());
-    assert!(h.slack.posts().iter().all(|p| p.token_fingerprint != token_b.fingerprint() && p.team_id == "T0AAA"));
+    assert!(
+        h.slack
+            .posts()
+            .iter()
+            .all(|p| p.token_fingerprint != token_b.fingerprint() && p.team_id == "T0AAA")
+    );
 }
 
 async fn unknown_tenant_is_acked_counted_and_not_processed(backend: Backend) {
     // Given no installation for T0GHOST
     let h = Harness::new(backend).await;
     // When an event for it arrives
-    let (status, _) = h.send(signed(JSON, callback("T0GHOST", "Ev0GHOST", mention("C1", "1.0")))).await;
+    let (status, _) = h
+        .send(signed(
+            JSON,
+            callback("T0GHOST", "Ev0GHOST", mention("C1", "1.0")),
+        ))
+        .await;
     // Then it is acknowledged, counted, audited as not installed, and not handled
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h.metrics.count_of(Metric::UnknownTenant), 1);
@@ -553,7 +757,11 @@ async fn uninstall_and_revoke_in_both_orders_repeated(backend: Backend) {
         for round in 0..2 {
             let revoke = || revoked(team, &format!("Ev0R{team}"), &["U0USER"], &["UBOT"]);
             let uninstall = || uninstalled(team, &format!("Ev0U{team}"));
-            let order = if revoke_first { [revoke(), uninstall()] } else { [uninstall(), revoke()] };
+            let order = if revoke_first {
+                [revoke(), uninstall()]
+            } else {
+                [uninstall(), revoke()]
+            };
             for req in order {
                 let (status, _) = h.send(req).await;
                 // Then each delivery is acknowledged
@@ -562,7 +770,12 @@ async fn uninstall_and_revoke_in_both_orders_repeated(backend: Backend) {
         }
         // And no record is left, and a later event finds no installation
         assert_eq!(h.records_of(team).await, 0, "{team}");
-        let (status, _) = h.send(signed(JSON, callback(team, &format!("Ev0AFTER{team}"), mention("C1", "1.0")))).await;
+        let (status, _) = h
+            .send(signed(
+                JSON,
+                callback(team, &format!("Ev0AFTER{team}"), mention("C1", "1.0")),
+            ))
+            .await;
         assert_eq!(status, StatusCode::OK);
     }
     assert!(h.handler.seen().is_empty());
@@ -578,7 +791,11 @@ async fn revoking_only_a_user_keeps_the_bot(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     // Then the bot record remains and still serves events
     assert_eq!(h.records_of("T0KEEP").await, 1);
-    h.send(signed(JSON, callback("T0KEEP", "Ev0RU2", mention("C1", "2.0")))).await;
+    h.send(signed(
+        JSON,
+        callback("T0KEEP", "Ev0RU2", mention("C1", "2.0")),
+    ))
+    .await;
     assert_eq!(h.handler.seen()[0].token_fingerprint, token.fingerprint());
     // And when the bot is revoked, then nothing serves events any more
     h.send(revoked("T0KEEP", "Ev0RB", &[], &["UBOT"])).await;
@@ -592,18 +809,39 @@ async fn uninstall_racing_with_token_reads(backend: Backend) {
     let h = Harness::new(backend).await;
     let token = h.install(InstallSpec::workspace("T0RACE")).await;
     // When mentions and the uninstall arrive together
-    let mut requests: Vec<Request<Body>> =
-        (0..12).map(|i| signed(JSON, callback("T0RACE", &format!("Ev0RACE{i}"), mention("C1", &format!("3.{i}"))))).collect();
+    let mut requests: Vec<Request<Body>> = (0..12)
+        .map(|i| {
+            signed(
+                JSON,
+                callback(
+                    "T0RACE",
+                    &format!("Ev0RACE{i}"),
+                    mention("C1", &format!("3.{i}")),
+                ),
+            )
+        })
+        .collect();
     requests.insert(6, uninstalled("T0RACE", "Ev0RACEU"));
     requests.push(revoked("T0RACE", "Ev0RACER", &[], &["UBOT"]));
     let statuses = futures::future::join_all(requests.into_iter().map(|r| h.send(r))).await;
     // Then every request is acknowledged (no 5xx for Slack to retry)
-    assert!(statuses.iter().all(|(s, _)| *s == StatusCode::OK), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
     // And every handled event got this tenant's token, and nothing is left
-    assert!(h.handler.seen().iter().all(|s| s.token_fingerprint == token.fingerprint()));
+    assert!(
+        h.handler
+            .seen()
+            .iter()
+            .all(|s| s.token_fingerprint == token.fingerprint())
+    );
     assert_eq!(h.records_of("T0RACE").await, 0);
     // And reads that lost the race were counted as unknown-tenant, not handled
-    assert_eq!(h.handler.seen().len() + h.metrics.count_of(Metric::UnknownTenant), 12);
+    assert_eq!(
+        h.handler.seen().len() + h.metrics.count_of(Metric::UnknownTenant),
+        12
+    );
 }
 
 async fn retries_are_handled_once(backend: Backend) {
@@ -614,10 +852,15 @@ async fn retries_are_handled_once(backend: Backend) {
     // When the event arrives, then again as Slack's retry, then twice at once
     let (s1, _) = h.send(signed(JSON, body.clone())).await;
     let mut retry = signed(JSON, body.clone());
-    retry.headers_mut().insert("x-slack-retry-num", "1".parse().unwrap());
-    retry.headers_mut().insert("x-slack-retry-reason", "http_timeout".parse().unwrap());
+    retry
+        .headers_mut()
+        .insert("x-slack-retry-num", "1".parse().unwrap());
+    retry
+        .headers_mut()
+        .insert("x-slack-retry-reason", "http_timeout".parse().unwrap());
     let (s2, _) = h.send(retry).await;
-    let concurrent = futures::future::join_all((0..3).map(|_| h.send(signed(JSON, body.clone())))).await;
+    let concurrent =
+        futures::future::join_all((0..3).map(|_| h.send(signed(JSON, body.clone())))).await;
     // Then every delivery is acknowledged, and the handler ran once, one reply posted
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
     assert!(concurrent.iter().all(|(s, _)| *s == StatusCode::OK));
@@ -642,7 +885,9 @@ async fn store_outage_is_500_and_the_retry_is_processed(backend: Backend) {
     // And when the store recovers and Slack retries, then the event is processed (not dropped as a duplicate)
     h.repo.fail_gets.store(false, Ordering::SeqCst);
     let mut retry = signed(JSON, body);
-    retry.headers_mut().insert("x-slack-retry-num", "1".parse().unwrap());
+    retry
+        .headers_mut()
+        .insert("x-slack-retry-num", "1".parse().unwrap());
     let (status, _) = h.send(retry).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h.handler.seen().len(), 1);
@@ -654,7 +899,12 @@ async fn handler_failure_is_acked_and_counted(backend: Backend) {
     h.install(InstallSpec::workspace("T0FAIL")).await;
     h.handler.fail.store(true, Ordering::SeqCst);
     // When an event arrives
-    let (status, _) = h.send(signed(JSON, callback("T0FAIL", "Ev0FAIL", mention("C1", "6.0")))).await;
+    let (status, _) = h
+        .send(signed(
+            JSON,
+            callback("T0FAIL", "Ev0FAIL", mention("C1", "6.0")),
+        ))
+        .await;
     // Then it is acknowledged (Slack must not retry forever), and counted
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h.handler.seen().len(), 1);
@@ -666,7 +916,12 @@ async fn slash_commands_and_interactivity_are_dispatched(backend: Backend) {
     let h = Harness::new(backend).await;
     let token = h.install(InstallSpec::workspace("T0FORMS")).await;
     // When a slash command and a block action arrive
-    let (s1, b1) = h.send(signed(FORM, "team_id=T0FORMS&user_id=U1&command=%2Ftk&text=status&channel_id=C1".to_owned())).await;
+    let (s1, b1) = h
+        .send(signed(
+            FORM,
+            "team_id=T0FORMS&user_id=U1&command=%2Ftk&text=status&channel_id=C1".to_owned(),
+        ))
+        .await;
     let payload = json!({ "type": "block_actions", "team": { "id": "T0FORMS" }, "enterprise": null, "actions": [] });
     let form = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
     let (s2, b2) = h.send(signed(FORM, form)).await;
@@ -676,12 +931,26 @@ async fn slash_commands_and_interactivity_are_dispatched(backend: Backend) {
     // And the handler saw each with this tenant's token and no event id
     let seen = h.handler.seen();
     assert_eq!(seen.len(), 2);
-    assert_eq!((seen[0].source, seen[0].event_type.as_str()), (EventSource::SlashCommand, "slash_command"));
-    assert_eq!((seen[1].source, seen[1].event_type.as_str()), (EventSource::Interactivity, "block_actions"));
-    assert!(seen.iter().all(|s| s.token_fingerprint == token.fingerprint() && s.event_id.is_none()));
+    assert_eq!(
+        (seen[0].source, seen[0].event_type.as_str()),
+        (EventSource::SlashCommand, "slash_command")
+    );
+    assert_eq!(
+        (seen[1].source, seen[1].event_type.as_str()),
+        (EventSource::Interactivity, "block_actions")
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.token_fingerprint == token.fingerprint() && s.event_id.is_none())
+    );
     assert_eq!(h.handler.events.lock().unwrap()[0]["text"], "status");
     // And the reads were audited under the surface's name
-    let mut reasons: Vec<String> = h.audit_of("T0FORMS").await.into_iter().map(|a| a.reason).collect();
+    let mut reasons: Vec<String> = h
+        .audit_of("T0FORMS")
+        .await
+        .into_iter()
+        .map(|a| a.reason)
+        .collect();
     reasons.sort_unstable();
     assert_eq!(reasons, ["interactivity", "slash_command"]);
 }
@@ -690,12 +959,20 @@ async fn slash_commands_and_interactivity_are_dispatched(backend: Backend) {
 async fn sample_events_drive_the_router(backend: Backend) {
     // Given the sample workspace installed with its user
     let h = Harness::new(backend).await;
-    let token = h.install(workspace_with_user("T0TKSAMPLE", "U0TKUSER1")).await;
+    let token = h
+        .install(workspace_with_user("T0TKSAMPLE", "U0TKUSER1"))
+        .await;
     let sample = |name: &str| {
-        let path = format!("{}/../../events/events-{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../events/events-{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert_eq!(req.headers()["x-slack-request-timestamp"], SAMPLE_TS.to_string().as_str());
+        assert_eq!(
+            req.headers()["x-slack-request-timestamp"],
+            SAMPLE_TS.to_string().as_str()
+        );
         req.map(|body| Body::from(body.to_vec()))
     };
     let send = |name: &'static str| {
@@ -704,19 +981,30 @@ async fn sample_events_drive_the_router(backend: Backend) {
         async move {
             let resp = router.oneshot(req).await.unwrap();
             let status = resp.status();
-            (status, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap())
+            (
+                status,
+                axum::body::to_bytes(resp.into_body(), usize::MAX)
+                    .await
+                    .unwrap(),
+            )
         }
     };
 
     // When each sample is sent, then:
     let (status, body) = send("url-verification").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["challenge"], "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
 
     assert_eq!(send("app-mention").await.0, StatusCode::OK);
     let posts = h.slack.posts();
     assert_eq!(posts.len(), 1);
-    assert_eq!((posts[0].team_id.as_str(), posts[0].channel.as_str()), ("T0TKSAMPLE", "C0TKCHAN1"));
+    assert_eq!(
+        (posts[0].team_id.as_str(), posts[0].channel.as_str()),
+        ("T0TKSAMPLE", "C0TKCHAN1")
+    );
     assert_eq!(posts[0].token_fingerprint, token.fingerprint());
     // (the request id is API Gateway's, from the sample's requestContext)
     assert_eq!(h.handler.seen()[0].request_id, "tk-sample-app-mention");
@@ -730,8 +1018,16 @@ async fn sample_events_drive_the_router(backend: Backend) {
     assert_eq!(h.records_of("T0TKSAMPLE").await, 0);
     assert_eq!(send("app-uninstalled").await.0, StatusCode::OK);
     assert_eq!(h.records_of("T0TKSAMPLE").await, 0);
-    let state = h.store.repository().tenant_state(&TenantKey::new(None, Some("T0TKSAMPLE")).unwrap().pk()).await.unwrap();
-    assert!(state.is_some_and(|s| s.purged), "uninstall leaves a tombstone");
+    let state = h
+        .store
+        .repository()
+        .tenant_state(&TenantKey::new(None, Some("T0TKSAMPLE")).unwrap().pk())
+        .await
+        .unwrap();
+    assert!(
+        state.is_some_and(|s| s.purged),
+        "uninstall leaves a tombstone"
+    );
 
     // And a sample replayed 6 minutes later is stale
     h.clock.advance_secs(360);
@@ -740,7 +1036,11 @@ async fn sample_events_drive_the_router(backend: Backend) {
 
 async fn a_lower_body_limit_is_enforced(backend: Backend) {
     // Given a verifier capped at 256 bytes
-    let h = Harness::with_verifier(backend, RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)).with_max_body(256)).await;
+    let h = Harness::with_verifier(
+        backend,
+        RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)).with_max_body(256),
+    )
+    .await;
     let before = h.repo.calls();
     // When a validly signed 257-byte body arrives
     let (status, _) = h.send(signed(JSON, vec![b' '; 257])).await;

@@ -12,14 +12,19 @@ use futures::stream::{self, StreamExt};
 use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{KeyProvider, LocalKeyProvider};
 use tokenkeep_installations::testing::CountingRepository;
-use tokenkeep_installations::{Clock, EmbeddedRepository, Installation, InstallationStore, ManualClock, StoreConfig, VerifiedTenant};
-use tokenkeep_rotation::{sweep, SweepConfig};
-use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
+use tokenkeep_installations::{
+    Clock, EmbeddedRepository, Installation, InstallationStore, ManualClock, StoreConfig,
+    VerifiedTenant,
+};
+use tokenkeep_rotation::{SweepConfig, sweep};
 use tokenkeep_slack_api::SlackOAuth;
-
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
 
 fn arg(n: usize, default: u64) -> u64 {
-    std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -28,14 +33,26 @@ async fn main() {
     let concurrency = arg(2, 64) as usize;
     let latency = Duration::from_millis(arg(3, 20));
 
-    let slack = FakeSlack::start(FakeSlackConfig { latency, ..FakeSlackConfig::default() }).await;
-    let repo = Arc::new(CountingRepository::new(Arc::new(EmbeddedRepository::in_memory().unwrap())));
+    let slack = FakeSlack::start(FakeSlackConfig {
+        latency,
+        ..FakeSlackConfig::default()
+    })
+    .await;
+    let repo = Arc::new(CountingRepository::new(Arc::new(
+        EmbeddedRepository::in_memory().unwrap(),
+    )));
     let dir = tempfile_dir();
-    let keys = Arc::new(CountingKeyProvider::new(LocalKeyProvider::open(&dir, "bench").unwrap()));
+    let keys = Arc::new(CountingKeyProvider::new(
+        LocalKeyProvider::open(&dir, "bench").unwrap(),
+    ));
     let clock = Arc::new(ManualClock::at_secs(1_700_000_000));
-    let store = InstallationStore::new(repo.clone(), keys.clone() as Arc<dyn KeyProvider>, StoreConfig::new("1111.2222"))
-        .with_clock(clock.clone() as Arc<dyn Clock>)
-        .with_refresher(Arc::new(slack.client()));
+    let store = InstallationStore::new(
+        repo.clone(),
+        keys.clone() as Arc<dyn KeyProvider>,
+        StoreConfig::new("1111.2222"),
+    )
+    .with_clock(clock.clone() as Arc<dyn Clock>)
+    .with_refresher(Arc::new(slack.client()));
 
     // Given N installations (concurrent code exchanges: each waits out the latency too).
     let started = Instant::now();
@@ -60,24 +77,50 @@ async fn main() {
     clock.advance_secs(11 * 3600 + 1800);
     repo.reset();
     let keys_before = keys.total();
-    let cfg = SweepConfig { concurrency, page: 500, stop_before: Duration::from_secs(20) };
+    let cfg = SweepConfig {
+        concurrency,
+        page: 500,
+        stop_before: Duration::from_secs(20),
+    };
     let started = Instant::now();
     let report = sweep(&store, clock.now_secs(), None, &cfg).await;
     let wall = started.elapsed();
 
     let refreshes = slack.counters().refreshes;
-    let max_per_team = teams.iter().map(|t| slack.refreshes_for(t)).max().unwrap_or(0);
+    let max_per_team = teams
+        .iter()
+        .map(|t| slack.refreshes_for(t))
+        .max()
+        .unwrap_or(0);
     let repo_calls = repo.total();
     let per = |n: u64| n as f64 / refreshes.max(1) as f64;
-    println!("sweep_bench: {installs} due installations, embedded store, fake Slack latency {latency:?}, concurrency {concurrency}");
-    println!("  wall time              {:.2} s ({:.0} refreshes/s)", wall.as_secs_f64(), refreshes as f64 / wall.as_secs_f64());
-    println!("  report                 {}", serde_json::to_string(&report).unwrap());
-    println!("  refreshes per token    {:.3} (max for one team: {max_per_team})", refreshes as f64 / installs as f64);
-    println!("  repository calls       {repo_calls} = {:.2} per refresh", per(repo_calls));
+    println!(
+        "sweep_bench: {installs} due installations, embedded store, fake Slack latency {latency:?}, concurrency {concurrency}"
+    );
+    println!(
+        "  wall time              {:.2} s ({:.0} refreshes/s)",
+        wall.as_secs_f64(),
+        refreshes as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  report                 {}",
+        serde_json::to_string(&report).unwrap()
+    );
+    println!(
+        "  refreshes per token    {:.3} (max for one team: {max_per_team})",
+        refreshes as f64 / installs as f64
+    );
+    println!(
+        "  repository calls       {repo_calls} = {:.2} per refresh",
+        per(repo_calls)
+    );
     for (method, n) in repo.by_method() {
         println!("    {method:<20} {:.3} per refresh", per(n));
     }
-    println!("  key provider calls     {:.2} per refresh", per(keys.total() - keys_before));
+    println!(
+        "  key provider calls     {:.2} per refresh",
+        per(keys.total() - keys_before)
+    );
     assert_eq!(refreshes as usize, installs, "every due token refreshed");
     assert_eq!(max_per_team, 1, "no token refreshed twice");
     std::fs::remove_dir_all(&dir).ok();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use tokenkeep_installations::{schema, InstallationStore, RecordKey, RotateOutcome};
+use tokenkeep_installations::{InstallationStore, RecordKey, RotateOutcome, schema};
 
 /// How a sweep runs.
 #[derive(Debug, Clone)]
@@ -35,7 +35,11 @@ impl Default for SweepConfig {
         // 8 in flight keeps well under Slack's oauth.v2.access rate tier while a
         // 30-minute schedule still clears thousands of tokens per run; 20 s is
         // two Slack timeouts plus the write, so a started refresh can finish.
-        Self { concurrency: 8, page: 200, stop_before: Duration::from_secs(20) }
+        Self {
+            concurrency: 8,
+            page: 200,
+            stop_before: Duration::from_secs(20),
+        }
     }
 }
 
@@ -68,14 +72,27 @@ pub struct SweepReport {
 /// Sweeps every expiry shard once. Never fails as a whole: per-record errors
 /// are counted (and logged with the tenant), so one bad installation can't
 /// hold back the rest.
-pub async fn sweep(store: &InstallationStore, now_secs: i64, deadline: Option<Instant>, cfg: &SweepConfig) -> SweepReport {
+pub async fn sweep(
+    store: &InstallationStore,
+    now_secs: i64,
+    deadline: Option<Instant>,
+    cfg: &SweepConfig,
+) -> SweepReport {
     let started = Instant::now();
     let before = now_secs + store.config().refresh_window_secs;
     let page = cfg.page.max(1);
     let out_of_time = |at: Instant| deadline.is_some_and(|d| at + cfg.stop_before >= d);
 
     let mut report = SweepReport::default();
-    let mut listing = DueListing { store, before, page, shard: 0, seen: HashSet::new(), buffer: Vec::new(), query_errors: 0 };
+    let mut listing = DueListing {
+        store,
+        before,
+        page,
+        shard: 0,
+        seen: HashSet::new(),
+        buffer: Vec::new(),
+        query_errors: 0,
+    };
     let mut listed = 0usize;
     let mut deadline_reached = false;
 
@@ -83,16 +100,22 @@ pub async fn sweep(store: &InstallationStore, now_secs: i64, deadline: Option<In
         // Keys are produced lazily, one per free slot, so the deadline is checked
         // right before each refresh starts and `buffer_unordered` bounds the work.
         let out_of_time = &out_of_time;
-        let keys = stream::unfold((&mut listing, &mut listed, &mut deadline_reached), move |(listing, listed, stop)| async move {
-            if *stop || out_of_time(Instant::now()) {
-                *stop = true;
-                return None;
-            }
-            let key = listing.next().await?;
-            *listed += 1;
-            Some((key, (listing, listed, stop)))
-        });
-        let mut outcomes = std::pin::pin!(keys.map(|key| rotate_one(store, key)).buffer_unordered(cfg.concurrency.max(1)));
+        let keys = stream::unfold(
+            (&mut listing, &mut listed, &mut deadline_reached),
+            move |(listing, listed, stop)| async move {
+                if *stop || out_of_time(Instant::now()) {
+                    *stop = true;
+                    return None;
+                }
+                let key = listing.next().await?;
+                *listed += 1;
+                Some((key, (listing, listed, stop)))
+            },
+        );
+        let mut outcomes = std::pin::pin!(
+            keys.map(|key| rotate_one(store, key))
+                .buffer_unordered(cfg.concurrency.max(1))
+        );
         while let Some(outcome) = outcomes.next().await {
             match outcome {
                 Ok(RotateOutcome::Refreshed) => report.refreshed += 1,
@@ -149,10 +172,18 @@ impl DueListing<'_> {
             }
             let shard = format!("EXP#{}", self.shard);
             let limit = self.seen.len() + self.page;
-            match self.store.repository().query_due(&shard, self.before, limit).await {
+            match self
+                .store
+                .repository()
+                .query_due(&shard, self.before, limit)
+                .await
+            {
                 Ok(keys) => {
                     let exhausted = keys.len() < limit;
-                    let mut fresh: Vec<RecordKey> = keys.into_iter().filter(|k| self.seen.insert(k.clone())).collect();
+                    let mut fresh: Vec<RecordKey> = keys
+                        .into_iter()
+                        .filter(|k| self.seen.insert(k.clone()))
+                        .collect();
                     if exhausted || fresh.is_empty() {
                         self.next_shard();
                     }
@@ -208,6 +239,11 @@ mod tests {
         let event: serde_json::Value = serde_json::from_str(raw).unwrap();
         assert_eq!(event["detail-type"], "Scheduled Event");
         assert_eq!(event["source"], "aws.events");
-        assert!(event["resources"][0].as_str().unwrap().starts_with("arn:aws:events:"));
+        assert!(
+            event["resources"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("arn:aws:events:")
+        );
     }
 }

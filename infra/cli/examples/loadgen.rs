@@ -24,14 +24,14 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{self, StreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
-use tokenkeep_slack_api::{sign_request, SigningSecret};
+use tokenkeep_slack_api::{SigningSecret, sign_request};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const SIGNING_SECRET: &str = "tokenkeep-loadgen-signing-secret";
 const APP_ID: &str = "ALOADGEN";
@@ -75,15 +75,25 @@ fn parse_args() -> Args {
 /// `target/<profile>/tokenkeep`, next to this example's own binary.
 fn default_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("tokenkeep")
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("tokenkeep")
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn team(i: usize) -> String {
@@ -100,18 +110,28 @@ fn spawn_dev(bin: &Path, slack: &FakeSlack, data: &Path, port: u16) -> Child {
         .env("SLACK_CLIENT_SECRET", cfg.client_secret.expose_secret())
         .env("SLACK_SIGNING_SECRET", SIGNING_SECRET)
         .env("SLACK_API_URL", slack.api_url())
-        .env("SLACK_AUTHORIZE_URL", format!("{}/oauth/authorize", slack.api_url()))
+        .env(
+            "SLACK_AUTHORIZE_URL",
+            format!("{}/oauth/authorize", slack.api_url()),
+        )
         .env("TOKENKEEP_DATA_DIR", data)
         // The JSON log lines (one per event, one per audited read) are written as
         // in a real run; nothing reads them here.
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e} (build it: cargo build --release -p tokenkeep)", bin.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (build it: cargo build --release -p tokenkeep)",
+                bin.display()
+            )
+        })
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
@@ -139,14 +159,24 @@ fn message_event(team_id: &str, event_id: &str, ts: i64) -> String {
 
 /// Reads one response; returns its status. Handles `content-length` bodies only
 /// (axum answers every route here with one).
-async fn read_response(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+async fn read_response(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<u16> {
     loop {
         if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).map_err(|_| std::io::ErrorKind::InvalidData)?;
-            let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+            let head =
+                std::str::from_utf8(&buf[..end]).map_err(|_| std::io::ErrorKind::InvalidData)?;
+            let status: u16 = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or(std::io::ErrorKind::InvalidData)?;
             let len: usize = head
                 .lines()
-                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                .find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                })
                 .and_then(|(_, v)| v.trim().parse().ok())
                 .unwrap_or(0);
             let total = end + 4 + len;
@@ -211,13 +241,19 @@ fn status_kb(pid: u32, field: &str) -> u64 {
 fn wait_listening(addr: SocketAddr, limit: Duration) {
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < limit, "tokenkeep dev did not start listening");
+        assert!(
+            start.elapsed() < limit,
+            "tokenkeep dev did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 async fn install_all(base: &str, slack: &FakeSlack, tenants: usize) -> usize {
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     for i in 0..tenants {
         let mut spec = InstallSpec::workspace(&team(i));
         spec.app_id = APP_ID.into();
@@ -228,12 +264,31 @@ async fn install_all(base: &str, slack: &FakeSlack, tenants: usize) -> usize {
         .for_each_concurrent(8, |i| {
             let (http, failures) = (&http, &failures);
             async move {
-                let install = http.get(format!("{base}/slack/install")).send().await.unwrap();
-                let cookie = install.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+                let install = http
+                    .get(format!("{base}/slack/install"))
+                    .send()
+                    .await
+                    .unwrap();
+                let cookie = install.headers()["set-cookie"]
+                    .to_str()
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .to_owned();
                 let location = install.headers()["location"].to_str().unwrap().to_owned();
-                let state = location.split("state=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+                let state = location
+                    .split("state=")
+                    .nth(1)
+                    .unwrap()
+                    .split('&')
+                    .next()
+                    .unwrap()
+                    .to_owned();
                 let done = http
-                    .get(format!("{base}/slack/oauth_redirect?code=code-{i}&state={state}"))
+                    .get(format!(
+                        "{base}/slack/oauth_redirect?code=code-{i}&state={state}"
+                    ))
                     .header("cookie", &cookie)
                     .send()
                     .await
@@ -255,7 +310,12 @@ struct LoadResult {
     wrapped: bool,
 }
 
-async fn drive(addr: SocketAddr, pool: Arc<Vec<Vec<u8>>>, concurrency: usize, seconds: u64) -> LoadResult {
+async fn drive(
+    addr: SocketAddr,
+    pool: Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+    seconds: u64,
+) -> LoadResult {
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -327,14 +387,20 @@ fn cold_start(bin: &Path, slack: &FakeSlack, data: &Path, request: &[u8]) -> f64
     let t0 = Instant::now();
     let child = spawn_dev(bin, slack, data, port);
     let ms = loop {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no 200 from a fresh tokenkeep dev within 10 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no 200 from a fresh tokenkeep dev within 10 s"
+        );
         let Ok(mut conn) = TcpStream::connect(addr) else {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         };
         conn.set_nodelay(true).unwrap();
         let mut resp = [0u8; 12];
-        if conn.write_all(request).is_ok() && conn.read_exact(&mut resp).is_ok() && &resp[9..12] == b"200" {
+        if conn.write_all(request).is_ok()
+            && conn.read_exact(&mut resp).is_ok()
+            && &resp[9..12] == b"200"
+        {
             break t0.elapsed().as_secs_f64() * 1e3;
         }
         std::thread::sleep(Duration::from_micros(200));
@@ -384,14 +450,26 @@ async fn main() {
     let ts = now_secs();
     let pool: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..args.pool)
-            .map(|n| signed_request(&secret, &message_event(&team(n % args.tenants), &format!("Ev{n:010}"), ts), ts))
+            .map(|n| {
+                signed_request(
+                    &secret,
+                    &message_event(&team(n % args.tenants), &format!("Ev{n:010}"), ts),
+                    ts,
+                )
+            })
             .collect(),
     );
 
     // Warm-up: one event per tenant (fills the data-key cache), not measured.
     let warm_pool: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..args.tenants)
-            .map(|n| signed_request(&secret, &message_event(&team(n), &format!("EvWARM{n:010}"), ts), ts))
+            .map(|n| {
+                signed_request(
+                    &secret,
+                    &message_event(&team(n), &format!("EvWARM{n:010}"), ts),
+                    ts,
+                )
+            })
             .collect(),
     );
     let warm = drive_count(addr, warm_pool, args.concurrency).await;
@@ -417,7 +495,9 @@ async fn main() {
     );
     println!("  errors              {}", r.errors);
     if r.wrapped {
-        println!("  NOTE: the pre-signed pool wrapped; later requests were deduplicated retries (raise --pool)");
+        println!(
+            "  NOTE: the pre-signed pool wrapped; later requests were deduplicated retries (raise --pool)"
+        );
     }
     println!(
         "  server CPU          {:.1} µs/request ({:.2} cores busy)",
@@ -435,9 +515,11 @@ async fn main() {
     if args.cold_runs > 0 {
         let ts = now_secs();
         let warm_event = signed_request(&secret, &message_event(&team(0), "EvCOLD", ts), ts);
-        let populated: Vec<f64> =
-            (0..args.cold_runs).map(|_| cold_start(&args.bin, &slack, data.path(), &warm_event)).collect();
-        let url_verification = r#"{"token":"x","challenge":"loadgen-challenge","type":"url_verification"}"#;
+        let populated: Vec<f64> = (0..args.cold_runs)
+            .map(|_| cold_start(&args.bin, &slack, data.path(), &warm_event))
+            .collect();
+        let url_verification =
+            r#"{"token":"x","challenge":"loadgen-challenge","type":"url_verification"}"#;
         let verify_req = signed_request(&secret, url_verification, ts);
         let empty: Vec<f64> = (0..args.cold_runs)
             .map(|_| {
@@ -445,15 +527,27 @@ async fn main() {
                 cold_start(&args.bin, &slack, dir.path(), &verify_req)
             })
             .collect();
-        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
-        println!("cold start (exec → first 200 on /slack/events), {} runs each:", args.cold_runs);
+        let fmt = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "cold start (exec → first 200 on /slack/events), {} runs each:",
+            args.cold_runs
+        );
         println!(
             "  {} tenants, signed message event  median {:.1} ms  [{}]",
             args.tenants,
             median(populated.clone()),
             fmt(&populated)
         );
-        println!("  empty data dir, url_verification median {:.1} ms  [{}]", median(empty.clone()), fmt(&empty));
+        println!(
+            "  empty data dir, url_verification median {:.1} ms  [{}]",
+            median(empty.clone()),
+            fmt(&empty)
+        );
     }
     slack.shutdown();
 }

@@ -7,8 +7,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "tokenkeep", version, about = "Operate the tokenkeep installation store")]
-#[command(after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 incomplete (rerun later).")]
+#[command(
+    name = "tokenkeep",
+    version,
+    about = "Operate the tokenkeep installation store"
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 incomplete (rerun later)."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -28,10 +34,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Which store to operate on.
-    #[arg(long, global = true, env = "TOKENKEEP_STORE", default_value = "embedded")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENKEEP_STORE",
+        default_value = "embedded"
+    )]
     pub store: StoreArg,
     /// Embedded store: directory holding store.db and keys/.
-    #[arg(long, global = true, env = "TOKENKEEP_DATA_DIR", default_value = ".tokenkeep")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOKENKEEP_DATA_DIR",
+        default_value = ".tokenkeep"
+    )]
     pub data_dir: PathBuf,
     /// DynamoDB installations table.
     #[arg(long, global = true, env = "TOKENKEEP_TABLE", default_value = tokenkeep_installations::schema::DEFAULT_TABLE)]

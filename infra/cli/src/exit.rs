@@ -16,13 +16,22 @@ pub struct Failure {
 
 impl Failure {
     pub fn config(msg: impl Into<String>) -> Self {
-        Self { code: CONFIG, error: Some(anyhow::anyhow!(msg.into())) }
+        Self {
+            code: CONFIG,
+            error: Some(anyhow::anyhow!(msg.into())),
+        }
     }
     pub fn error(e: anyhow::Error) -> Self {
-        Self { code: FAILED, error: Some(e) }
+        Self {
+            code: FAILED,
+            error: Some(e),
+        }
     }
     pub fn msg(msg: impl Into<String>) -> Self {
-        Self { code: FAILED, error: Some(anyhow::anyhow!(msg.into())) }
+        Self {
+            code: FAILED,
+            error: Some(anyhow::anyhow!(msg.into())),
+        }
     }
     /// The command already reported what went wrong; only the exit code is left.
     pub fn silent(code: u8) -> Self {

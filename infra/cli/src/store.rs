@@ -5,8 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider, LocalKeyProvider};
-use tokenkeep_installations::{DynamoRepository, EmbeddedRepository, InstallationStore, Repository, StoreConfig};
+use tokenkeep_envelope::{
+    CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider, LocalKeyProvider,
+};
+use tokenkeep_installations::{
+    DynamoRepository, EmbeddedRepository, InstallationStore, Repository, StoreConfig,
+};
 
 use crate::cli::{GlobalArgs, StoreArg};
 use crate::exit::Failure;
@@ -14,8 +18,14 @@ use crate::exit::Failure;
 /// Which store, and where; the settings of [`GlobalArgs`] after validation.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Embedded { data_dir: PathBuf },
-    DynamoDb { table: String, audit_table: String, kms_key_id: String },
+    Embedded {
+        data_dir: PathBuf,
+    },
+    DynamoDb {
+        table: String,
+        audit_table: String,
+        kms_key_id: String,
+    },
 }
 
 /// The store an operator command works on, plus what it needs to say where it is.
@@ -58,7 +68,8 @@ impl StoreOnly {
 
     /// `create_embedded`: only `import` may start a new embedded store.
     pub async fn build(self, create_embedded: bool) -> Result<OperatorStore, Failure> {
-        let (repo, keys, aws): (Arc<dyn Repository>, Arc<dyn KeyProvider>, _) = match &self.backend {
+        let (repo, keys, aws): (Arc<dyn Repository>, Arc<dyn KeyProvider>, _) = match &self.backend
+        {
             Backend::Embedded { data_dir } => {
                 // Operator commands must not create an empty store by accident
                 // (a typo in TOKENKEEP_DATA_DIR would otherwise "verify" nothing).
@@ -69,31 +80,46 @@ impl StoreOnly {
                         db.display()
                     )));
                 }
-                let repo = EmbeddedRepository::open(&db).map_err(|e| Failure::error(anyhow::Error::new(e)))?;
+                let repo = EmbeddedRepository::open(&db)
+                    .map_err(|e| Failure::error(anyhow::Error::new(e)))?;
                 let keys = LocalKeyProvider::open(data_dir.join("keys"), "default")
                     .map_err(|e| Failure::error(anyhow::Error::new(e)))?;
                 (Arc::new(repo), Arc::new(keys), None)
             }
-            Backend::DynamoDb { table, audit_table, kms_key_id } => {
+            Backend::DynamoDb {
+                table,
+                audit_table,
+                kms_key_id,
+            } => {
                 let aws = tokenkeep_runtime::aws_config().await;
-                let repo = DynamoRepository::new(aws_sdk_dynamodb::Client::new(&aws), table, audit_table);
+                let repo =
+                    DynamoRepository::new(aws_sdk_dynamodb::Client::new(&aws), table, audit_table);
                 let keys = KmsKeyProvider::new(aws_sdk_kms::Client::new(&aws), kms_key_id);
                 (Arc::new(repo), Arc::new(keys), Some(aws))
             }
         };
         // `verify_record` unwraps the data key once per sealed field; the cache
         // makes that one key-provider call per record.
-        let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(keys, CacheLimits::default()));
+        let keys: Arc<dyn KeyProvider> =
+            Arc::new(CachingKeyProvider::new(keys, CacheLimits::default()));
         let store = InstallationStore::new(repo, keys, StoreConfig::new(self.app_id));
-        Ok(OperatorStore { store, backend: self.backend, aws })
+        Ok(OperatorStore {
+            store,
+            backend: self.backend,
+            aws,
+        })
     }
 }
 
 impl OperatorStore {
     pub fn describe(&self) -> String {
         match &self.backend {
-            Backend::Embedded { data_dir } => format!("embedded store at {} (local key file)", data_dir.display()),
-            Backend::DynamoDb { table, kms_key_id, .. } => format!("dynamodb table {table} (KMS key {kms_key_id})"),
+            Backend::Embedded { data_dir } => {
+                format!("embedded store at {} (local key file)", data_dir.display())
+            }
+            Backend::DynamoDb {
+                table, kms_key_id, ..
+            } => format!("dynamodb table {table} (KMS key {kms_key_id})"),
         }
     }
 }

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use tokenkeep_envelope::{KeyProvider, KmsKeyProvider, LocalKeyProvider};
 use tokenkeep_installations::{
-    EmbeddedRepository, Expect, Installation, InstallationStore, ReadContext, RecordKey, Repository, StoreConfig,
-    StoreError, StoredRecord, TenantKey, VerifiedTenant,
+    EmbeddedRepository, Expect, Installation, InstallationStore, ReadContext, RecordKey,
+    Repository, StoreConfig, StoreError, StoredRecord, TenantKey, VerifiedTenant,
 };
 use tokenkeep_slack_api::OAuthV2Response;
 
@@ -59,7 +59,10 @@ async fn install(store: &InstallationStore, n: usize) {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn tenant_key(n: usize) -> TenantKey {
@@ -106,7 +109,12 @@ fn tokenkeep(env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output
     let mut child = cmd.spawn().expect("spawn tokenkeep");
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -138,12 +146,19 @@ fn stderr(o: &Output) -> String {
 }
 
 fn json_out(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
 }
 
 #[track_caller]
 fn assert_code(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
 }
 
 async fn seeded(n: usize) -> (tempfile::TempDir, InstallationStore) {
@@ -168,7 +183,10 @@ async fn restore_drill_brings_back_every_token_and_no_purged_tenant() {
     assert_code(&run(data, &["export", "--out", early.to_str().unwrap()]), 0);
     let purged = job_tenant(&store, 7).await.unwrap();
     assert_eq!(store.purge_tenant(&purged).await.unwrap(), 2);
-    let out = run(data, &["--json", "export", "--out", backup.to_str().unwrap()]);
+    let out = run(
+        data,
+        &["--json", "export", "--out", backup.to_str().unwrap()],
+    );
     assert_code(&out, 0);
     let exported = json_out(&out);
     // 50 bots + 50 installing users, minus tenant 7's two records.
@@ -182,15 +200,24 @@ async fn restore_drill_brings_back_every_token_and_no_purged_tenant() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     // Export never replaces a file by accident.
-    assert_code(&run(data, &["export", "--out", backup.to_str().unwrap()]), 1);
+    assert_code(
+        &run(data, &["export", "--out", backup.to_str().unwrap()]),
+        1,
+    );
 
     // When the table is lost (the key survives, as a KMS key would) and restored.
     drop(store);
     wipe_db(data);
-    let out = run(data, &["--json", "import", "--in", backup.to_str().unwrap()]);
+    let out = run(
+        data,
+        &["--json", "import", "--in", backup.to_str().unwrap()],
+    );
     assert_code(&out, 0);
     let counts = json_out(&out);
     assert_eq!(counts["tenants_restored"], 50);
@@ -201,7 +228,10 @@ async fn restore_drill_brings_back_every_token_and_no_purged_tenant() {
     let out = run(data, &["--json", "import", "--in", early.to_str().unwrap()]);
     assert_code(&out, 0);
     let counts = json_out(&out);
-    assert_eq!(counts["records_refused"], 2, "tenant 7's records must be refused: {counts}");
+    assert_eq!(
+        counts["records_refused"], 2,
+        "tenant 7's records must be refused: {counts}"
+    );
     assert_eq!(counts["records_kept_newer"], 98);
     assert_eq!(counts["records_created"], 0);
 
@@ -214,18 +244,43 @@ async fn restore_drill_brings_back_every_token_and_no_purged_tenant() {
         let tenant = job_tenant(&store, n).await;
         if n == 7 {
             assert!(tenant.is_none(), "purged tenant revived");
-            assert!(store.repository().tenant_state(&pk(7)).await.unwrap().unwrap().purged);
+            assert!(
+                store
+                    .repository()
+                    .tenant_state(&pk(7))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .purged
+            );
             continue;
         }
         let tenant = tenant.unwrap();
-        assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), format!("xoxb-test-{n}"));
+        assert_eq!(
+            store
+                .bot_token(&tenant, &ctx())
+                .await
+                .unwrap()
+                .expose_secret(),
+            format!("xoxb-test-{n}")
+        );
         let user = format!("U{n:04}");
-        assert_eq!(store.user_token(&tenant, &user, &ctx()).await.unwrap().expose_secret(), format!("xoxp-test-{n}"));
+        assert_eq!(
+            store
+                .user_token(&tenant, &user, &ctx())
+                .await
+                .unwrap()
+                .expose_secret(),
+            format!("xoxp-test-{n}")
+        );
     }
     // A reinstall of tenant 7 after the restore starts a new generation and works.
     install(&store, 7).await;
     let t7 = job_tenant(&store, 7).await.unwrap();
-    assert_eq!(store.bot_token(&t7, &ctx()).await.unwrap().expose_secret(), "xoxb-test-7");
+    assert_eq!(
+        store.bot_token(&t7, &ctx()).await.unwrap().expose_secret(),
+        "xoxb-test-7"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,7 +299,10 @@ async fn import_refuses_a_truncated_file_and_another_apps_export() {
     assert_code(&out, 1);
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
     // And an export of another Slack app is refused before any write.
-    let env = [("TOKENKEEP_DATA_DIR", data.to_str().unwrap()), ("SLACK_CLIENT_ID", "A0OTHER.1")];
+    let env = [
+        ("TOKENKEEP_DATA_DIR", data.to_str().unwrap()),
+        ("SLACK_CLIENT_ID", "A0OTHER.1"),
+    ];
     let out = tokenkeep(&env, &["import", "--in", file.to_str().unwrap()], None);
     assert_code(&out, 2);
     assert!(stderr(&out).contains("SLACK_CLIENT_ID"), "{}", stderr(&out));
@@ -255,7 +313,10 @@ async fn import_refuses_a_truncated_file_and_another_apps_export() {
 async fn tamper(store: &InstallationStore, n: usize, edit: impl FnOnce(&mut StoredRecord)) {
     let key = RecordKey::bot(tenant_key(n));
     let mut record = store.repository().get(&key).await.unwrap().unwrap();
-    let expect = Expect::Version { version: record.version, generation: record.generation };
+    let expect = Expect::Version {
+        version: record.version,
+        generation: record.generation,
+    };
     edit(&mut record);
     store.repository().put(&record, expect).await.unwrap();
 }
@@ -274,7 +335,10 @@ async fn verify_names_tampered_records_and_fails() {
         r.sealed.insert("token".into(), B64.encode(bytes));
     })
     .await;
-    tamper(&store, 4, |r| r.meta.team_name = Some("Someone Else".into())).await;
+    tamper(&store, 4, |r| {
+        r.meta.team_name = Some("Someone Else".into())
+    })
+    .await;
 
     // When verify runs, then it fails and names exactly those two tenants.
     let out = run(dir.path(), &["verify"]);
@@ -290,23 +354,44 @@ async fn verify_names_tampered_records_and_fails() {
     let out = run(dir.path(), &["--json", "verify"]);
     assert_code(&out, 1);
     let report = json_out(&out);
-    let failed: Vec<&str> = report["failed"].as_array().unwrap().iter().map(|f| f["tenant"].as_str().unwrap()).collect();
+    let failed: Vec<&str> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["tenant"].as_str().unwrap())
+        .collect();
     assert_eq!(failed, [pk(3), pk(4)]);
-    assert!(report["failed"][0]["reason"].as_str().unwrap().contains("authentication"));
+    assert!(
+        report["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("authentication")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_a_data_key_that_does_not_unwrap() {
     // Given tenant 2's wrapped data key copied from tenant 1 (wrong encryption context).
     let (dir, store) = seeded(2).await;
-    let one = store.repository().get(&RecordKey::bot(tenant_key(1))).await.unwrap().unwrap();
+    let one = store
+        .repository()
+        .get(&RecordKey::bot(tenant_key(1)))
+        .await
+        .unwrap()
+        .unwrap();
     tamper(&store, 2, |r| r.data_key = one.data_key.clone()).await;
     // When / then.
     let out = run(dir.path(), &["--json", "verify"]);
     assert_code(&out, 1);
     let report = json_out(&out);
     assert_eq!(report["failed"][0]["tenant"], pk(2));
-    assert!(report["failed"][0]["reason"].as_str().unwrap().contains("data key"), "{report}");
+    assert!(
+        report["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("data key"),
+        "{report}"
+    );
 }
 
 // ---- list / show / audit ------------------------------------------------------------
@@ -317,10 +402,16 @@ async fn list_show_and_audit_never_print_a_token() {
     let (dir, store) = seeded(4).await;
     let t2 = job_tenant(&store, 2).await.unwrap();
     store.bot_token(&t2, &ctx()).await.unwrap();
-    assert!(matches!(store.user_token(&t2, "U9999", &ctx()).await, Err(StoreError::NotInstalled)));
+    assert!(matches!(
+        store.user_token(&t2, "U9999", &ctx()).await,
+        Err(StoreError::NotInstalled)
+    ));
     let t3 = job_tenant(&store, 3).await.unwrap();
     store.bot_token(&t3, &ctx()).await.unwrap();
-    store.purge_tenant(&job_tenant(&store, 4).await.unwrap()).await.unwrap();
+    store
+        .purge_tenant(&job_tenant(&store, 4).await.unwrap())
+        .await
+        .unwrap();
 
     let commands: [&[&str]; 10] = [
         &["list"],
@@ -338,15 +429,29 @@ async fn list_show_and_audit_never_print_a_token() {
         let out = run(dir.path(), args);
         assert_code(&out, 0);
         let (o, e) = (stdout(&out), stderr(&out));
-        assert!(!o.contains("xox") && !e.contains("xox"), "{args:?} printed a token:\n{o}\n{e}");
+        assert!(
+            !o.contains("xox") && !e.contains("xox"),
+            "{args:?} printed a token:\n{o}\n{e}"
+        );
     }
 
     // Then the listings say what an operator needs.
     let list = stdout(&run(dir.path(), &["list", "--purged"]));
-    assert!(list.contains(&pk(1)) && list.contains("Workspace 2") && list.contains("chat:write"), "{list}");
-    assert!(list.contains("3 tenants, 6 records, 1 purged tenants"), "{list}");
+    assert!(
+        list.contains(&pk(1)) && list.contains("Workspace 2") && list.contains("chat:write"),
+        "{list}"
+    );
+    assert!(
+        list.contains("3 tenants, 6 records, 1 purged tenants"),
+        "{list}"
+    );
     let listed = json_out(&run(dir.path(), &["--json", "list"]));
-    let r2 = listed["records"].as_array().unwrap().iter().find(|r| r["tenant"] == pk(2) && r["record"] == "bot").unwrap();
+    let r2 = listed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tenant"] == pk(2) && r["record"] == "bot")
+        .unwrap();
     assert_eq!(r2["rotating"], true);
     assert!(r2["token_expires_at"].as_i64().unwrap() > now());
     assert!(r2.get("sealed").is_none() && r2.get("data_key").is_none());
@@ -356,7 +461,10 @@ async fn list_show_and_audit_never_print_a_token() {
 
     let audit = json_out(&run(dir.path(), &["--json", "audit", "--team", "T0002"]));
     assert_eq!(audit.as_array().unwrap().len(), 2);
-    let failed = json_out(&run(dir.path(), &["--json", "audit", "--outcome", "failed"]));
+    let failed = json_out(&run(
+        dir.path(),
+        &["--json", "audit", "--outcome", "failed"],
+    ));
     let failed = failed.as_array().unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["outcome"], "not_installed");
@@ -383,7 +491,15 @@ async fn purge_asks_first_and_tombstones_like_an_uninstall() {
     let out = run_with_stdin(dir.path(), &["purge", "--team", "T0001"], Some("T0001\n"));
     assert_code(&out, 0);
     assert!(job_tenant(&store, 1).await.is_none());
-    assert!(store.repository().tenant_state(&pk(1)).await.unwrap().unwrap().purged);
+    assert!(
+        store
+            .repository()
+            .tenant_state(&pk(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .purged
+    );
     // --yes skips the prompt; purging again is a no-op.
     assert_code(&run(dir.path(), &["purge", "--team", "T0002", "--yes"]), 0);
     assert!(job_tenant(&store, 2).await.is_none());
@@ -396,11 +512,17 @@ async fn purge_asks_first_and_tombstones_like_an_uninstall() {
 #[test]
 fn missing_client_id_is_named_and_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tokenkeep(&[("TOKENKEEP_DATA_DIR", dir.path().to_str().unwrap())], &["list"], None);
+    let out = tokenkeep(
+        &[("TOKENKEEP_DATA_DIR", dir.path().to_str().unwrap())],
+        &["list"],
+        None,
+    );
     let out = if std::env::var_os("SLACK_CLIENT_ID").is_some() {
         // The environment of the test run sets it; clear it for the child.
         let mut cmd = Command::new(BIN);
-        cmd.args(["list"]).env_remove("SLACK_CLIENT_ID").env("TOKENKEEP_DATA_DIR", dir.path());
+        cmd.args(["list"])
+            .env_remove("SLACK_CLIENT_ID")
+            .env("TOKENKEEP_DATA_DIR", dir.path());
         cmd.output().unwrap()
     } else {
         out
@@ -408,7 +530,14 @@ fn missing_client_id_is_named_and_a_config_error() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("SLACK_CLIENT_ID"), "{}", stderr(&out));
     // A data dir without a store is an error, not an empty listing.
-    let out = tokenkeep(&[("TOKENKEEP_DATA_DIR", dir.path().to_str().unwrap()), ("SLACK_CLIENT_ID", APP_ID)], &["list"], None);
+    let out = tokenkeep(
+        &[
+            ("TOKENKEEP_DATA_DIR", dir.path().to_str().unwrap()),
+            ("SLACK_CLIENT_ID", APP_ID),
+        ],
+        &["list"],
+        None,
+    );
     assert_code(&out, 2);
     assert!(stderr(&out).contains("TOKENKEEP_DATA_DIR"));
 }
@@ -421,7 +550,9 @@ const REKEY_TENANTS: usize = 150;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
-    use tokenkeep_installations::testing::{emulator_config, emulator_kms_key, emulator_repository};
+    use tokenkeep_installations::testing::{
+        emulator_config, emulator_kms_key, emulator_repository,
+    };
     // Given REKEY_TENANTS tenants (a bot and a user record each) under KMS key 1.
     let (repo, _client, table, audit) = emulator_repository().await;
     let (kms, old_key) = emulator_kms_key().await;
@@ -452,14 +583,42 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
 
     // When rekey is interrupted half-way (--limit stands in for a kill)...
     let half = total / 2;
-    let out = tokenkeep(&env, &["--json", "rekey", "--to-key", &new_key, "--limit", &half.to_string()], None);
+    let out = tokenkeep(
+        &env,
+        &[
+            "--json",
+            "rekey",
+            "--to-key",
+            &new_key,
+            "--limit",
+            &half.to_string(),
+        ],
+        None,
+    );
     assert_code(&out, 3);
     assert_eq!(json_out(&out)["rekeyed"], half);
 
     // ...and a refresh takes the lease of a record the first run didn't reach.
-    let lease_target = scan_all(&*repo).await.into_iter().find(|r| r.data_key_id == old_key).unwrap().key().unwrap();
+    let lease_target = scan_all(&*repo)
+        .await
+        .into_iter()
+        .find(|r| r.data_key_id == old_key)
+        .unwrap()
+        .key()
+        .unwrap();
     let rec = repo.get(&lease_target).await.unwrap().unwrap();
-    assert!(repo.try_lease(&lease_target, rec.version, rec.generation, "refresh-in-flight", now(), now() + 300).await.unwrap());
+    assert!(
+        repo.try_lease(
+            &lease_target,
+            rec.version,
+            rec.generation,
+            "refresh-in-flight",
+            now(),
+            now() + 300
+        )
+        .await
+        .unwrap()
+    );
 
     // Then the rerun re-wraps the rest, skips the leased record and says so.
     let out = tokenkeep(&env, &["--json", "rekey", "--to-key", &new_key], None);
@@ -474,7 +633,9 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
     assert_eq!(rec.data_key_id, old_key);
 
     // When the refresh finishes (lease released) the last rerun completes.
-    repo.release_lease(&lease_target, "refresh-in-flight").await.unwrap();
+    repo.release_lease(&lease_target, "refresh-in-flight")
+        .await
+        .unwrap();
     let out = tokenkeep(&env, &["--json", "rekey", "--to-key", &new_key], None);
     assert_code(&out, 0);
     assert_eq!(json_out(&out)["rekeyed"], 1);
@@ -487,17 +648,30 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
     assert_code(&out, 0);
     let all = scan_all(&*repo).await;
     assert_eq!(all.len(), total);
-    assert!(all.iter().all(|r| r.data_key_id == new_key), "a record still names the old key");
+    assert!(
+        all.iter().all(|r| r.data_key_id == new_key),
+        "a record still names the old key"
+    );
     assert!(all.iter().all(|r| r.version == 1));
     let config = emulator_config().await;
     let new_store = InstallationStore::new(
         repo.clone(),
-        Arc::new(KmsKeyProvider::new(aws_sdk_kms::Client::new(&config), new_key.clone())),
+        Arc::new(KmsKeyProvider::new(
+            aws_sdk_kms::Client::new(&config),
+            new_key.clone(),
+        )),
         StoreConfig::new(APP_ID),
     );
     for n in [1, 2, REKEY_TENANTS / 2, REKEY_TENANTS] {
         let t = job_tenant(&new_store, n).await.unwrap();
-        assert_eq!(new_store.bot_token(&t, &ctx()).await.unwrap().expose_secret(), format!("xoxb-test-{n}"));
+        assert_eq!(
+            new_store
+                .bot_token(&t, &ctx())
+                .await
+                .unwrap()
+                .expose_secret(),
+            format!("xoxb-test-{n}")
+        );
     }
     eprintln!("rekey test done in {:?}", started.elapsed());
 }
@@ -518,5 +692,7 @@ async fn scan_all(repo: &dyn Repository) -> Vec<StoredRecord> {
 /// A Slack token in the clear. Not bare "xox": random base64 ciphertext
 /// contains "xox" by chance, but never "xoxb-" (no '-' or '.' in its alphabet).
 fn token_shaped(text: &str) -> bool {
-    ["xoxb-", "xoxp-", "xoxe-", "xoxe.", "xoxa-", "xoxr-"].iter().any(|t| text.contains(t))
+    ["xoxb-", "xoxp-", "xoxe-", "xoxe.", "xoxa-", "xoxr-"]
+        .iter()
+        .any(|t| text.contains(t))
 }

@@ -8,12 +8,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
-use tokenkeep_slack_api::{sign_request, SigningSecret};
+use tokenkeep_slack_api::{SigningSecret, sign_request};
 
 const SIGNING_SECRET: &str = "tokenkeep-dev-test-signing-secret";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +39,10 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
         .env("SLACK_CLIENT_SECRET", cfg.client_secret.expose_secret())
         .env("SLACK_SIGNING_SECRET", SIGNING_SECRET)
         .env("SLACK_API_URL", slack.api_url())
-        .env("SLACK_AUTHORIZE_URL", format!("{}/oauth/authorize", slack.api_url()))
+        .env(
+            "SLACK_AUTHORIZE_URL",
+            format!("{}/oauth/authorize", slack.api_url()),
+        )
         .env("TOKENKEEP_DATA_DIR", data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,20 +51,45 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let banner: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
-    assert!(banner[1].contains(&format!("http://127.0.0.1:{port}/slack/install")), "{banner:?}");
+    assert!(
+        banner[1].contains(&format!("http://127.0.0.1:{port}/slack/install")),
+        "{banner:?}"
+    );
     assert!(banner[3].contains("embedded"), "{banner:?}");
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
     // When a browser starts the install...
-    let install = http.get(format!("{base}/slack/install")).send().await.unwrap();
+    let install = http
+        .get(format!("{base}/slack/install"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(install.status(), 302);
-    let cookie = install.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let cookie = install.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let location = install.headers()["location"].to_str().unwrap().to_owned();
-    let state = location.split("state=").nth(1).unwrap().split('&').next().unwrap().to_owned();
+    let state = location
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
     // ...and Slack sends it back with a code.
     let done = http
-        .get(format!("{base}/slack/oauth_redirect?code=dev-code&state={state}"))
+        .get(format!(
+            "{base}/slack/oauth_redirect?code=dev-code&state={state}"
+        ))
         .header("cookie", &cookie)
         .send()
         .await
@@ -65,7 +97,10 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
     assert_eq!(done.status(), 200, "install completes");
 
     // Then a signed app_mention is answered in the thread with that tenant's token.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let body = serde_json::json!({
         "type": "event_callback", "team_id": "TDEV1", "api_app_id": "ADEV", "event_id": "EvDEV1", "event_time": now,
         "authorizations": [{"team_id": "TDEV1", "is_enterprise_install": false, "user_id": "UBOT", "is_bot": true}],
@@ -85,21 +120,38 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
     assert_eq!(event.status(), 200);
     let mut posted = false;
     for _ in 0..50 {
-        if slack.posts().iter().any(|p| p.channel == "C1" && p.team_id == "TDEV1") {
+        if slack
+            .posts()
+            .iter()
+            .any(|p| p.channel == "C1" && p.team_id == "TDEV1")
+        {
             posted = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(posted, "the example handler replied through the fake Slack: {:?}", slack.posts());
+    assert!(
+        posted,
+        "the example handler replied through the fake Slack: {:?}",
+        slack.posts()
+    );
 
     // And SIGTERM stops it cleanly.
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("tokenkeep dev stopped")), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("tokenkeep dev stopped")),
+        "{rest:?}"
+    );
     assert!(!rest.concat().contains("xox"), "no token in dev output");
 }
 
@@ -114,5 +166,8 @@ fn dev_without_slack_settings_names_the_variable_and_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("SLACK_CLIENT_SECRET") || err.contains("SLACK_CLIENT_ID"), "{err}");
+    assert!(
+        err.contains("SLACK_CLIENT_SECRET") || err.contains("SLACK_CLIENT_ID"),
+        "{err}"
+    );
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::{DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey};
+use crate::{
+    DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
@@ -29,13 +31,21 @@ impl Default for CacheLimits {
     /// Five minutes and 10,000 uses per key bound how long a key revoked in KMS
     /// (or a disabled KMS key) keeps working in a warm process.
     fn default() -> Self {
-        Self { enabled: true, max_age: Duration::from_secs(300), max_uses: 10_000, max_entries: 10_000 }
+        Self {
+            enabled: true,
+            max_age: Duration::from_secs(300),
+            max_uses: 10_000,
+            max_entries: 10_000,
+        }
     }
 }
 
 impl CacheLimits {
     pub fn disabled() -> Self {
-        Self { enabled: false, ..Self::default() }
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
     }
 }
 
@@ -98,7 +108,6 @@ impl<P> CachingKeyProvider<P> {
 }
 
 impl<P: KeyProvider> CachingKeyProvider<P> {
-
     /// Drops every cached key (e.g. after a KMS key is disabled).
     pub fn clear(&self) {
         self.entries.lock().expect("cache poisoned").clear();
@@ -133,14 +142,25 @@ impl<P: KeyProvider> CachingKeyProvider<P> {
             let max_age = self.limits.max_age;
             let before = entries.len();
             entries.retain(|_, e| e.created.elapsed() < max_age);
-            let oldest = entries.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k);
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.created)
+                .map(|(k, _)| *k);
             if let Some(oldest) = oldest.filter(|_| entries.len() >= self.limits.max_entries) {
                 entries.remove(&oldest);
             }
-            self.evictions.fetch_add((before - entries.len()) as u64, Ordering::Relaxed);
+            self.evictions
+                .fetch_add((before - entries.len()) as u64, Ordering::Relaxed);
         }
         if self.limits.max_entries > 0 {
-            entries.insert(id, Entry { key, created: Instant::now(), uses: 1 });
+            entries.insert(
+                id,
+                Entry {
+                    key,
+                    created: Instant::now(),
+                    uses: 1,
+                },
+            );
         }
     }
 }

@@ -49,8 +49,16 @@ pub struct ReadContext {
 }
 
 impl ReadContext {
-    pub fn new(actor: impl Into<String>, request_id: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { actor: actor.into(), request_id: request_id.into(), reason: reason.into() }
+    pub fn new(
+        actor: impl Into<String>,
+        request_id: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            request_id: request_id.into(),
+            reason: reason.into(),
+        }
     }
 }
 

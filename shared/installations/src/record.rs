@@ -77,5 +77,9 @@ pub enum Expect {
     /// Replace the record that has exactly this version and generation.
     Version { version: u64, generation: u64 },
     /// As `Version`, and the caller still holds the refresh lease.
-    Leased { version: u64, generation: u64, owner: String },
+    Leased {
+        version: u64,
+        generation: u64,
+        owner: String,
+    },
 }

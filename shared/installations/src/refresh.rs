@@ -24,8 +24,8 @@ use zeroize::Zeroizing;
 
 use crate::record::field;
 use crate::{
-    AuditRecord, Expect, InstallationStore, Outcome, RecordKey, RecordKind, RepoError, Status, StoreError,
-    StoredRecord, TokenKind,
+    AuditRecord, Expect, InstallationStore, Outcome, RecordKey, RecordKind, RepoError, Status,
+    StoreError, StoredRecord, TokenKind,
 };
 
 /// Counters for tests, benchmarks and metrics.
@@ -104,12 +104,19 @@ impl InstallationStore {
     }
 
     /// Request path: the token expired; returns the new token (and version) or fails.
-    pub(crate) async fn refresh_blocking(&self, key: &RecordKey, seen: StoredRecord) -> Result<(String, u64), StoreError> {
+    pub(crate) async fn refresh_blocking(
+        &self,
+        key: &RecordKey,
+        seen: StoredRecord,
+    ) -> Result<(String, u64), StoreError> {
         let record = match self.refresh_record(key, seen, Need::Expired).await? {
             Step::Fresh(r) => r,
             Step::HeldElsewhere | Step::NotDue => return Err(StoreError::Expired),
         };
-        let token = self.open_field(&record, field::TOKEN).await?.ok_or(StoreError::NotInstalled)?;
+        let token = self
+            .open_field(&record, field::TOKEN)
+            .await?
+            .ok_or(StoreError::NotInstalled)?;
         let token = String::from_utf8(token.to_vec()).map_err(|_| StoreError::Integrity)?;
         Ok((token, record.version))
     }
@@ -184,7 +191,12 @@ impl InstallationStore {
         }
     }
 
-    async fn refresh_record(&self, key: &RecordKey, seen: StoredRecord, need: Need) -> Result<Step, StoreError> {
+    async fn refresh_record(
+        &self,
+        key: &RecordKey,
+        seen: StoredRecord,
+        need: Need,
+    ) -> Result<Step, StoreError> {
         let lock = self.key_lock(key);
         let result = {
             // Fix: a caller that had to queue behind another refresh in this
@@ -217,7 +229,11 @@ impl InstallationStore {
         let mut first = !reread;
         loop {
             if !first {
-                record = self.repository().get(key).await?.ok_or(StoreError::NotInstalled)?;
+                record = self
+                    .repository()
+                    .get(key)
+                    .await?
+                    .ok_or(StoreError::NotInstalled)?;
             }
             first = false;
             if record.meta.status == Status::NeedsReinstall {
@@ -231,8 +247,22 @@ impl InstallationStore {
                 });
             }
             let owner = self.refresh.owner.0.as_str();
-            if self.repository().try_lease(key, record.version, record.generation, owner, now, now + lease_secs).await? {
-                return self.refresh_with_lease(key, record, owner).await.map(|r| Step::Fresh(Box::new(r)));
+            if self
+                .repository()
+                .try_lease(
+                    key,
+                    record.version,
+                    record.generation,
+                    owner,
+                    now,
+                    now + lease_secs,
+                )
+                .await?
+            {
+                return self
+                    .refresh_with_lease(key, record, owner)
+                    .await
+                    .map(|r| Step::Fresh(Box::new(r)));
             }
             if matches!(need, Need::Due) {
                 return Ok(Step::HeldElsewhere);
@@ -245,10 +275,18 @@ impl InstallationStore {
     }
 
     /// We hold the lease: call Slack once, persist the new pair, then return it.
-    async fn refresh_with_lease(&self, key: &RecordKey, record: StoredRecord, owner: &str) -> Result<StoredRecord, StoreError> {
+    async fn refresh_with_lease(
+        &self,
+        key: &RecordKey,
+        record: StoredRecord,
+        owner: &str,
+    ) -> Result<StoredRecord, StoreError> {
         let slack = self.refresh.slack.clone().ok_or(StoreError::Expired);
         let outcome = match slack {
-            Ok(slack) => self.call_slack_and_persist(&*slack, key, &record, owner).await,
+            Ok(slack) => {
+                self.call_slack_and_persist(&*slack, key, &record, owner)
+                    .await
+            }
             Err(e) => Err(e),
         };
         if outcome.is_err() {
@@ -275,7 +313,11 @@ impl InstallationStore {
         self.audit(AuditRecord {
             tenant: key.pk(),
             at_ms: self.clock().now_millis(),
-            token_kind: if user_id.is_some() { TokenKind::User } else { TokenKind::Bot },
+            token_kind: if user_id.is_some() {
+                TokenKind::User
+            } else {
+                TokenKind::Bot
+            },
             user_id,
             actor: "tokenkeep-refresh".into(),
             request_id: owner.to_owned(),
@@ -316,7 +358,10 @@ impl InstallationStore {
             Err(e) if e.is_revoked() => {
                 // The grant is dead: mark it, never fall back to the old token.
                 self.refresh.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                self.refresh.metrics.needs_reinstall.fetch_add(1, Ordering::Relaxed);
+                self.refresh
+                    .metrics
+                    .needs_reinstall
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshFailed", slack_error = %e,
                     "refresh refused by slack; installation needs reinstall");
                 self.mark_needs_reinstall(key, record, owner).await?;
@@ -335,7 +380,10 @@ impl InstallationStore {
                 return Err(StoreError::Refresh(e));
             }
         };
-        let (Some(access), Some(refresh)) = (response.access_token.as_ref(), response.refresh_token.as_ref()) else {
+        let (Some(access), Some(refresh)) = (
+            response.access_token.as_ref(),
+            response.refresh_token.as_ref(),
+        ) else {
             self.repository().release_lease(key, owner).await?;
             return Err(StoreError::Invalid("refresh answer without a token pair"));
         };
@@ -351,11 +399,25 @@ impl InstallationStore {
             };
             secrets.push((name.as_str(), value));
         }
-        let next = self.seal_record_with(Some(data_key), key, meta, record.version + 1, record.generation, &secrets)?;
-        let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
+        let next = self.seal_record_with(
+            Some(data_key),
+            key,
+            meta,
+            record.version + 1,
+            record.generation,
+            &secrets,
+        )?;
+        let expect = Expect::Leased {
+            version: record.version,
+            generation: record.generation,
+            owner: owner.to_owned(),
+        };
         match self.repository().put(&next, expect).await {
             Ok(()) => {
-                self.refresh.metrics.refreshed.fetch_add(1, Ordering::Relaxed);
+                self.refresh
+                    .metrics
+                    .refreshed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(tenant = %key.pk(), sk = %key.sk(), version = next.version, "token refreshed");
                 Ok(next)
             }
@@ -369,13 +431,24 @@ impl InstallationStore {
         }
     }
 
-    async fn mark_needs_reinstall(&self, key: &RecordKey, record: &StoredRecord, owner: &str) -> Result<(), StoreError> {
+    async fn mark_needs_reinstall(
+        &self,
+        key: &RecordKey,
+        record: &StoredRecord,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         let mut meta = record.meta.clone();
         meta.status = Status::NeedsReinstall;
         meta.token_expires_at = None;
         // No secrets kept: the grant is dead, and a dead token has no use here.
-        let next = self.seal_record(key, meta, record.version + 1, record.generation, &[]).await?;
-        let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
+        let next = self
+            .seal_record(key, meta, record.version + 1, record.generation, &[])
+            .await?;
+        let expect = Expect::Leased {
+            version: record.version,
+            generation: record.generation,
+            owner: owner.to_owned(),
+        };
         match self.repository().put(&next, expect).await {
             Ok(()) | Err(RepoError::ConditionFailed) => Ok(()),
             Err(e) => Err(e.into()),

@@ -37,19 +37,34 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// Takes the refresh lease on a record at `version`/`generation` if nobody
     /// holds an unexpired one. Does not change the version. `Ok(false)` when the
     /// version moved, the record is gone, or someone else holds the lease.
-    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
-        -> Result<bool, RepoError>;
+    async fn try_lease(
+        &self,
+        key: &RecordKey,
+        version: u64,
+        generation: u64,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Drops the lease if `owner` holds it (a failed refresh lets others try).
     async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError>;
 
     /// Keys of records whose rotating token expires at or before `before`, in one
     /// expiry shard (index query, never a scan), at most `limit`.
-    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError>;
+    async fn query_due(
+        &self,
+        shard: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordKey>, RepoError>;
 
     /// A page of all records (operator commands: list, verify, rekey, export).
-    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
-        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError>;
+    async fn scan_records(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError>;
 
     /// All tenant states (for export, so tombstones survive a restore).
     async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError>;
@@ -66,11 +81,21 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError>;
 
     /// Records an event id; `true` the first time, `false` for a retry.
-    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError>;
+    async fn record_event(
+        &self,
+        event_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Durably appends one audit record.
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError>;
 
     /// Audit records since `since_ms`, for one tenant or all, oldest first.
-    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError>;
+    async fn query_audit(
+        &self,
+        tenant: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, RepoError>;
 }

@@ -3,18 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use tokenkeep_envelope::{open, seal, Aad, EncryptedDataKey, EncryptionContext, KeyProvider};
+use base64::engine::general_purpose::STANDARD as B64;
+use tokenkeep_envelope::{Aad, EncryptedDataKey, EncryptionContext, KeyProvider, open, seal};
 use tokenkeep_slack_api::{AccessToken, WebhookUrl};
 use zeroize::Zeroizing;
 
 use crate::record::field;
 use crate::schema;
 use crate::{
-    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta, InstallationQuery, Outcome,
-    ReadContext, RecordKey, RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock,
-    TenantKey, TokenKind, VerifiedTenant,
+    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta,
+    InstallationQuery, Outcome, ReadContext, RecordKey, RecordKind, RepoError, Repository, Status,
+    StoreError, StoredRecord, SystemClock, TenantKey, TokenKind, VerifiedTenant,
 };
 use crate::{ImportOutcome, ImportedRecord};
 
@@ -35,7 +35,12 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(app_id: impl Into<String>) -> Self {
-        Self { app_id: app_id.into(), refresh_window_secs: 120 * 60, lease_secs: 30, background_refresh: true }
+        Self {
+            app_id: app_id.into(),
+            refresh_window_secs: 120 * 60,
+            lease_secs: 30,
+            background_refresh: true,
+        }
     }
 }
 
@@ -61,7 +66,9 @@ fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
 }
 
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
-    let key = record.key().map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+    let key = record
+        .key()
+        .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
     Ok(InstallationInfo {
         tenant: key.tenant,
         kind: key.kind,
@@ -75,7 +82,13 @@ fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
 
 impl InstallationStore {
     pub fn new(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, config: StoreConfig) -> Self {
-        Self { repo, keys, clock: Arc::new(SystemClock), config, refresh: Default::default() }
+        Self {
+            repo,
+            keys,
+            clock: Arc::new(SystemClock),
+            config,
+            refresh: Default::default(),
+        }
     }
 
     /// Enables token refresh through Slack (rotation). Without it an expired
@@ -125,8 +138,14 @@ impl InstallationStore {
     }
 
     /// A fresh data key for one record write.
-    pub(crate) async fn new_data_key(&self, key: &RecordKey) -> Result<tokenkeep_envelope::DataKey, StoreError> {
-        Ok(self.keys.generate_data_key(&self.context(&key.pk())).await?)
+    pub(crate) async fn new_data_key(
+        &self,
+        key: &RecordKey,
+    ) -> Result<tokenkeep_envelope::DataKey, StoreError> {
+        Ok(self
+            .keys
+            .generate_data_key(&self.context(&key.pk()))
+            .await?)
     }
 
     /// Seals under a data key the caller already holds (the refresh path gets
@@ -141,7 +160,9 @@ impl InstallationStore {
         secrets: &[(&str, &str)],
     ) -> Result<StoredRecord, StoreError> {
         let pk = key.pk();
-        let rotating = meta.token_expires_at.filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
+        let rotating = meta
+            .token_expires_at
+            .filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
         let mut record = StoredRecord {
             exp_shard: rotating.map(|_| schema::expiry_shard(&pk)),
             expires_at: rotating,
@@ -183,9 +204,16 @@ impl InstallationStore {
             key_id: record.data_key_id.clone(),
             blob: B64.decode(&record.data_key).map_err(|_| corrupt())?,
         };
-        let key = self.keys.decrypt_data_key(&edk, &self.context(&record.pk)).await?;
+        let key = self
+            .keys
+            .decrypt_data_key(&edk, &self.context(&record.pk))
+            .await?;
         let sealed = B64.decode(sealed).map_err(|_| corrupt())?;
-        Ok(Some(open(&key, &aad(record, name, &record.meta.bound_bytes()), &sealed)?))
+        Ok(Some(open(
+            &key,
+            &aad(record, name, &record.meta.bound_bytes()),
+            &sealed,
+        )?))
     }
 
     /// Opens every sealed field of a record without returning any of them:
@@ -206,7 +234,11 @@ impl InstallationStore {
     /// A write that loses a race (a refresh bumped the version, an uninstall
     /// purged the tenant between our read and our write) is redone from a
     /// fresh read: the user just authorized the app, and their new grant wins.
-    pub async fn store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
+    pub async fn store_installation(
+        &self,
+        tenant: &VerifiedTenant,
+        inst: &Installation,
+    ) -> Result<(), StoreError> {
         const ATTEMPTS: usize = 4;
         for attempt in 1..=ATTEMPTS {
             match self.try_store_installation(tenant, inst).await {
@@ -219,7 +251,11 @@ impl InstallationStore {
         Err(StoreError::Conflict)
     }
 
-    async fn try_store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
+    async fn try_store_installation(
+        &self,
+        tenant: &VerifiedTenant,
+        inst: &Installation,
+    ) -> Result<(), StoreError> {
         let pk = tenant.key().pk();
         let generation = self.repo.open_generation(&pk).await?;
 
@@ -234,7 +270,8 @@ impl InstallationStore {
             if let Some(w) = &inst.incoming_webhook_url {
                 secrets.push((field::INCOMING_WEBHOOK_URL, w.expose_secret()));
             }
-            self.write_replacing(&key, meta, generation, &secrets).await?;
+            self.write_replacing(&key, meta, generation, &secrets)
+                .await?;
         }
         if let Some(user) = inst.user.as_ref().filter(|u| u.token.is_some()) {
             let key = RecordKey::user(tenant.key().clone(), &user.user_id)
@@ -254,7 +291,8 @@ impl InstallationStore {
             if let Some(r) = &user.refresh_token {
                 secrets.push((field::REFRESH_TOKEN, r.expose_secret()));
             }
-            self.write_replacing(&key, meta, generation, &secrets).await?;
+            self.write_replacing(&key, meta, generation, &secrets)
+                .await?;
         }
         Ok(())
     }
@@ -269,10 +307,18 @@ impl InstallationStore {
     ) -> Result<(), StoreError> {
         let existing = self.repo.get(key).await?;
         let (version, expect) = match &existing {
-            Some(r) => (r.version + 1, Expect::Version { version: r.version, generation: r.generation }),
+            Some(r) => (
+                r.version + 1,
+                Expect::Version {
+                    version: r.version,
+                    generation: r.generation,
+                },
+            ),
             None => (1, Expect::Absent),
         };
-        let record = self.seal_record(key, meta, version, generation, secrets).await?;
+        let record = self
+            .seal_record(key, meta, version, generation, secrets)
+            .await?;
         self.repo.put(&record, expect).await.map_err(|e| match e {
             RepoError::ConditionFailed => StoreError::Conflict,
             other => other.into(),
@@ -283,9 +329,13 @@ impl InstallationStore {
 
     /// Bolt's `fetch_installation`: the user's installation if `user_id` is
     /// given and present, else the bot installation.
-    pub async fn fetch_installation(&self, query: &InstallationQuery<'_>) -> Result<Option<InstallationInfo>, StoreError> {
+    pub async fn fetch_installation(
+        &self,
+        query: &InstallationQuery<'_>,
+    ) -> Result<Option<InstallationInfo>, StoreError> {
         if let Some(user) = query.user_id {
-            let key = RecordKey::user(query.tenant.key().clone(), user).map_err(|_| StoreError::Invalid("malformed user id"))?;
+            let key = RecordKey::user(query.tenant.key().clone(), user)
+                .map_err(|_| StoreError::Invalid("malformed user id"))?;
             if let Some(record) = self.repo.get(&key).await? {
                 return info_of(&record).map(Some);
             }
@@ -294,7 +344,10 @@ impl InstallationStore {
     }
 
     /// Bolt's `fetch_bot`.
-    pub async fn fetch_bot(&self, tenant: &VerifiedTenant) -> Result<Option<InstallationInfo>, StoreError> {
+    pub async fn fetch_bot(
+        &self,
+        tenant: &VerifiedTenant,
+    ) -> Result<Option<InstallationInfo>, StoreError> {
         match self.repo.get(&RecordKey::bot(tenant.key().clone())).await? {
             Some(record) => info_of(&record).map(Some),
             None => Ok(None),
@@ -302,12 +355,23 @@ impl InstallationStore {
     }
 
     /// Every record of a tenant (operator `show`).
-    pub async fn list_tenant(&self, tenant: &TenantKey) -> Result<Vec<InstallationInfo>, StoreError> {
-        self.repo.list_tenant(&tenant.pk()).await?.iter().map(info_of).collect()
+    pub async fn list_tenant(
+        &self,
+        tenant: &TenantKey,
+    ) -> Result<Vec<InstallationInfo>, StoreError> {
+        self.repo
+            .list_tenant(&tenant.pk())
+            .await?
+            .iter()
+            .map(info_of)
+            .collect()
     }
 
     /// A system-job tenant for a stored tenant key (operator commands, rotation).
-    pub async fn tenant_for_job(&self, tenant: &TenantKey) -> Result<Option<VerifiedTenant>, StoreError> {
+    pub async fn tenant_for_job(
+        &self,
+        tenant: &TenantKey,
+    ) -> Result<Option<VerifiedTenant>, StoreError> {
         let records = self.repo.list_tenant(&tenant.pk()).await?;
         Ok((!records.is_empty()).then(|| VerifiedTenant::for_stored_key(tenant.clone())))
     }
@@ -316,9 +380,15 @@ impl InstallationStore {
 
     /// The bot token of a verified tenant. Audited: the read fails if its
     /// audit record can't be written.
-    pub async fn bot_token(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<AccessToken, StoreError> {
+    pub async fn bot_token(
+        &self,
+        tenant: &VerifiedTenant,
+        ctx: &ReadContext,
+    ) -> Result<AccessToken, StoreError> {
         let key = RecordKey::bot(tenant.key().clone());
-        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx).await.map(AccessToken::new)
+        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx)
+            .await
+            .map(AccessToken::new)
     }
 
     /// A user token of a verified tenant. Audited.
@@ -328,19 +398,37 @@ impl InstallationStore {
         user_id: &str,
         ctx: &ReadContext,
     ) -> Result<AccessToken, StoreError> {
-        let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
-        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx).await.map(AccessToken::new)
+        let key = RecordKey::user(tenant.key().clone(), user_id)
+            .map_err(|_| StoreError::Invalid("malformed user id"))?;
+        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx)
+            .await
+            .map(AccessToken::new)
     }
 
     /// The incoming-webhook URL of a verified tenant. Audited.
-    pub async fn incoming_webhook_url(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<WebhookUrl, StoreError> {
+    pub async fn incoming_webhook_url(
+        &self,
+        tenant: &VerifiedTenant,
+        ctx: &ReadContext,
+    ) -> Result<WebhookUrl, StoreError> {
         let key = RecordKey::bot(tenant.key().clone());
-        self.read_secret(&key, TokenKind::IncomingWebhook, field::INCOMING_WEBHOOK_URL, ctx)
-            .await
-            .map(WebhookUrl::new)
+        self.read_secret(
+            &key,
+            TokenKind::IncomingWebhook,
+            field::INCOMING_WEBHOOK_URL,
+            ctx,
+        )
+        .await
+        .map(WebhookUrl::new)
     }
 
-    async fn read_secret(&self, key: &RecordKey, kind: TokenKind, name: &str, ctx: &ReadContext) -> Result<String, StoreError> {
+    async fn read_secret(
+        &self,
+        key: &RecordKey,
+        kind: TokenKind,
+        name: &str,
+        ctx: &ReadContext,
+    ) -> Result<String, StoreError> {
         let (result, version) = self.read_secret_unaudited(key, name).await;
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
@@ -381,7 +469,11 @@ impl InstallationStore {
         })
     }
 
-    async fn read_secret_unaudited(&self, key: &RecordKey, name: &str) -> (Result<String, StoreError>, u64) {
+    async fn read_secret_unaudited(
+        &self,
+        key: &RecordKey,
+        name: &str,
+    ) -> (Result<String, StoreError>, u64) {
         let record = match self.repo.get(key).await {
             Ok(Some(r)) => r,
             Ok(None) => return (Err(StoreError::NotInstalled), 0),
@@ -402,7 +494,10 @@ impl InstallationStore {
                     };
                 }
                 // Due but valid: answer now, refresh in the background (single-flight).
-                Some(t) if self.config.background_refresh && t - self.config.refresh_window_secs <= now => {
+                Some(t)
+                    if self.config.background_refresh
+                        && t - self.config.refresh_window_secs <= now =>
+                {
                     self.refresh_in_background(key.clone())
                 }
                 _ => {}
@@ -425,19 +520,30 @@ impl InstallationStore {
 
     /// Deletes the bot installation (`tokens_revoked` naming the bot). Idempotent.
     pub async fn delete_bot(&self, tenant: &VerifiedTenant) -> Result<bool, StoreError> {
-        Ok(self.repo.delete(&RecordKey::bot(tenant.key().clone())).await?)
+        Ok(self
+            .repo
+            .delete(&RecordKey::bot(tenant.key().clone()))
+            .await?)
     }
 
     /// Deletes one user's installation (`tokens_revoked` naming the user). Idempotent.
-    pub async fn delete_installation(&self, tenant: &VerifiedTenant, user_id: &str) -> Result<bool, StoreError> {
-        let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
+    pub async fn delete_installation(
+        &self,
+        tenant: &VerifiedTenant,
+        user_id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = RecordKey::user(tenant.key().clone(), user_id)
+            .map_err(|_| StoreError::Invalid("malformed user id"))?;
         Ok(self.repo.delete(&key).await?)
     }
 
     /// Removes every record of the tenant and leaves a tombstone, so no late
     /// write, stale refresh or restore brings it back (`app_uninstalled`).
     pub async fn purge_tenant(&self, tenant: &VerifiedTenant) -> Result<usize, StoreError> {
-        let n = self.repo.purge_tenant(&tenant.key().pk(), self.clock.now_secs()).await?;
+        let n = self
+            .repo
+            .purge_tenant(&tenant.key().pk(), self.clock.now_secs())
+            .await?;
         tracing::info!(tenant = %tenant.key(), records = n, "tenant purged");
         Ok(n)
     }
@@ -617,7 +723,9 @@ impl InstallationStore {
     pub async fn issue_state(&self) -> Result<String, StoreError> {
         let nonce: [u8; 32] = rand::random();
         let nonce = hex::encode(nonce);
-        self.repo.put_state(&nonce, self.clock.now_secs() + schema::STATE_TTL_SECS).await?;
+        self.repo
+            .put_state(&nonce, self.clock.now_secs() + schema::STATE_TTL_SECS)
+            .await?;
         Ok(nonce)
     }
 
@@ -626,13 +734,18 @@ impl InstallationStore {
         if nonce.len() != 64 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(false);
         }
-        Ok(self.repo.consume_state(nonce, self.clock.now_secs()).await?)
+        Ok(self
+            .repo
+            .consume_state(nonce, self.clock.now_secs())
+            .await?)
     }
 
     /// Records an event id; `false` means Slack is retrying one already handled.
     pub async fn record_event(&self, event_id: &str) -> Result<bool, StoreError> {
         let now = self.clock.now_secs();
-        Ok(self.repo.record_event(event_id, now, now + schema::EVENT_TTL_SECS).await?)
+        Ok(self
+            .repo
+            .record_event(event_id, now, now + schema::EVENT_TTL_SECS)
+            .await?)
     }
 }
-

@@ -26,7 +26,11 @@ pub struct TenantKey {
 /// Slack ids are upper-case letters and digits (`T0123ABC`, `E0123`, `U0123`).
 /// Anything else is refused, which also keeps `#` (our key separator) out of keys.
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 impl TenantKey {
@@ -41,11 +45,18 @@ impl TenantKey {
                 return Err(TenantError::MalformedId);
             }
         }
-        Ok(Self { enterprise_id: enterprise_id.map(str::to_owned), team_id: team_id.map(str::to_owned) })
+        Ok(Self {
+            enterprise_id: enterprise_id.map(str::to_owned),
+            team_id: team_id.map(str::to_owned),
+        })
     }
 
     /// Bolt's lookup rule: an org-wide install is keyed by the enterprise alone.
-    pub fn for_lookup(enterprise_id: Option<&str>, team_id: Option<&str>, is_enterprise_install: bool) -> Result<Self, TenantError> {
+    pub fn for_lookup(
+        enterprise_id: Option<&str>,
+        team_id: Option<&str>,
+        is_enterprise_install: bool,
+    ) -> Result<Self, TenantError> {
         if is_enterprise_install && enterprise_id.is_some_and(|e| !e.is_empty()) {
             Self::new(enterprise_id, None)
         } else {
@@ -66,13 +77,19 @@ impl TenantKey {
     /// Partition key `T#{enterprise or -}#{team or -}`. Ids can't contain `#` or
     /// `-`, so distinct tenants never share a key (T1 vs T10, E vs T).
     pub fn pk(&self) -> String {
-        format!("T#{}#{}", self.enterprise_id.as_deref().unwrap_or("-"), self.team_id.as_deref().unwrap_or("-"))
+        format!(
+            "T#{}#{}",
+            self.enterprise_id.as_deref().unwrap_or("-"),
+            self.team_id.as_deref().unwrap_or("-")
+        )
     }
 
     /// Inverse of [`pk`](Self::pk).
     pub fn from_pk(pk: &str) -> Result<Self, TenantError> {
         let mut parts = pk.split('#');
-        let (Some("T"), Some(e), Some(t), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some("T"), Some(e), Some(t), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TenantError::MalformedId);
         };
         // An empty part would parse like `-` (T#A# as T#A#-): two stored keys, one tenant.
@@ -105,13 +122,19 @@ pub struct RecordKey {
 
 impl RecordKey {
     pub fn bot(tenant: TenantKey) -> Self {
-        Self { tenant, kind: RecordKind::Bot }
+        Self {
+            tenant,
+            kind: RecordKind::Bot,
+        }
     }
     pub fn user(tenant: TenantKey, user_id: &str) -> Result<Self, TenantError> {
         if !valid_id(user_id) {
             return Err(TenantError::MalformedId);
         }
-        Ok(Self { tenant, kind: RecordKind::User(user_id.to_owned()) })
+        Ok(Self {
+            tenant,
+            kind: RecordKind::User(user_id.to_owned()),
+        })
     }
     pub fn pk(&self) -> String {
         self.tenant.pk()
@@ -172,7 +195,10 @@ impl VerifiedTenant {
     pub fn from_signed_request(req: &VerifiedRequest) -> Result<Self, TenantError> {
         let (e, t, org) = tenant_fields(req.body())?;
         let key = TenantKey::for_lookup(e.as_deref(), t.as_deref(), org)?;
-        Ok(Self { key, origin: TenantOrigin::SignedRequest })
+        Ok(Self {
+            key,
+            origin: TenantOrigin::SignedRequest,
+        })
     }
 
     /// The tenant Slack just installed the app into.
@@ -180,16 +206,49 @@ impl VerifiedTenant {
         let e = resp.enterprise.as_ref().map(|e| e.id.as_str());
         let t = resp.team.as_ref().map(|t| t.id.as_str());
         let key = TenantKey::for_lookup(e, t, resp.is_enterprise_install)?;
-        Ok(Self { key, origin: TenantOrigin::OAuthCallback })
+        Ok(Self {
+            key,
+            origin: TenantOrigin::OAuthCallback,
+        })
     }
 
     /// For system jobs acting on a tenant whose records they read from the store.
     pub fn for_stored(info: &crate::InstallationInfo) -> Self {
-        Self { key: info.tenant.clone(), origin: TenantOrigin::SystemJob }
+        Self {
+            key: info.tenant.clone(),
+            origin: TenantOrigin::SystemJob,
+        }
     }
 
     pub(crate) fn for_stored_key(key: TenantKey) -> Self {
-        Self { key, origin: TenantOrigin::SystemJob }
+        Self {
+            key,
+            origin: TenantOrigin::SystemJob,
+        }
+    }
+}
+
+// ---- token service: an installation Bolt's own OAuth flow produced ----------
+
+impl VerifiedTenant {
+    /// The tenant a token belongs to, by Slack's own `auth.test` answer for it.
+    ///
+    /// The token service uses it for installations that Bolt's OAuth flow
+    /// produced: the caller hands over tokens, and Slack (not the caller's
+    /// JSON) says which tenant they are for, so a caller can only store an
+    /// installation for a tenant whose live token it holds.
+    pub fn from_token_owner(
+        answer: &tokenkeep_slack_api::AuthTestResponse,
+    ) -> Result<Self, TenantError> {
+        let key = TenantKey::for_lookup(
+            answer.enterprise_id.as_deref(),
+            answer.team_id.as_deref(),
+            answer.is_enterprise_install,
+        )?;
+        Ok(Self {
+            key,
+            origin: TenantOrigin::OAuthCallback,
+        })
     }
 }
 
@@ -223,7 +282,8 @@ fn tenant_fields(body: &[u8]) -> Result<(Option<String>, Option<String>, bool), 
     let envelope: Envelope = if first == Some(&b'{') {
         serde_json::from_slice(body).map_err(|_| TenantError::MalformedBody)?
     } else {
-        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| TenantError::MalformedBody)?;
+        let form: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|_| TenantError::MalformedBody)?;
         if let Some((_, payload)) = form.iter().find(|(k, _)| k == "payload") {
             serde_json::from_str(payload).map_err(|_| TenantError::MalformedBody)?
         } else {
@@ -260,8 +320,14 @@ mod tests {
         assert!(org.is_org_wide());
         assert_eq!(TenantKey::new(None, Some("T1")).unwrap().pk(), "T#-#T1");
         assert_eq!(TenantKey::new(None, None), Err(TenantError::Missing));
-        assert_eq!(TenantKey::new(None, Some("T1#x")), Err(TenantError::MalformedId));
-        assert_eq!(TenantKey::new(None, Some("t1")), Err(TenantError::MalformedId));
+        assert_eq!(
+            TenantKey::new(None, Some("T1#x")),
+            Err(TenantError::MalformedId)
+        );
+        assert_eq!(
+            TenantKey::new(None, Some("t1")),
+            Err(TenantError::MalformedId)
+        );
         assert!(RecordKey::user(team.clone(), "U1#BOT").is_err());
     }
 
@@ -283,13 +349,29 @@ mod tests {
     #[test]
     fn tenant_fields_from_each_request_shape() {
         let event = br#"{"type":"event_callback","team_id":"T9","authorizations":[{"enterprise_id":"E1","team_id":"T1","is_enterprise_install":true}]}"#;
-        assert_eq!(tenant_fields(event).unwrap(), (Some("E1".into()), Some("T1".into()), true));
+        assert_eq!(
+            tenant_fields(event).unwrap(),
+            (Some("E1".into()), Some("T1".into()), true)
+        );
         let plain = br#"{"type":"event_callback","team_id":"T2","enterprise_id":null}"#;
-        assert_eq!(tenant_fields(plain).unwrap(), (None, Some("T2".into()), false));
+        assert_eq!(
+            tenant_fields(plain).unwrap(),
+            (None, Some("T2".into()), false)
+        );
         let slash = b"team_id=T3&enterprise_id=E3&is_enterprise_install=false&command=%2Fx";
-        assert_eq!(tenant_fields(slash).unwrap(), (Some("E3".into()), Some("T3".into()), false));
-        let interactive = b"payload=%7B%22team%22%3A%7B%22id%22%3A%22T4%22%7D%2C%22enterprise%22%3Anull%7D";
-        assert_eq!(tenant_fields(interactive).unwrap(), (None, Some("T4".into()), false));
-        assert_eq!(tenant_fields(b"{not json").unwrap_err(), TenantError::MalformedBody);
+        assert_eq!(
+            tenant_fields(slash).unwrap(),
+            (Some("E3".into()), Some("T3".into()), false)
+        );
+        let interactive =
+            b"payload=%7B%22team%22%3A%7B%22id%22%3A%22T4%22%7D%2C%22enterprise%22%3Anull%7D";
+        assert_eq!(
+            tenant_fields(interactive).unwrap(),
+            (None, Some("T4".into()), false)
+        );
+        assert_eq!(
+            tenant_fields(b"{not json").unwrap_err(),
+            TenantError::MalformedBody
+        );
     }
 }

@@ -60,7 +60,10 @@ impl Source for Env {
 
 impl<const N: usize> Source for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()).filter(|v| !v.is_empty())
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -86,10 +89,18 @@ impl Config {
                     .send()
                     .await
                     .map_err(|e| ConfigError::Secrets(Box::new(e)))?;
-                let raw = zeroize::Zeroizing::new(out.secret_string().unwrap_or_default().to_owned());
-                let parsed: SlackSecrets = serde_json::from_str(&raw)
-                    .map_err(|_| ConfigError::Invalid("TOKENKEEP_SECRETS_ARN", "secret is not the expected JSON".into()))?;
-                (parsed.client_secret.filter(|s| !s.is_empty()), parsed.signing_secret.filter(|s| !s.is_empty()))
+                let raw =
+                    zeroize::Zeroizing::new(out.secret_string().unwrap_or_default().to_owned());
+                let parsed: SlackSecrets = serde_json::from_str(&raw).map_err(|_| {
+                    ConfigError::Invalid(
+                        "TOKENKEEP_SECRETS_ARN",
+                        "secret is not the expected JSON".into(),
+                    )
+                })?;
+                (
+                    parsed.client_secret.filter(|s| !s.is_empty()),
+                    parsed.signing_secret.filter(|s| !s.is_empty()),
+                )
             }
             None => (None, None),
         };
@@ -114,7 +125,12 @@ impl Config {
         let store = match source.get("TOKENKEEP_STORE").as_deref() {
             None | Some("embedded") => StoreKind::Embedded,
             Some("dynamodb") => StoreKind::DynamoDb,
-            Some(other) => return Err(ConfigError::Invalid("TOKENKEEP_STORE", format!("{other:?} (expected embedded or dynamodb)"))),
+            Some(other) => {
+                return Err(ConfigError::Invalid(
+                    "TOKENKEEP_STORE",
+                    format!("{other:?} (expected embedded or dynamodb)"),
+                ));
+            }
         };
         let refresh_window_minutes = match source.get("TOKENKEEP_REFRESH_WINDOW_MINUTES") {
             None => 120,
@@ -122,7 +138,10 @@ impl Config {
                 .parse::<i64>()
                 .ok()
                 .filter(|m| (1..=11 * 60).contains(m))
-                .ok_or(ConfigError::Invalid("TOKENKEEP_REFRESH_WINDOW_MINUTES", "expected 1..=660".into()))?,
+                .ok_or(ConfigError::Invalid(
+                    "TOKENKEEP_REFRESH_WINDOW_MINUTES",
+                    "expected 1..=660".into(),
+                ))?,
         };
         let kms_key_id = source.get("TOKENKEEP_KMS_KEY_ID");
         if store == StoreKind::DynamoDb && kms_key_id.is_none() {
@@ -133,18 +152,28 @@ impl Config {
             slack_client_secret: ClientSecret::new(client_secret),
             slack_signing_secret: SigningSecret::new(signing_secret),
             // Least scope by default: mentions in, messages out.
-            slack_scopes: source.get("SLACK_SCOPES").unwrap_or_else(|| "app_mentions:read,chat:write".into()),
+            slack_scopes: source
+                .get("SLACK_SCOPES")
+                .unwrap_or_else(|| "app_mentions:read,chat:write".into()),
             slack_user_scopes: source.get("SLACK_USER_SCOPES").unwrap_or_default(),
-            slack_api_url: source.get("SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into()),
+            slack_api_url: source
+                .get("SLACK_API_URL")
+                .unwrap_or_else(|| "https://slack.com/api".into()),
             slack_authorize_url: source
                 .get("SLACK_AUTHORIZE_URL")
                 .unwrap_or_else(|| "https://slack.com/oauth/v2/authorize".into()),
             slack_redirect_uri: source.get("SLACK_REDIRECT_URI"),
             store,
-            table: source.get("TOKENKEEP_TABLE").unwrap_or_else(|| schema::DEFAULT_TABLE.into()),
-            audit_table: source.get("TOKENKEEP_AUDIT_TABLE").unwrap_or_else(|| schema::DEFAULT_AUDIT_TABLE.into()),
+            table: source
+                .get("TOKENKEEP_TABLE")
+                .unwrap_or_else(|| schema::DEFAULT_TABLE.into()),
+            audit_table: source
+                .get("TOKENKEEP_AUDIT_TABLE")
+                .unwrap_or_else(|| schema::DEFAULT_AUDIT_TABLE.into()),
             kms_key_id,
-            data_dir: source.get("TOKENKEEP_DATA_DIR").map_or_else(|| PathBuf::from(".tokenkeep"), PathBuf::from),
+            data_dir: source
+                .get("TOKENKEEP_DATA_DIR")
+                .map_or_else(|| PathBuf::from(".tokenkeep"), PathBuf::from),
             refresh_window_minutes,
             secrets_arn: source.get("TOKENKEEP_SECRETS_ARN"),
         })
@@ -155,8 +184,11 @@ impl Config {
 mod tests {
     use super::*;
 
-    const BASE: [(&str, &str); 3] =
-        [("SLACK_CLIENT_ID", "123.456"), ("SLACK_CLIENT_SECRET", "cs-value"), ("SLACK_SIGNING_SECRET", "ss-value")];
+    const BASE: [(&str, &str); 3] = [
+        ("SLACK_CLIENT_ID", "123.456"),
+        ("SLACK_CLIENT_SECRET", "cs-value"),
+        ("SLACK_SIGNING_SECRET", "ss-value"),
+    ];
 
     #[test]
     fn defaults_are_embedded_and_least_scope() {
@@ -165,28 +197,56 @@ mod tests {
         assert_eq!(c.slack_scopes, "app_mentions:read,chat:write");
         assert_eq!(c.refresh_window_minutes, 120);
         let shown = format!("{c:?}");
-        assert!(!shown.contains("cs-value") && !shown.contains("ss-value"), "Debug shows no secret");
+        assert!(
+            !shown.contains("cs-value") && !shown.contains("ss-value"),
+            "Debug shows no secret"
+        );
     }
 
     #[test]
     fn missing_and_invalid_settings_are_named() {
         let e = Config::from_source(&[("SLACK_CLIENT_ID", "1")], None, None).unwrap_err();
-        assert_eq!(e.to_string(), "missing required setting SLACK_CLIENT_SECRET");
-        let e = Config::from_source(&[("SLACK_CLIENT_SECRET", "a"), ("SLACK_SIGNING_SECRET", "b")], None, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "missing required setting SLACK_CLIENT_SECRET"
+        );
+        let e = Config::from_source(
+            &[("SLACK_CLIENT_SECRET", "a"), ("SLACK_SIGNING_SECRET", "b")],
+            None,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "missing required setting SLACK_CLIENT_ID");
         let dynamo = [
-            ("SLACK_CLIENT_ID", "1"), ("SLACK_CLIENT_SECRET", "a"), ("SLACK_SIGNING_SECRET", "b"), ("TOKENKEEP_STORE", "dynamodb"),
+            ("SLACK_CLIENT_ID", "1"),
+            ("SLACK_CLIENT_SECRET", "a"),
+            ("SLACK_SIGNING_SECRET", "b"),
+            ("TOKENKEEP_STORE", "dynamodb"),
         ];
-        assert!(matches!(Config::from_source(&dynamo, None, None), Err(ConfigError::Missing("TOKENKEEP_KMS_KEY_ID"))));
+        assert!(matches!(
+            Config::from_source(&dynamo, None, None),
+            Err(ConfigError::Missing("TOKENKEEP_KMS_KEY_ID"))
+        ));
         let bad = [
-            ("SLACK_CLIENT_ID", "1"), ("SLACK_CLIENT_SECRET", "a"), ("SLACK_SIGNING_SECRET", "b"), ("TOKENKEEP_STORE", "s3"),
+            ("SLACK_CLIENT_ID", "1"),
+            ("SLACK_CLIENT_SECRET", "a"),
+            ("SLACK_SIGNING_SECRET", "b"),
+            ("TOKENKEEP_STORE", "s3"),
         ];
-        assert!(matches!(Config::from_source(&bad, None, None), Err(ConfigError::Invalid("TOKENKEEP_STORE", _))));
+        assert!(matches!(
+            Config::from_source(&bad, None, None),
+            Err(ConfigError::Invalid("TOKENKEEP_STORE", _))
+        ));
     }
 
     #[test]
     fn secrets_manager_values_win_over_the_environment() {
-        let c = Config::from_source(&[("SLACK_CLIENT_ID", "1")], Some("from-sm".into()), Some("sig-sm".into())).unwrap();
+        let c = Config::from_source(
+            &[("SLACK_CLIENT_ID", "1")],
+            Some("from-sm".into()),
+            Some("sig-sm".into()),
+        )
+        .unwrap();
         assert_eq!(c.slack_client_secret.expose_secret(), "from-sm");
         assert_eq!(c.slack_signing_secret.expose_secret(), "sig-sm");
     }

@@ -10,8 +10,12 @@ use std::sync::Arc;
 pub use config::{Config, ConfigError, Source, StoreKind};
 pub use metrics::emit_metric;
 
-use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider, LocalKeyProvider};
-use tokenkeep_installations::{DynamoRepository, EmbeddedRepository, InstallationStore, Repository, StoreConfig};
+use tokenkeep_envelope::{
+    CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider, LocalKeyProvider,
+};
+use tokenkeep_installations::{
+    DynamoRepository, EmbeddedRepository, InstallationStore, Repository, StoreConfig,
+};
 use tokenkeep_slack_api::{SlackClient, SlackClientConfig};
 
 /// Everything a function needs, built once per cold start and shared by reference.
@@ -40,15 +44,22 @@ impl App {
     }
 
     /// As [`build`](Self::build), with an AWS config the caller made.
-    pub async fn build_with(config: Config, aws: Option<aws_config::SdkConfig>) -> anyhow::Result<Self> {
-        let (repo, keys): (Arc<dyn Repository>, Arc<dyn KeyProvider>) = match (&config.store, &aws) {
+    pub async fn build_with(
+        config: Config,
+        aws: Option<aws_config::SdkConfig>,
+    ) -> anyhow::Result<Self> {
+        let (repo, keys): (Arc<dyn Repository>, Arc<dyn KeyProvider>) = match (&config.store, &aws)
+        {
             (StoreKind::Embedded, _) => {
                 let repo = EmbeddedRepository::open(config.data_dir.join("store.db"))?;
                 let keys = LocalKeyProvider::open(config.data_dir.join("keys"), "default")?;
                 (Arc::new(repo), Arc::new(keys))
             }
             (StoreKind::DynamoDb, Some(aws)) => {
-                let key_id = config.kms_key_id.clone().ok_or(ConfigError::Missing("TOKENKEEP_KMS_KEY_ID"))?;
+                let key_id = config
+                    .kms_key_id
+                    .clone()
+                    .ok_or(ConfigError::Missing("TOKENKEEP_KMS_KEY_ID"))?;
                 let repo = DynamoRepository::new(
                     aws_sdk_dynamodb::Client::new(aws),
                     config.table.clone(),
@@ -61,19 +72,29 @@ impl App {
         };
         // Decrypted data keys are cached (bounded age and uses) so a warm
         // function makes far fewer than one KMS call per request.
-        let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(keys, CacheLimits::default()));
+        let keys: Arc<dyn KeyProvider> =
+            Arc::new(CachingKeyProvider::new(keys, CacheLimits::default()));
 
         let slack = SlackClient::new(SlackClientConfig {
             api_url: config.slack_api_url.clone(),
-            ..SlackClientConfig::new(config.slack_client_id.clone(), config.slack_client_secret.clone())
+            ..SlackClientConfig::new(
+                config.slack_client_id.clone(),
+                config.slack_client_secret.clone(),
+            )
         })?;
         let mut store_config = StoreConfig::new(config.slack_client_id.clone());
         store_config.refresh_window_secs = config.refresh_window_minutes * 60;
         // In Lambda the sandbox freezes after the response, so no background
         // work: the scheduled rotation sweep refreshes due tokens instead.
         store_config.background_refresh = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none();
-        let store = InstallationStore::new(repo, keys, store_config).with_refresher(Arc::new(slack.clone()));
-        Ok(Self { config: Arc::new(config), store: Arc::new(store), slack, aws })
+        let store = InstallationStore::new(repo, keys, store_config)
+            .with_refresher(Arc::new(slack.clone()));
+        Ok(Self {
+            config: Arc::new(config),
+            store: Arc::new(store),
+            slack,
+            aws,
+        })
     }
 }
 

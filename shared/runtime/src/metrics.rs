@@ -2,7 +2,10 @@
 /// no dimensions, which is what the template's alarms match). Printed to
 /// stdout directly, not through tracing, so CloudWatch parses it as EMF.
 pub fn emit_metric(name: &str, value: f64) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let line = serde_json::json!({
         "_aws": {
             "Timestamp": now as u64,

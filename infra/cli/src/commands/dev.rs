@@ -17,16 +17,21 @@ use crate::exit::Failure;
 
 pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> Result<(), Failure> {
     tokenkeep_runtime::init_tracing();
-    let config = Config::from_env().await.map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
+    let config = Config::from_env()
+        .await
+        .map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
     let verifier = RequestVerifier::new(config.slack_signing_secret.clone());
     let store_kind = config.store;
     let app = App::build(config).await.map_err(Failure::error)?;
     if create_tables {
         let Some(aws) = &app.aws else {
-            return Err(Failure::config("--create-tables needs TOKENKEEP_STORE=dynamodb"));
+            return Err(Failure::config(
+                "--create-tables needs TOKENKEEP_STORE=dynamodb",
+            ));
         };
         let client = aws_sdk_dynamodb::Client::new(aws);
-        tokenkeep_installations::create_tables(&client, &app.config.table, &app.config.audit_table).await?;
+        tokenkeep_installations::create_tables(&client, &app.config.table, &app.config.audit_table)
+            .await?;
     }
 
     let oauth = tokenkeep_oauth::router(OAuthState {
@@ -41,20 +46,51 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
     let events = tokenkeep_events::router(EventsState {
         store: Arc::clone(&app.store),
         verifier,
-        handler: Arc::new(MentionReplier { slack: app.slack.clone() }),
+        handler: Arc::new(MentionReplier {
+            slack: app.slack.clone(),
+        }),
         clock: Arc::new(SystemClock),
     });
 
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure::config(format!("can't listen on {listen}: {e}")))?;
+    // The token service for Bolt apps (clients/python, clients/js). No API
+    // Gateway here, so keys generated into the data dir (0600) stand in for IAM;
+    // every call must carry one.
+    let token_auth =
+        tokenkeep_token_service::CallerAuth::dev_keys(&app.config.data_dir).map_err(|e| {
+            Failure::config(format!(
+                "can't create the token service keys in {}: {e}",
+                app.config.data_dir.display()
+            ))
+        })?;
+    let tokens = tokenkeep_token_service::router(tokenkeep_token_service::TokenServiceState {
+        backend: tokenkeep_token_service::Backend::from_app(&app),
+        auth: token_auth,
+    });
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::config(format!("can't listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
     let (store_name, keys_name) = match store_kind {
         StoreKind::Embedded => (
-            format!("embedded SQLite at {}", app.config.data_dir.join("store.db").display()),
-            format!("LOCAL KEY FILE at {}", app.config.data_dir.join("keys").display()),
+            format!(
+                "embedded SQLite at {}",
+                app.config.data_dir.join("store.db").display()
+            ),
+            format!(
+                "LOCAL KEY FILE at {}",
+                app.config.data_dir.join("keys").display()
+            ),
         ),
         StoreKind::DynamoDb => (
-            format!("DynamoDB tables {} / {}", app.config.table, app.config.audit_table),
-            format!("KMS key {}", app.config.kms_key_id.as_deref().unwrap_or("?")),
+            format!(
+                "DynamoDB tables {} / {}",
+                app.config.table, app.config.audit_table
+            ),
+            format!(
+                "KMS key {}",
+                app.config.kms_key_id.as_deref().unwrap_or("?")
+            ),
         ),
     };
     println!("tokenkeep dev listening on http://{addr}");
@@ -62,12 +98,25 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
     println!("  events URL:  http://{addr}/slack/events   (events, interactivity, slash commands)");
     println!("  store:       {store_name}");
     println!("  keys:        {keys_name}");
+    println!(
+        "  token service: http://{addr}/tokens/   (key: {})",
+        app.config
+            .data_dir
+            .join(tokenkeep_token_service::caller::DEV_KEY_FILE)
+            .display()
+    );
     if store_kind == StoreKind::Embedded {
-        eprintln!("WARNING: the local key file is for development only. Anyone who can read it can decrypt every token in this store.");
+        eprintln!(
+            "WARNING: the local key file is for development only. Anyone who can read it can decrypt every token in this store."
+        );
     }
 
-    let router = oauth.merge(events);
-    let mut server = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
+    let router = oauth.merge(events).merge(tokens);
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
 
     // The sweep runs on a timer here, as EventBridge runs the rotation Lambda.
     // (The sweep borrows the store, so it runs on this task, not a spawned one.)
@@ -93,10 +142,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -2,17 +2,20 @@
 //! tokens are never printed; the JSON is built field by field for that reason
 //! rather than by serializing whole records.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokenkeep_installations::{AuditRecord, InstallationStore, Outcome, StoredRecord};
 
 use super::{all_records, record_label, resolve_tenant};
 use crate::cli::TenantArgs;
 use crate::exit::Failure;
-use crate::output::{now_secs, parse_duration, utc, Table};
+use crate::output::{Table, now_secs, parse_duration, utc};
 
 fn record_json(r: &StoredRecord) -> Value {
     let m = &r.meta;
-    let kind = r.key().map(|k| record_label(&k.kind)).unwrap_or_else(|_| r.sk.clone());
+    let kind = r
+        .key()
+        .map(|k| record_label(&k.kind))
+        .unwrap_or_else(|_| r.sk.clone());
     json!({
         "tenant": r.pk,
         "record": kind,
@@ -38,8 +41,16 @@ fn record_json(r: &StoredRecord) -> Value {
 }
 
 fn scopes(r: &StoredRecord) -> String {
-    let s = if r.sk == "BOT" { &r.meta.bot_scopes } else { &r.meta.user_scopes };
-    if s.is_empty() { "-".into() } else { s.join(",") }
+    let s = if r.sk == "BOT" {
+        &r.meta.bot_scopes
+    } else {
+        &r.meta.user_scopes
+    };
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.join(",")
+    }
 }
 
 fn expiry(r: &StoredRecord, now: i64) -> String {
@@ -67,10 +78,20 @@ pub async fn list(store: &InstallationStore, json: bool, purged: bool) -> Result
         return Ok(());
     }
     let now = now_secs();
-    let mut table = Table::new(&["TENANT", "NAME", "RECORD", "STATUS", "SCOPES", "EXPIRES", "VERSION"]);
+    let mut table = Table::new(&[
+        "TENANT", "NAME", "RECORD", "STATUS", "SCOPES", "EXPIRES", "VERSION",
+    ]);
     for r in &records {
-        let kind = r.key().map(|k| record_label(&k.kind)).unwrap_or_else(|_| r.sk.clone());
-        let name = r.meta.team_name.clone().or_else(|| r.meta.enterprise_name.clone()).unwrap_or_else(|| "-".into());
+        let kind = r
+            .key()
+            .map(|k| record_label(&k.kind))
+            .unwrap_or_else(|_| r.sk.clone());
+        let name = r
+            .meta
+            .team_name
+            .clone()
+            .or_else(|| r.meta.enterprise_name.clone())
+            .unwrap_or_else(|| "-".into());
         table.row(vec![
             r.pk.clone(),
             name,
@@ -83,11 +104,20 @@ pub async fn list(store: &InstallationStore, json: bool, purged: bool) -> Result
     }
     print!("{}", table.render());
     let live: std::collections::BTreeSet<_> = records.iter().map(|r| &r.pk).collect();
-    println!("{} tenants, {} records, {} purged tenants", live.len(), records.len(), tombstones.len());
+    println!(
+        "{} tenants, {} records, {} purged tenants",
+        live.len(),
+        records.len(),
+        tombstones.len()
+    );
     if purged && !tombstones.is_empty() {
         let mut t = Table::new(&["PURGED TENANT", "GENERATION", "PURGED AT"]);
         for (pk, s) in &tombstones {
-            t.row(vec![pk.clone(), s.generation.to_string(), s.purged_at.map_or("-".into(), utc)]);
+            t.row(vec![
+                pk.clone(),
+                s.generation.to_string(),
+                s.purged_at.map_or("-".into(), utc),
+            ]);
         }
         print!("\n{}", t.render());
     }
@@ -119,10 +149,17 @@ pub async fn show(store: &InstallationStore, json: bool, args: &TenantArgs) -> R
         }
         for r in &records {
             let m = &r.meta;
-            let kind = r.key().map(|k| record_label(&k.kind)).unwrap_or_else(|_| r.sk.clone());
+            let kind = r
+                .key()
+                .map(|k| record_label(&k.kind))
+                .unwrap_or_else(|_| r.sk.clone());
             println!();
             println!("  record        {kind}");
-            println!("  team          {} {}", m.team_id.as_deref().unwrap_or("-"), m.team_name.as_deref().unwrap_or(""));
+            println!(
+                "  team          {} {}",
+                m.team_id.as_deref().unwrap_or("-"),
+                m.team_name.as_deref().unwrap_or("")
+            );
             println!(
                 "  enterprise    {} {}",
                 m.enterprise_id.as_deref().unwrap_or("-"),
@@ -136,9 +173,22 @@ pub async fn show(store: &InstallationStore, json: bool, args: &TenantArgs) -> R
             println!("  status        {}", m.status.as_str());
             println!("  installed     {}", utc(m.installed_at));
             println!("  expires       {}", expiry(r, now));
-            println!("  sealed        {}", r.sealed.keys().cloned().collect::<Vec<_>>().join(", "));
-            println!("  key           {}", if r.data_key_id.is_empty() { "-" } else { &r.data_key_id });
-            println!("  version       {} (generation {})", r.version, r.generation);
+            println!(
+                "  sealed        {}",
+                r.sealed.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            println!(
+                "  key           {}",
+                if r.data_key_id.is_empty() {
+                    "-"
+                } else {
+                    &r.data_key_id
+                }
+            );
+            println!(
+                "  version       {} (generation {})",
+                r.version, r.generation
+            );
             if let Some(until) = r.lease_until.filter(|u| *u >= now) {
                 println!("  refresh lease held until {}", utc(until));
             }
@@ -183,7 +233,11 @@ pub async fn audit(
     limit: usize,
 ) -> Result<(), Failure> {
     let repo = store.repository().as_ref();
-    let since_secs = parse_duration(since).ok_or_else(|| Failure::config(format!("--since {since:?}: expected e.g. 90s, 30m, 12h, 7d")))?;
+    let since_secs = parse_duration(since).ok_or_else(|| {
+        Failure::config(format!(
+            "--since {since:?}: expected e.g. 90s, 30m, 12h, 7d"
+        ))
+    })?;
     let tenant = if args.team.is_some() || args.enterprise.is_some() {
         Some(resolve_tenant(repo, args).await?.pk())
     } else {
@@ -195,8 +249,13 @@ pub async fn audit(
     };
     let since_ms = (now_secs() - since_secs) * 1000;
     // The filter runs after the query, so ask for more than `limit` when filtering.
-    let fetch = if outcome.is_some() { limit.saturating_mul(20).max(10_000) } else { limit };
-    let mut records: Vec<AuditRecord> = repo.query_audit(tenant.as_deref(), since_ms, fetch).await?;
+    let fetch = if outcome.is_some() {
+        limit.saturating_mul(20).max(10_000)
+    } else {
+        limit
+    };
+    let mut records: Vec<AuditRecord> =
+        repo.query_audit(tenant.as_deref(), since_ms, fetch).await?;
     records.retain(|r| filter(r.outcome));
     records.truncate(limit);
     if json {
@@ -204,12 +263,21 @@ pub async fn audit(
         println!("{}", serde_json::to_string(&records)?);
         return Ok(());
     }
-    let mut table = Table::new(&["TIME", "TENANT", "TOKEN", "USER", "ACTOR", "REASON", "OUTCOME", "VERSION", "REQUEST"]);
+    let mut table = Table::new(&[
+        "TIME", "TENANT", "TOKEN", "USER", "ACTOR", "REASON", "OUTCOME", "VERSION", "REQUEST",
+    ]);
     for r in &records {
         table.row(vec![
-            format!("{}.{:03}", utc(r.at_ms.div_euclid(1000)).trim_end_matches('Z'), r.at_ms.rem_euclid(1000)),
+            format!(
+                "{}.{:03}",
+                utc(r.at_ms.div_euclid(1000)).trim_end_matches('Z'),
+                r.at_ms.rem_euclid(1000)
+            ),
             r.tenant.clone(),
-            serde_json::to_value(&r.token_kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            serde_json::to_value(&r.token_kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
             r.user_id.clone().unwrap_or_else(|| "-".into()),
             r.actor.clone(),
             r.reason.clone(),
@@ -219,6 +287,10 @@ pub async fn audit(
         ]);
     }
     print!("{}", table.render());
-    println!("{} audited reads since {}", records.len(), utc(since_ms / 1000));
+    println!(
+        "{} audited reads since {}",
+        records.len(),
+        utc(since_ms / 1000)
+    );
     Ok(())
 }

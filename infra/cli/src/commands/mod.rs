@@ -36,12 +36,20 @@ pub async fn all_records(repo: &dyn Repository) -> Result<Vec<StoredRecord>, Fai
 
 /// The tenant the operator named. `--team T` alone also finds a workspace that
 /// belongs to an org (pk `T#E#T`) when exactly one stored tenant matches.
-pub async fn resolve_tenant(repo: &dyn Repository, args: &TenantArgs) -> Result<TenantKey, Failure> {
-    let invalid = |_| Failure::config("--team / --enterprise must be Slack ids (upper-case letters and digits)");
-    let key = TenantKey::new(args.enterprise.as_deref(), args.team.as_deref()).map_err(|e| match e {
-        tokenkeep_installations::TenantError::Missing => Failure::config("name a tenant with --team and/or --enterprise"),
-        other => invalid(other),
-    })?;
+pub async fn resolve_tenant(
+    repo: &dyn Repository,
+    args: &TenantArgs,
+) -> Result<TenantKey, Failure> {
+    let invalid = |_| {
+        Failure::config("--team / --enterprise must be Slack ids (upper-case letters and digits)")
+    };
+    let key =
+        TenantKey::new(args.enterprise.as_deref(), args.team.as_deref()).map_err(|e| match e {
+            tokenkeep_installations::TenantError::Missing => {
+                Failure::config("name a tenant with --team and/or --enterprise")
+            }
+            other => invalid(other),
+        })?;
     if args.enterprise.is_some() {
         return Ok(key);
     }
@@ -58,7 +66,10 @@ pub async fn resolve_tenant(repo: &dyn Repository, args: &TenantArgs) -> Result<
         [only] => Ok(only.clone()),
         many => Err(Failure::config(format!(
             "--team {team} matches several tenants ({}); add --enterprise",
-            many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -72,8 +83,16 @@ pub fn record_label(kind: &RecordKind) -> String {
 
 /// A short human name for a record in reports: tenant key, record and team name.
 pub fn describe_record(record: &StoredRecord) -> String {
-    let kind = record.key().map(|k| record_label(&k.kind)).unwrap_or_else(|_| record.sk.clone());
-    match record.meta.team_name.as_deref().or(record.meta.enterprise_name.as_deref()) {
+    let kind = record
+        .key()
+        .map(|k| record_label(&k.kind))
+        .unwrap_or_else(|_| record.sk.clone());
+    match record
+        .meta
+        .team_name
+        .as_deref()
+        .or(record.meta.enterprise_name.as_deref())
+    {
         Some(name) => format!("{} {kind} ({name})", record.pk),
         None => format!("{} {kind}", record.pk),
     }

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokenkeep_installations::{Expect, InstallationStore, RepoError, StoredRecord, TenantState};
 
 use super::all_records;
-use crate::exit::{Failure, FAILED};
+use crate::exit::{FAILED, Failure};
 use crate::output::{now_secs, progress};
 
 const FORMAT: &str = "tokenkeep-export";
@@ -26,10 +26,23 @@ const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line {
-    Header { format: String, version: u32, app_id: String, exported_at: i64 },
-    Record { record: Box<StoredRecord> },
-    Tenant { pk: String, state: TenantState },
-    End { records: usize, tenants: usize },
+    Header {
+        format: String,
+        version: u32,
+        app_id: String,
+        exported_at: i64,
+    },
+    Record {
+        record: Box<StoredRecord>,
+    },
+    Tenant {
+        pk: String,
+        state: TenantState,
+    },
+    End {
+        records: usize,
+        tenants: usize,
+    },
 }
 
 fn create_private(path: &Path, force: bool) -> Result<std::fs::File, Failure> {
@@ -43,7 +56,10 @@ fn create_private(path: &Path, force: bool) -> Result<std::fs::File, Failure> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => Failure::msg(format!("{} exists (pass --force to replace it)", path.display())),
+        std::io::ErrorKind::AlreadyExists => Failure::msg(format!(
+            "{} exists (pass --force to replace it)",
+            path.display()
+        )),
         _ => Failure::msg(format!("can't create {}: {e}", path.display())),
     })?;
     // `mode` applies only to new files; a replaced one may have had wider permissions.
@@ -55,7 +71,12 @@ fn create_private(path: &Path, force: bool) -> Result<std::fs::File, Failure> {
     Ok(file)
 }
 
-pub async fn export(store: &InstallationStore, json: bool, out: &Path, force: bool) -> Result<(), Failure> {
+pub async fn export(
+    store: &InstallationStore,
+    json: bool,
+    out: &Path,
+    force: bool,
+) -> Result<(), Failure> {
     let repo = store.repository().as_ref();
     // Records before tenant states: a tenant purged between the two scans is
     // exported with its tombstone, and the tombstone wins on import.
@@ -80,19 +101,32 @@ pub async fn export(store: &InstallationStore, json: bool, out: &Path, force: bo
         // Leases are runtime state, not data.
         record.lease_owner = None;
         record.lease_until = None;
-        write(&Line::Record { record: Box::new(record) })?;
+        write(&Line::Record {
+            record: Box::new(record),
+        })?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     for (pk, state) in &tenants {
-        write(&Line::Tenant { pk: pk.clone(), state: *state })?;
+        write(&Line::Tenant {
+            pk: pk.clone(),
+            state: *state,
+        })?;
     }
-    write(&Line::End { records: records.len(), tenants: tenants.len() })?;
-    let file = w.into_inner().map_err(|e| Failure::msg(format!("writing {}: {}", out.display(), e.error())))?;
+    write(&Line::End {
+        records: records.len(),
+        tenants: tenants.len(),
+    })?;
+    let file = w
+        .into_inner()
+        .map_err(|e| Failure::msg(format!("writing {}: {}", out.display(), e.error())))?;
     file.sync_all()?;
     let purged = tenants.iter().filter(|(_, t)| t.purged).count();
     if json {
-        println!("{}", json!({"out": out, "records": records.len(), "tenants": tenants.len(), "purged_tenants": purged}));
+        println!(
+            "{}",
+            json!({"out": out, "records": records.len(), "tenants": tenants.len(), "purged_tenants": purged})
+        );
     } else {
         println!(
             "exported {} record(s) and {} tenant state(s) ({purged} purged) to {}",
@@ -129,9 +163,13 @@ async fn import_record(store: &InstallationStore, mut record: StoredRecord) -> I
         };
         let (expect, done) = match &existing {
             None => (Expect::Absent, Imported::Created),
-            Some(e) if e.generation == record.generation && e.version < record.version => {
-                (Expect::Version { version: e.version, generation: e.generation }, Imported::Updated)
-            }
+            Some(e) if e.generation == record.generation && e.version < record.version => (
+                Expect::Version {
+                    version: e.version,
+                    generation: e.generation,
+                },
+                Imported::Updated,
+            ),
             Some(_) => return Imported::KeptNewer,
         };
         let absent = expect == Expect::Absent;
@@ -152,12 +190,21 @@ async fn import_record(store: &InstallationStore, mut record: StoredRecord) -> I
 }
 
 pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Result<(), Failure> {
-    let file = std::fs::File::open(input).map_err(|e| Failure::msg(format!("can't open {}: {e}", input.display())))?;
+    let file = std::fs::File::open(input)
+        .map_err(|e| Failure::msg(format!("can't open {}: {e}", input.display())))?;
     let mut lines = BufReader::new(file).lines();
     let bad = |n: usize, what: &str| Failure::msg(format!("{} line {n}: {what}", input.display()));
-    let first = lines.next().transpose()?.ok_or_else(|| bad(1, "empty file"))?;
+    let first = lines
+        .next()
+        .transpose()?
+        .ok_or_else(|| bad(1, "empty file"))?;
     match serde_json::from_str::<Line>(&first).map_err(|_| bad(1, "not a tokenkeep export"))? {
-        Line::Header { format, version, app_id, .. } => {
+        Line::Header {
+            format,
+            version,
+            app_id,
+            ..
+        } => {
             if format != FORMAT || version != FORMAT_VERSION {
                 return Err(bad(1, "unsupported export format"));
             }
@@ -190,7 +237,10 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
         }
     }
     if end != Some((records.len(), tenants.len())) {
-        return Err(Failure::msg(format!("{} is truncated or incomplete; nothing imported", input.display())));
+        return Err(Failure::msg(format!(
+            "{} is truncated or incomplete; nothing imported",
+            input.display()
+        )));
     }
 
     // Tenant states first: a tombstone must be in place before any record of
@@ -247,11 +297,19 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
              {refused} refused (tenant purged or reinstalled), {failed} failed"
         );
         if failed > 0 {
-            let mut names: Vec<_> = results.iter().filter(|(_, r)| *r == Imported::Failed).map(|(pk, _)| pk.as_str()).collect();
+            let mut names: Vec<_> = results
+                .iter()
+                .filter(|(_, r)| *r == Imported::Failed)
+                .map(|(pk, _)| pk.as_str())
+                .collect();
             names.sort_unstable();
             names.dedup();
             println!("failed tenants: {}", names.join(", "));
         }
     }
-    if failed > 0 { Err(Failure::silent(FAILED)) } else { Ok(()) }
+    if failed > 0 {
+        Err(Failure::silent(FAILED))
+    } else {
+        Ok(())
+    }
 }
