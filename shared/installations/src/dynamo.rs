@@ -303,7 +303,7 @@ impl Repository for DynamoRepository {
             .set_key(Some(key_of(key.pk(), key.sk())))
             .update_expression("SET lease_owner = :o, lease_until = :u")
             .condition_expression(
-                "attribute_exists(#pk) AND version = :v AND generation = :g AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+                "attribute_exists(#pk) AND version = :v AND generation = :g AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o)",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":o", s(owner))

@@ -338,7 +338,7 @@ impl Repository for EmbeddedRepository {
             .prepare_cached(
                 "UPDATE records SET lease_owner = ?1, lease_until = ?2
                  WHERE pk = ?3 AND sk = ?4 AND version = ?5 AND generation = ?6
-                   AND (lease_until IS NULL OR lease_until < ?7)",
+                   AND (lease_until IS NULL OR lease_until < ?7 OR lease_owner = ?1)",
             )
             .map_err(backend)?
             .execute(params![owner, until, key.pk(), key.sk(), version as i64, generation as i64, now])

@@ -35,8 +35,14 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError>;
 
     /// Takes the refresh lease on a record at `version`/`generation` if nobody
-    /// holds an unexpired one. Does not change the version. `Ok(false)` when the
+    /// else holds an unexpired one, or renews it (new `until`) if `owner`
+    /// already holds it. Does not change the version. `Ok(false)` when the
     /// version moved, the record is gone, or someone else holds the lease.
+    ///
+    /// Renewal is what the refresh path calls right before Slack: a holder
+    /// whose lease ran out during a stalled KMS call learns here that someone
+    /// else took over (the version moved or their lease is live) and never
+    /// sends the refresh token they may have spent already.
     async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
         -> Result<bool, RepoError>;
 

@@ -1,6 +1,5 @@
 //! `InstallationStore`: the API functions and apps use.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -9,12 +8,12 @@ use tokenkeep_envelope::{open, seal, Aad, EncryptedDataKey, EncryptionContext, K
 use tokenkeep_slack_api::{AccessToken, WebhookUrl};
 use zeroize::Zeroizing;
 
-use crate::record::field;
+use crate::record::{field, RECORD_FORMAT};
 use crate::schema;
 use crate::{
     AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta, InstallationQuery, Outcome,
-    ReadContext, RecordKey, RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock,
-    TenantKey, TokenKind, VerifiedTenant,
+    ReadContext, RecordKey, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
+    TokenKind, VerifiedTenant,
 };
 
 #[derive(Debug, Clone)]
@@ -24,8 +23,14 @@ pub struct StoreConfig {
     pub app_id: String,
     /// A rotating token is due for refresh this long before it expires.
     pub refresh_window_secs: i64,
-    /// How long a refresh lease holds; longer than the Slack call's timeout.
+    /// How long a refresh lease holds. It must cover the Slack call's timeout
+    /// plus the new pair's write retries; every AWS call's own timeout fits
+    /// inside it (`tokenkeep_runtime::aws`).
     pub lease_secs: i64,
+    /// The time a request-path refresh needs: Slack's call timeout plus room
+    /// for the new pair's write. A read whose [`ReadContext::deadline`] leaves
+    /// less does not start a refresh (see [`ReadContext::with_deadline`]).
+    pub refresh_reserve: std::time::Duration,
     /// Refresh due-but-valid tokens on a background task after answering.
     /// Off in Lambda: the sandbox freezes once the response is sent, so the
     /// task would stall holding its lease; the rotation sweep covers it there.
@@ -34,7 +39,14 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn new(app_id: impl Into<String>) -> Self {
-        Self { app_id: app_id.into(), refresh_window_secs: 120 * 60, lease_secs: 30, background_refresh: true }
+        Self {
+            app_id: app_id.into(),
+            refresh_window_secs: 120 * 60,
+            lease_secs: 30,
+            // Slack's default call timeout (10 s) plus two seconds for the write.
+            refresh_reserve: std::time::Duration::from_secs(12),
+            background_refresh: true,
+        }
     }
 }
 
@@ -50,13 +62,21 @@ pub struct InstallationStore {
 }
 
 fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
-    Aad::new()
+    let aad = Aad::new()
         .part("pk", record.pk.as_bytes())
         .part("sk", record.sk.as_bytes())
         .part("field", field.as_bytes())
         .part("version", &record.version.to_be_bytes())
         .part("generation", &record.generation.to_be_bytes())
-        .part("attributes", bound)
+        .part("attributes", bound);
+    match record.format {
+        1 => aad,
+        // The field set: names are `[a-z_]+`, so joining them is unambiguous.
+        _ => aad.part("format", &[record.format]).part(
+            "fields",
+            record.sealed.keys().map(String::as_str).collect::<Vec<_>>().join(",").as_bytes(),
+        ),
+    }
 }
 
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
@@ -151,11 +171,13 @@ impl InstallationStore {
             meta,
             data_key: String::new(),
             data_key_id: String::new(),
-            sealed: BTreeMap::new(),
+            sealed: secrets.iter().map(|(name, _)| ((*name).to_owned(), String::new())).collect(),
+            format: RECORD_FORMAT,
             lease_owner: None,
             lease_until: None,
         };
         let Some(dk) = dk.filter(|_| !secrets.is_empty()) else {
+            record.sealed.clear();
             return Ok(record);
         };
         let bound = record.meta.bound_bytes();
@@ -340,7 +362,7 @@ impl InstallationStore {
     }
 
     async fn read_secret(&self, key: &RecordKey, kind: TokenKind, name: &str, ctx: &ReadContext) -> Result<String, StoreError> {
-        let (result, version) = self.read_secret_unaudited(key, name).await;
+        let (result, version) = self.read_secret_unaudited(key, name, ctx.deadline).await;
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(StoreError::NotInstalled) => Outcome::NotInstalled,
@@ -350,23 +372,20 @@ impl InstallationStore {
             Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
             Err(_) => Outcome::Failed,
         };
-        let user_id = match &key.kind {
-            RecordKind::User(u) => Some(u.clone()),
-            RecordKind::Bot => None,
-        };
-        self.audit(AuditRecord {
-            tenant: key.pk(),
-            at_ms: self.clock.now_millis(),
-            token_kind: kind,
-            user_id,
-            actor: ctx.actor.clone(),
-            request_id: ctx.request_id.clone(),
-            reason: ctx.reason.clone(),
-            outcome,
-            version,
-        })
-        .await?;
+        self.audit(self.audit_record(key, kind, ctx, outcome, version)).await?;
         result
+    }
+
+    /// An audit record of a read of `key` now.
+    pub(crate) fn audit_record(
+        &self,
+        key: &RecordKey,
+        kind: TokenKind,
+        ctx: &ReadContext,
+        outcome: Outcome,
+        version: u64,
+    ) -> AuditRecord {
+        AuditRecord::new(key, kind, ctx, self.clock.now_millis(), outcome, version)
     }
 
     /// Appends an audit record and logs it. An unaudited token read must not
@@ -380,11 +399,38 @@ impl InstallationStore {
         })
     }
 
-    async fn read_secret_unaudited(&self, key: &RecordKey, name: &str) -> (Result<String, StoreError>, u64) {
-        let record = match self.repo.get(key).await {
+    /// The record at `key` if it belongs to its tenant's live generation.
+    ///
+    /// The tenant item is read alongside (concurrently, so no added latency): a
+    /// record of a purged generation (a purge stopped half-way, an old item
+    /// written back) or of another generation than the live one never opens.
+    async fn live_record(&self, key: &RecordKey) -> Result<Option<StoredRecord>, StoreError> {
+        let pk = key.pk();
+        let (record, tenant) = tokio::join!(self.repo.get(key), self.repo.tenant_state(&pk));
+        let Some(record) = record? else {
+            return Ok(None);
+        };
+        match tenant? {
+            Some(t) if !t.purged && t.generation == record.generation => Ok(Some(record)),
+            tenant => {
+                tracing::error!(tenant = %pk, sk = %record.sk, record_generation = record.generation,
+                    live_generation = tenant.map(|t| t.generation), purged = tenant.is_some_and(|t| t.purged),
+                    metric = "StaleGenerationRecord", "record of a purged or superseded generation refused");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn read_secret_unaudited(
+        &self,
+        key: &RecordKey,
+        name: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> (Result<String, StoreError>, u64) {
+        let record = match self.live_record(key).await {
             Ok(Some(r)) => r,
             Ok(None) => return (Err(StoreError::NotInstalled), 0),
-            Err(e) => return (Err(e.into()), 0),
+            Err(e) => return (Err(e), 0),
         };
         let version = record.version;
         if record.meta.status == Status::NeedsReinstall {
@@ -395,7 +441,7 @@ impl InstallationStore {
             match record.meta.token_expires_at {
                 // Expired: only a refresh can produce a usable token; never hand out the old one.
                 Some(t) if t <= now => {
-                    return match self.refresh_blocking(key, record).await {
+                    return match self.refresh_blocking(key, record, deadline).await {
                         Ok((token, v)) => (Ok(token), v),
                         Err(e) => (Err(e), version),
                     };

@@ -152,11 +152,39 @@ pub struct FaultyRepository {
     timeout: Duration,
     /// Calls that failed because of an injected fault.
     pub injected: AtomicU64,
+    /// The next this many `put` calls fail with `Unavailable` (see [`Self::fail_next_puts`]).
+    failing_puts: AtomicU64,
 }
 
 impl FaultyRepository {
     pub fn new(inner: Arc<dyn Repository>) -> Self {
-        Self { inner, fault: AtomicU8::new(RepoFault::None as u8), timeout: Duration::from_millis(200), injected: AtomicU64::new(0) }
+        Self {
+            inner,
+            fault: AtomicU8::new(RepoFault::None as u8),
+            timeout: Duration::from_millis(200),
+            injected: AtomicU64::new(0),
+            failing_puts: AtomicU64::new(0),
+        }
+    }
+
+    /// The next `n` record writes (`put`) fail with `Unavailable` without
+    /// reaching storage, as a write does that got 500s past the SDK's retries;
+    /// every other call passes. Adds to any failures still pending.
+    pub fn fail_next_puts(&self, n: u64) {
+        self.failing_puts.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Injected put failures not yet spent.
+    pub fn pending_put_failures(&self) -> u64 {
+        self.failing_puts.load(Ordering::SeqCst)
+    }
+
+    fn take_put_failure(&self) -> Result<(), RepoError> {
+        let took = self.failing_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        match took {
+            true => Err(self.unavailable("injected: internal server error")),
+            false => Ok(()),
+        }
     }
 
     /// How long a `RepoFault::Timeout` call hangs before failing.
@@ -343,7 +371,7 @@ forward_repository!(CountingRepository, |c| {
 
 forward_repository!(FaultyRepository, |f| {
     get: f.any_call().await?, list_tenant: f.any_call().await?,
-    put: f.conditional_write().await?, delete: f.any_call().await?,
+    put: { f.take_put_failure()?; f.conditional_write().await? }, delete: f.any_call().await?,
     tenant_state: f.any_call().await?, open_generation: f.any_call().await?,
     purge_tenant: f.any_call().await?,
     // A lost lease race is `Ok(false)` in the trait's contract, not an error.

@@ -27,6 +27,7 @@ fn record(key: &RecordKey, version: u64, generation: u64, expires_at: Option<i64
         data_key: "ZGs=".into(),
         data_key_id: "local:test".into(),
         sealed: BTreeMap::from([("token".to_owned(), "c2VhbGVk".to_owned())]),
+        format: 2,
         exp_shard: expires_at.map(|_| schema::expiry_shard(&key.pk())),
         expires_at,
         lease_owner: None,
@@ -135,8 +136,11 @@ async fn leases(repo: &dyn Repository) {
         repo.put(&record(&key, 2, g, Some(2000)), Expect::Leased { version: 1, generation: g, owner: "b".into() }).await,
         Err(RepoError::ConditionFailed)
     ));
-    // After expiry another caller takes over; the first holder's write then fails.
-    assert!(repo.try_lease(&key, 1, g, "b", 131, 160).await.unwrap());
+    // The holder renews its own live lease (the check right before Slack).
+    assert!(repo.try_lease(&key, 1, g, "a", 120, 131).await.unwrap(), "renewed by its holder");
+    // After expiry another caller takes over; the first holder can neither renew nor write.
+    assert!(repo.try_lease(&key, 1, g, "b", 132, 160).await.unwrap());
+    assert!(!repo.try_lease(&key, 1, g, "a", 133, 163).await.unwrap(), "taken over: no renewal");
     assert!(matches!(
         repo.put(&record(&key, 2, g, Some(2000)), Expect::Leased { version: 1, generation: g, owner: "a".into() }).await,
         Err(RepoError::ConditionFailed)

@@ -328,6 +328,11 @@ pub trait SlackOAuth: Send + Sync + std::fmt::Debug {
     /// and the installation is marked `needs_reinstall` rather than guessing.
     /// Only [`SlackError::is_revoked`] means the grant is gone.
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<OAuthV2Response, SlackError>;
+
+    /// auth.revoke: kills a token Slack just issued that could not be stored
+    /// (a failed install), so no live grant exists that nothing holds. Safe
+    /// to repeat; a token that is already dead counts as revoked.
+    async fn revoke(&self, token: &AccessToken) -> Result<(), SlackError>;
 }
 
 #[async_trait::async_trait]
@@ -354,5 +359,12 @@ impl SlackOAuth for SlackClient {
         ];
         self.call("oauth.v2.access", Auth::Client, &Payload::Form(&form))
             .await
+    }
+
+    async fn revoke(&self, token: &AccessToken) -> Result<(), SlackError> {
+        match self.auth_revoke(token).await {
+            Err(e) if e.is_revoked() => Ok(()),
+            other => other,
+        }
     }
 }
