@@ -13,8 +13,10 @@
 //! 4. `url_verification` is answered with its challenge.
 //! 5. **Lifecycle**: `app_uninstalled` purges the tenant (tombstone);
 //!    `tokens_revoked` deletes the named user installations, and the bot
-//!    installation when `tokens.bot` is non-empty. All idempotent and
-//!    order-free, so they run on every delivery, retries included.
+//!    installation when `tokens.bot` is non-empty. Idempotent and order-free;
+//!    an event older than the installation it names (`event_time` before the
+//!    reinstall) or already applied (`event_id`) changes nothing
+//!    ([`InstallationStore::apply_app_uninstalled`]).
 //! 6. **Authorize**: the tenant comes from the signed body
 //!    ([`VerifiedTenant::from_signed_request`]); its bot token is read through
 //!    the store (audited, reason = event type). No installation: 200 without
@@ -48,7 +50,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokenkeep_installations::{Clock, InstallationStore, ReadContext, StoreError, VerifiedTenant};
+use tokenkeep_installations::{Clock, InstallationStore, LifecycleEvent, ReadContext, StoreError, VerifiedTenant};
 use tokenkeep_slack_api::{RequestVerifier, VerifiedRequest, VerifyError};
 
 pub use handler::{mention_reply_text, AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier};
@@ -220,6 +222,7 @@ struct EventsEnvelope {
     kind: String,
     challenge: Option<String>,
     event_id: Option<String>,
+    event_time: Option<i64>,
     event: Option<Value>,
 }
 
@@ -307,9 +310,11 @@ impl Flow<'_> {
                     return refuse(StatusCode::BAD_REQUEST, self.request_id);
                 };
                 tracing::info!(request_id = %self.request_id, %event_id, %event_type, retry_num, "event received");
+                // Slack always sends event_time; without one an event can't be judged stale, so it applies.
+                let lifecycle = LifecycleEvent { event_id: &event_id, event_time: envelope.event_time.unwrap_or(i64::MAX) };
                 match event_type.as_str() {
-                    "app_uninstalled" => self.uninstalled().await,
-                    "tokens_revoked" => self.tokens_revoked(&event).await,
+                    "app_uninstalled" => self.uninstalled(&lifecycle).await,
+                    "tokens_revoked" => self.tokens_revoked(&event, &lifecycle).await,
                     _ => self.dispatch(EventSource::EventsApi, event_type, event, Some(event_id)).await,
                 }
             }
@@ -322,21 +327,21 @@ impl Flow<'_> {
         }
     }
 
-    async fn uninstalled(&self) -> Response {
+    async fn uninstalled(&self, lifecycle: &LifecycleEvent<'_>) -> Response {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };
-        match self.store().purge_tenant(&tenant).await {
-            Ok(records) => {
-                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), records, "app_uninstalled: tenant purged");
+        match self.store().apply_app_uninstalled(&tenant, lifecycle).await {
+            Ok(outcome) => {
+                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), ?outcome, "app_uninstalled handled");
                 ack()
             }
-            Err(e) => self.store_failed("purge_tenant", &e),
+            Err(e) => self.store_failed("apply_app_uninstalled", &e),
         }
     }
 
     /// `tokens.oauth` lists user ids, `tokens.bot` bot user ids (never tokens).
-    async fn tokens_revoked(&self, event: &Value) -> Response {
+    async fn tokens_revoked(&self, event: &Value, lifecycle: &LifecycleEvent<'_>) -> Response {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };
@@ -348,27 +353,13 @@ impl Flow<'_> {
                 .unwrap_or_default()
         };
         let (users, bots) = (ids("oauth"), ids("bot"));
-        for user in &users {
-            match self.store().delete_installation(&tenant, user).await {
-                Ok(existed) => {
-                    tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), user_id = %user, existed, "tokens_revoked: user installation deleted");
-                }
-                // A signed event naming a malformed id can't match a record; retrying won't help.
-                Err(StoreError::Invalid(why)) => {
-                    tracing::warn!(request_id = %self.request_id, tenant = %tenant.key(), why, "tokens_revoked: skipped a malformed user id");
-                }
-                Err(e) => return self.store_failed("delete_installation", &e),
+        match self.store().apply_tokens_revoked(&tenant, lifecycle, &users, !bots.is_empty()).await {
+            Ok(outcome) => {
+                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), ?outcome, "tokens_revoked handled");
+                ack()
             }
+            Err(e) => self.store_failed("apply_tokens_revoked", &e),
         }
-        if !bots.is_empty() {
-            match self.store().delete_bot(&tenant).await {
-                Ok(existed) => {
-                    tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), existed, "tokens_revoked: bot installation deleted");
-                }
-                Err(e) => return self.store_failed("delete_bot", &e),
-            }
-        }
-        ack()
     }
 
     /// Steps 6–8: tenant, audited token read, dedupe (Events API only), handler.

@@ -440,6 +440,9 @@ async fn complete_install(
         .filter(|c| !c.is_empty())
         .ok_or(OAuthError::BadRequest("missing code"))?;
 
+    // Taken before the exchange: the store refuses the install if the tenant
+    // was uninstalled at or after this moment (the uninstall overtook it).
+    let now = state.store.clock().now_secs();
     let resp = state
         .slack
         .exchange_code(&code, state.redirect_uri.as_deref())
@@ -448,7 +451,6 @@ async fn complete_install(
     let tenant = VerifiedTenant::from_oauth_response(&resp)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
     let app_id = resp.app_id.clone();
-    let now = state.store.clock().now_secs();
     let installation = Installation::from_oauth_response(resp, now)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
     state

@@ -514,6 +514,21 @@ impl Repository for DynamoRepository {
         }
     }
 
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(format!("EVT#{event_id}"), "EVT".to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        // TTL deletion is lazy, so expiry is checked here too.
+        let ttl = out.item.as_ref().and_then(|i| i.get(TTL_ATTRIBUTE)).and_then(|v| v.as_n().ok()?.parse::<i64>().ok());
+        Ok(ttl.is_some_and(|t| t > now))
+    }
+
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
         let mut item: HashMap<String, AttributeValue> =
             serde_dynamo::to_item(record).map_err(|e| RepoError::Corrupt(e.to_string()))?;

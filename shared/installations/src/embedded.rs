@@ -458,6 +458,17 @@ impl Repository for EmbeddedRepository {
         Ok(n == 1)
     }
 
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+        let conn = self.conn();
+        let ttl: Option<i64> = conn
+            .prepare_cached("SELECT ttl FROM events WHERE event_id = ?1")
+            .map_err(backend)?
+            .query_row([event_id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        Ok(ttl.is_some_and(|t| t > now))
+    }
+
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
         let body = serde_json::to_string(record).map_err(corrupt)?;
         let (done, committed) = oneshot::channel();

@@ -74,6 +74,10 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// Records an event id; `true` the first time, `false` for a retry.
     async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError>;
 
+    /// Whether an unexpired event id was recorded, without recording it
+    /// (lifecycle events are recorded only once they took effect).
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError>;
+
     /// Durably appends one audit record.
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError>;
 

@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 use crate::record::{field, RECORD_FORMAT};
 use crate::schema;
 use crate::{
-    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta, InstallationQuery, Outcome,
+    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta, InstallationQuery, LifecycleEvent,
+    LifecycleOutcome, Outcome,
     ReadContext, RecordKey, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
     TokenKind, VerifiedTenant,
 };
@@ -59,6 +60,7 @@ pub struct InstallationStore {
     clock: Arc<dyn Clock>,
     config: StoreConfig,
     pub(crate) refresh: crate::refresh::RefreshState,
+    lifecycle_stale: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
@@ -94,7 +96,7 @@ fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
 
 impl InstallationStore {
     pub fn new(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, config: StoreConfig) -> Self {
-        Self { repo, keys, clock: Arc::new(SystemClock), config, refresh: Default::default() }
+        Self { repo, keys, clock: Arc::new(SystemClock), config, refresh: Default::default(), lifecycle_stale: Default::default() }
     }
 
     /// Enables token refresh through Slack (rotation). Without it an expired
@@ -224,24 +226,74 @@ impl InstallationStore {
     /// A reinstall replaces the tokens and bumps the version; an install after
     /// a purge opens a new generation.
     ///
-    /// A write that loses a race (a refresh bumped the version, an uninstall
-    /// purged the tenant between our read and our write) is redone from a
-    /// fresh read: the user just authorized the app, and their new grant wins.
+    /// `inst.meta.installed_at` must be when the code exchange started: a
+    /// tenant purged at or after it (an `app_uninstalled` that overtook this
+    /// install) fails with [`StoreError::PurgedDuringInstall`] and is never
+    /// reopened, since the tokens in hand are the ones Slack just revoked. A
+    /// write that loses a race to a refresh is redone from a fresh read.
+    ///
+    /// A failed install leaves nothing half-done: records this call wrote are
+    /// removed (never a bot record without its user record), and when the
+    /// store has a Slack client ([`Self::with_refresher`]) the new tokens are
+    /// revoked (`auth.revoke`), so no live grant is left that nothing holds.
+    /// The user sees an error and installs again.
     pub async fn store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
         const ATTEMPTS: usize = 4;
+        let mut written = Vec::new();
+        let mut result = Err(StoreError::Conflict);
         for attempt in 1..=ATTEMPTS {
-            match self.try_store_installation(tenant, inst).await {
+            result = self.try_store_installation(tenant, inst, &mut written).await;
+            match &result {
                 Err(StoreError::Conflict) if attempt < ATTEMPTS => {
                     tracing::info!(tenant = %tenant.key(), attempt, "install raced another writer; retrying");
                 }
-                other => return other,
+                _ => break,
             }
         }
-        Err(StoreError::Conflict)
+        if let Err(e) = &result {
+            tracing::warn!(tenant = %tenant.key(), error = %e, records_written = written.len(), "install failed; undoing it");
+            self.undo_install(tenant, inst, &written).await;
+        }
+        result
     }
 
-    async fn try_store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
+    /// Removes what a failed install wrote and revokes its tokens at Slack.
+    /// Best effort, each step logged: the install has already failed.
+    async fn undo_install(&self, tenant: &VerifiedTenant, inst: &Installation, written: &[RecordKey]) {
+        for key in written {
+            if let Err(e) = self.repo.delete(key).await {
+                tracing::error!(tenant = %tenant.key(), sk = %key.sk(), error = %e, "could not remove a half-written install");
+            }
+        }
+        let Some(slack) = self.refresh.slack.as_ref() else {
+            tracing::warn!(tenant = %tenant.key(), "no slack client configured: the failed install's tokens are not revoked");
+            return;
+        };
+        let user_token = inst.user.as_ref().and_then(|u| u.token.as_ref());
+        for (which, token) in [("bot", inst.bot_token.as_ref()), ("user", user_token)] {
+            let Some(token) = token else { continue };
+            match slack.revoke(token).await {
+                Ok(()) => tracing::info!(tenant = %tenant.key(), which, "failed install's token revoked at slack"),
+                Err(e) => tracing::error!(tenant = %tenant.key(), which, slack_error = %e, metric = "InstallRevokeFailed",
+                    "could not revoke a failed install's token"),
+            }
+        }
+    }
+
+    async fn try_store_installation(
+        &self,
+        tenant: &VerifiedTenant,
+        inst: &Installation,
+        written: &mut Vec<RecordKey>,
+    ) -> Result<(), StoreError> {
         let pk = tenant.key().pk();
+        if let Some(state) = self.repo.tenant_state(&pk).await? {
+            if state.purged && state.purged_at.is_some_and(|at| at >= inst.meta.installed_at) {
+                tracing::warn!(tenant = %tenant.key(), purged_at = state.purged_at, exchanged_at = inst.meta.installed_at,
+                    metric = "InstallRacedUninstall", "tenant purged after this install's code exchange; not reopening it");
+                return Err(StoreError::PurgedDuringInstall);
+            }
+        }
         let generation = self.repo.open_generation(&pk).await?;
 
         if let Some(bot_token) = &inst.bot_token {
@@ -256,6 +308,9 @@ impl InstallationStore {
                 secrets.push((field::INCOMING_WEBHOOK_URL, w.expose_secret()));
             }
             self.write_replacing(&key, meta, generation, &secrets).await?;
+            if !written.contains(&key) {
+                written.push(key);
+            }
         }
         if let Some(user) = inst.user.as_ref().filter(|u| u.token.is_some()) {
             let key = RecordKey::user(tenant.key().clone(), &user.user_id)
@@ -276,6 +331,9 @@ impl InstallationStore {
                 secrets.push((field::REFRESH_TOKEN, r.expose_secret()));
             }
             self.write_replacing(&key, meta, generation, &secrets).await?;
+            if !written.contains(&key) {
+                written.push(key);
+            }
         }
         Ok(())
     }
@@ -485,6 +543,94 @@ impl InstallationStore {
         let n = self.repo.purge_tenant(&tenant.key().pk(), self.clock.now_secs()).await?;
         tracing::info!(tenant = %tenant.key(), records = n, "tenant purged");
         Ok(n)
+    }
+
+    /// `app_uninstalled`: purges the tenant (tombstone) unless the event is a
+    /// retry already applied, or older than the installation now stored (the
+    /// user reinstalled after Slack sent it). The event id is recorded once
+    /// the purge took effect, so a failed purge is retried by Slack for real.
+    ///
+    /// Residual: the check and the purge are two calls, so a reinstall landing
+    /// between them (milliseconds) is purged; that user installs again.
+    pub async fn apply_app_uninstalled(
+        &self,
+        tenant: &VerifiedTenant,
+        event: &LifecycleEvent<'_>,
+    ) -> Result<LifecycleOutcome, StoreError> {
+        if self.repo.event_seen(event.event_id, self.clock.now_secs()).await? {
+            return Ok(LifecycleOutcome::Duplicate);
+        }
+        let records = self.repo.list_tenant(&tenant.key().pk()).await?;
+        if let Some(newest) = records.iter().map(|r| r.meta.installed_at).max().filter(|t| *t > event.event_time) {
+            self.stale_event(tenant, event, newest, "app_uninstalled");
+            return Ok(LifecycleOutcome::Stale);
+        }
+        let n = self.purge_tenant(tenant).await?;
+        self.remember_lifecycle_event(event).await;
+        Ok(LifecycleOutcome::Applied { records: n })
+    }
+
+    /// `tokens_revoked`: deletes the named users' installations and, when
+    /// `bot` is set, the bot installation, skipping each one installed after
+    /// the event was sent. Malformed user ids can't match a record and are
+    /// skipped (logged). Recorded as `app_uninstalled` is.
+    pub async fn apply_tokens_revoked(
+        &self,
+        tenant: &VerifiedTenant,
+        event: &LifecycleEvent<'_>,
+        user_ids: &[String],
+        bot: bool,
+    ) -> Result<LifecycleOutcome, StoreError> {
+        if self.repo.event_seen(event.event_id, self.clock.now_secs()).await? {
+            return Ok(LifecycleOutcome::Duplicate);
+        }
+        let mut keys = Vec::new();
+        for user in user_ids {
+            match RecordKey::user(tenant.key().clone(), user) {
+                Ok(key) => keys.push(key),
+                Err(_) => tracing::warn!(tenant = %tenant.key(), "tokens_revoked: skipped a malformed user id"),
+            }
+        }
+        if bot {
+            keys.push(RecordKey::bot(tenant.key().clone()));
+        }
+        let (mut removed, mut stale) = (0, 0);
+        for key in &keys {
+            let Some(record) = self.repo.get(key).await? else { continue };
+            if record.meta.installed_at > event.event_time {
+                self.stale_event(tenant, event, record.meta.installed_at, "tokens_revoked");
+                stale += 1;
+                continue;
+            }
+            if self.repo.delete(key).await? {
+                removed += 1;
+            }
+            tracing::info!(tenant = %tenant.key(), sk = %key.sk(), "tokens_revoked: installation deleted");
+        }
+        self.remember_lifecycle_event(event).await;
+        Ok(match (removed, stale) {
+            (0, s) if s > 0 => LifecycleOutcome::Stale,
+            (n, _) => LifecycleOutcome::Applied { records: n },
+        })
+    }
+
+    fn stale_event(&self, tenant: &VerifiedTenant, event: &LifecycleEvent<'_>, installed_at: i64, what: &'static str) {
+        self.lifecycle_stale.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(tenant = %tenant.key(), event_id = %event.event_id, event_time = event.event_time, installed_at,
+            event_type = what, metric = "StaleLifecycleEvent", "lifecycle event older than the installation; not applied");
+    }
+
+    /// Lifecycle events that were older than the installation they named.
+    pub fn stale_lifecycle_events(&self) -> u64 {
+        self.lifecycle_stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records an applied lifecycle event. A failure is only logged: the event
+    /// took effect, and a retry of it is harmless or caught as stale.
+    async fn remember_lifecycle_event(&self, event: &LifecycleEvent<'_>) {
+        if let Err(e) = self.record_event(event.event_id).await {
+            tracing::warn!(event_id = %event.event_id, error = %e, "could not record an applied lifecycle event");
+        }
     }
 
     // ---- OAuth state and event dedupe --------------------------------------

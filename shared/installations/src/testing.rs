@@ -242,7 +242,7 @@ macro_rules! forward_repository {
         tenant_state: $ts:expr, open_generation: $og:expr, purge_tenant: $purge:expr,
         try_lease: $lease:expr, release_lease: $release:expr, query_due: $due:expr,
         scan_records: $scan:expr, scan_tenants: $scant:expr, restore_tenant: $restore:expr,
-        put_state: $ps:expr, consume_state: $cs:expr, record_event: $re:expr,
+        put_state: $ps:expr, consume_state: $cs:expr, record_event: $re:expr, event_seen: $es:expr,
         append_audit: $aa:expr, query_audit: $qa:expr $(,)?
     }) => {
         #[async_trait]
@@ -339,6 +339,11 @@ macro_rules! forward_repository {
                 $re;
                 self.inner.record_event(event_id, now, expires_at).await
             }
+            async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+                let $this = self;
+                $es;
+                self.inner.event_seen(event_id, now).await
+            }
             async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
                 let $this = self;
                 $aa;
@@ -364,7 +369,7 @@ forward_repository!(CountingRepository, |c| {
     purge_tenant: c.write("purge_tenant"), try_lease: c.write("try_lease"), release_lease: c.write("release_lease"),
     query_due: c.read("query_due"), scan_records: c.read("scan_records"), scan_tenants: c.read("scan_tenants"),
     restore_tenant: c.write("restore_tenant"), put_state: c.write("put_state"), consume_state: c.write("consume_state"),
-    record_event: c.write("record_event"),
+    record_event: c.write("record_event"), event_seen: c.read("event_seen"),
     append_audit: { c.read("append_audit"); c.calls.audit_appends.fetch_add(1, Ordering::SeqCst) },
     query_audit: c.read("query_audit"),
 });
@@ -385,7 +390,7 @@ forward_repository!(FaultyRepository, |f| {
     release_lease: f.any_call().await?, query_due: f.any_call().await?,
     scan_records: f.any_call().await?, scan_tenants: f.any_call().await?,
     restore_tenant: f.any_call().await?, put_state: f.any_call().await?,
-    consume_state: f.any_call().await?, record_event: f.any_call().await?,
+    consume_state: f.any_call().await?, record_event: f.any_call().await?, event_seen: f.any_call().await?,
     append_audit: {
         f.any_call().await?;
         if f.fault() == RepoFault::AuditFails {
