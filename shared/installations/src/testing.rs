@@ -154,6 +154,8 @@ pub struct FaultyRepository {
     pub injected: AtomicU64,
     /// The next this many `put` calls fail with `Unavailable` (see [`Self::fail_next_puts`]).
     failing_puts: AtomicU64,
+    /// Writes that still pass before `failing_puts` apply.
+    passing_puts: AtomicU64,
 }
 
 impl FaultyRepository {
@@ -164,7 +166,15 @@ impl FaultyRepository {
             timeout: Duration::from_millis(200),
             injected: AtomicU64::new(0),
             failing_puts: AtomicU64::new(0),
+            passing_puts: AtomicU64::new(0),
         }
+    }
+
+    /// After `pass` more record writes succeed, the next `n` fail (see
+    /// [`Self::fail_next_puts`]): fails the second write of an install.
+    pub fn fail_puts_after(&self, pass: u64, n: u64) {
+        self.passing_puts.store(pass, Ordering::SeqCst);
+        self.failing_puts.fetch_add(n, Ordering::SeqCst);
     }
 
     /// The next `n` record writes (`put`) fail with `Unavailable` without
@@ -180,6 +190,9 @@ impl FaultyRepository {
     }
 
     fn take_put_failure(&self) -> Result<(), RepoError> {
+        if self.passing_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Ok(());
+        }
         let took = self.failing_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         match took {
             true => Err(self.unavailable("injected: internal server error")),
