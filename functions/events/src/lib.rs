@@ -122,6 +122,7 @@ fn ack() -> Response {
 
 async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let request_id = request_id_of(&req);
+    let deadline = invocation_deadline(&req);
     let (parts, body) = req.into_parts();
 
     // 1. Size, while reading.
@@ -155,7 +156,7 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
         }
     };
     let retry_num = parts.headers.get("x-slack-retry-num").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let flow = Flow { shared: &shared, verified: &verified, request_id: &request_id };
+    let flow = Flow { shared: &shared, verified: &verified, request_id: &request_id, deadline };
 
     match inbound {
         Inbound::Events(envelope) => flow.events_api(envelope, retry_num).await,
@@ -206,6 +207,15 @@ fn request_id_of(req: &Request) -> String {
         return ctx.request_id.clone();
     }
     hex::encode(rand::random::<[u8; 8]>())
+}
+
+/// When the Lambda invocation ends: token reads that would refresh are
+/// bounded by it (see `ReadContext::with_deadline`). `None` outside Lambda.
+fn invocation_deadline(req: &Request) -> Option<std::time::Instant> {
+    use lambda_http::RequestExt as _;
+    let deadline_ms = req.lambda_context_ref()?.deadline;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+    Some(std::time::Instant::now() + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
 }
 
 /// A signed body, parsed by its content type.
@@ -271,6 +281,7 @@ struct Flow<'a> {
     shared: &'a Shared,
     verified: &'a VerifiedRequest,
     request_id: &'a str,
+    deadline: Option<std::time::Instant>,
 }
 
 impl Flow<'_> {
@@ -371,7 +382,10 @@ impl Flow<'_> {
             EventSource::EventsApi => event_type.as_str(),
             other => other.as_str(),
         };
-        let ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        let mut ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        if let Some(deadline) = self.deadline {
+            ctx = ctx.with_deadline(deadline);
+        }
         let bot_token = match self.store().bot_token(&tenant, &ctx).await {
             Ok(token) => token,
             Err(StoreError::NotInstalled) => {
