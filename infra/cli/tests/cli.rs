@@ -454,7 +454,11 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
     let half = total / 2;
     let out = tokenkeep(&env, &["--json", "rekey", "--to-key", &new_key, "--limit", &half.to_string()], None);
     assert_code(&out, 3);
-    assert_eq!(json_out(&out)["rekeyed"], half);
+    let first = json_out(&out);
+    assert_eq!(first["rekeyed"], half);
+    // It says what is left: every record not re-wrapped is still under the old key.
+    assert_eq!(first["left_total"], total - half, "{first}");
+    assert_eq!(first["left_under_old_keys"][0]["key_id"], old_key.as_str(), "{first}");
 
     // ...and a refresh takes the lease of a record the first run didn't reach.
     let lease_target = scan_all(&*repo).await.into_iter().find(|r| r.data_key_id == old_key).unwrap().key().unwrap();
@@ -468,6 +472,7 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
     assert_eq!(report["rekeyed"], total - half - 1, "{report}");
     assert_eq!(report["already_under_key"], half);
     assert_eq!(report["pending"][0]["tenant"], lease_target.pk());
+    assert_eq!(report["left_total"], 1, "only the leased record is left: {report}");
     // The in-flight refresh's lease is intact, so its write will still land.
     let rec = repo.get(&lease_target).await.unwrap().unwrap();
     assert_eq!(rec.lease_owner.as_deref(), Some("refresh-in-flight"));

@@ -347,7 +347,7 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
                 assert!(!records.is_empty(), "{}: live tenant has no record", team(i));
                 for r in &records {
                     assert_eq!(r.meta.status, Status::Active, "{}", team(i));
-                    store.verify_record(r).await.unwrap_or_else(|e| panic!("{}: {e}", team(i)));
+                    store.verify_record(r, &ReadContext::new("soak", "soak-final", "verify")).await.unwrap_or_else(|e| panic!("{}: {e}", team(i)));
                 }
             }
             false => {

@@ -213,11 +213,27 @@ impl InstallationStore {
 
     /// Opens every sealed field of a record without returning any of them:
     /// `tokenkeep verify` uses it to find tampered or undecryptable records.
-    pub async fn verify_record(&self, record: &StoredRecord) -> Result<(), StoreError> {
+    /// The plaintext exists in memory for a moment, so it is audited like any
+    /// token read (one audit record per record, `ctx.reason` e.g. `verify`),
+    /// and fails if the audit record can't be written.
+    pub async fn verify_record(&self, record: &StoredRecord, ctx: &ReadContext) -> Result<(), StoreError> {
+        let key = record.key().map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+        let mut result = Ok(());
         for name in record.sealed.keys() {
-            self.open_field(record, name).await?;
+            if let Err(e) = self.open_field(record, name).await {
+                result = Err(e);
+                break;
+            }
         }
-        Ok(())
+        let outcome = match &result {
+            Ok(()) => Outcome::Ok,
+            Err(StoreError::Integrity) => Outcome::DecryptFailed,
+            Err(_) => Outcome::Failed,
+        };
+        if !record.sealed.is_empty() {
+            self.audit(self.audit_record(&key, TokenKind::of_record(&key), ctx, outcome, record.version)).await?;
+        }
+        result
     }
 
     // ---- install -----------------------------------------------------------
