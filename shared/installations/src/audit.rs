@@ -67,8 +67,17 @@ pub struct ReadContext {
 }
 
 impl ReadContext {
-    pub fn new(actor: impl Into<String>, request_id: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { actor: actor.into(), request_id: request_id.into(), reason: reason.into(), deadline: None }
+    pub fn new(
+        actor: impl Into<String>,
+        request_id: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            request_id: request_id.into(),
+            reason: reason.into(),
+            deadline: None,
+        }
     }
 
     /// Bounds the read by the invocation's deadline. Once Slack answers a
@@ -104,7 +113,14 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// The one way an audit record is built: who (`ctx`), what (`key`,
     /// `kind`), when, and how it went.
-    pub fn new(key: &RecordKey, kind: TokenKind, ctx: &ReadContext, at_ms: i64, outcome: Outcome, version: u64) -> Self {
+    pub fn new(
+        key: &RecordKey,
+        kind: TokenKind,
+        ctx: &ReadContext,
+        at_ms: i64,
+        outcome: Outcome,
+        version: u64,
+    ) -> Self {
         Self {
             tenant: key.pk(),
             at_ms,

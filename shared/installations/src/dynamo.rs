@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
-use aws_sdk_dynamodb::Client;
 
 use crate::schema::{self, GSI_EXPIRY_PK, GSI_EXPIRY_SK, PK, SK, SK_TENANT, TTL_ATTRIBUTE};
 use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
@@ -23,7 +24,11 @@ pub struct DynamoRepository {
 
 impl DynamoRepository {
     pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), audit_table: audit_table.into() }
+        Self {
+            client,
+            table: table.into(),
+            audit_table: audit_table.into(),
+        }
     }
 }
 
@@ -48,7 +53,11 @@ where
         Some("TransactionCanceledException") => {
             // Cancelled by one of our conditions (the message lists the reasons);
             // a conflict with another transaction is retryable contention.
-            if err.message().unwrap_or("").contains("ConditionalCheckFailed") {
+            if err
+                .message()
+                .unwrap_or("")
+                .contains("ConditionalCheckFailed")
+            {
                 RepoError::ConditionFailed
             } else {
                 RepoError::Unavailable(Box::new(err))
@@ -61,12 +70,21 @@ where
             | "InternalServerError"
             | "TransactionConflictException",
         ) => RepoError::Unavailable(Box::new(err)),
-        None if matches!(err, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)) => {
+        None if matches!(
+            err,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
+        ) =>
+        {
             RepoError::Unavailable(Box::new(err))
         }
         // A 5xx without an error code (after the SDK's own retries) is still a
         // server-side failure: retryable, not a permanent error.
-        _ if err.raw_response().is_some_and(|r| r.status().as_u16() >= 500) => RepoError::Unavailable(Box::new(err)),
+        _ if err
+            .raw_response()
+            .is_some_and(|r| r.status().as_u16() >= 500) =>
+        {
+            RepoError::Unavailable(Box::new(err))
+        }
         _ => RepoError::Backend(Box::new(err)),
     }
 }
@@ -83,10 +101,20 @@ fn from_item(item: HashMap<String, AttributeValue>) -> Result<StoredRecord, Repo
 }
 
 fn tenant_from_item(item: &HashMap<String, AttributeValue>) -> Result<TenantState, RepoError> {
-    let num = |name: &str| -> Option<i64> { item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()) };
+    let num = |name: &str| -> Option<i64> {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+    };
     Ok(TenantState {
-        generation: num("generation").ok_or_else(|| RepoError::Corrupt("tenant item without generation".into()))? as u64,
-        purged: item.get("purged").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        generation: num("generation")
+            .ok_or_else(|| RepoError::Corrupt("tenant item without generation".into()))?
+            as u64,
+        purged: item
+            .get("purged")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
         purged_at: num("purged_at"),
     })
 }
@@ -136,11 +164,53 @@ impl Repository for DynamoRepository {
         out.item.map(from_item).transpose()
     }
 
+    async fn get_with_tenant(
+        &self,
+        key: &RecordKey,
+    ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
+        let pk = key.pk();
+        let keys = KeysAndAttributes::builder()
+            .keys(key_of(pk.clone(), key.sk()))
+            .keys(key_of(pk.clone(), SK_TENANT.to_owned()))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| RepoError::Backend(Box::new(e)))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(classify)?;
+        if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
+            // Throttled part-way: read the two items one by one instead.
+            let (record, tenant) = tokio::join!(self.get(key), self.tenant_state(&pk));
+            return Ok((record?, tenant?));
+        }
+        let (mut record, mut tenant) = (None, None);
+        for item in out
+            .responses
+            .and_then(|mut r| r.remove(&self.table))
+            .unwrap_or_default()
+        {
+            match item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str) {
+                Some(SK_TENANT) => tenant = Some(tenant_from_item(&item)?),
+                Some(_) => record = Some(from_item(item)?),
+                None => return Err(RepoError::Corrupt("item without a sort key".into())),
+            }
+        }
+        Ok((record, tenant))
+    }
+
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
         self.query_pk(pk)
             .await?
             .into_iter()
-            .filter(|item| item.get(SK).and_then(|v| v.as_s().ok()).is_some_and(|sk| is_installation_sk(sk)))
+            .filter(|item| {
+                item.get(SK)
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|sk| is_installation_sk(sk))
+            })
             .map(from_item)
             .collect()
     }
@@ -175,7 +245,10 @@ impl Repository for DynamoRepository {
                     .await
                     .map_err(classify)?;
             }
-            Expect::Version { version, generation } => {
+            Expect::Version {
+                version,
+                generation,
+            } => {
                 self.client
                     .put_item()
                     .table_name(&self.table)
@@ -187,7 +260,11 @@ impl Repository for DynamoRepository {
                     .await
                     .map_err(classify)?;
             }
-            Expect::Leased { version, generation, owner } => {
+            Expect::Leased {
+                version,
+                generation,
+                owner,
+            } => {
                 self.client
                     .put_item()
                     .table_name(&self.table)
@@ -247,7 +324,9 @@ impl Repository for DynamoRepository {
                 .expression_attribute_values(":next", n(next))
                 .expression_attribute_values(":f", AttributeValue::Bool(false));
             update = match prior {
-                None => update.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", PK),
+                None => update
+                    .condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", PK),
                 Some(t) => update
                     .condition_expression("generation = :g AND purged = :t")
                     .expression_attribute_values(":g", n(t.generation))
@@ -279,7 +358,11 @@ impl Repository for DynamoRepository {
             .map_err(classify)?;
         let mut deleted = 0;
         for item in self.query_pk(pk).await? {
-            let Some(sk) = item.get(SK).and_then(|v| v.as_s().ok()).filter(|sk| is_installation_sk(sk)) else {
+            let Some(sk) = item
+                .get(SK)
+                .and_then(|v| v.as_s().ok())
+                .filter(|sk| is_installation_sk(sk))
+            else {
                 continue;
             };
             self.client
@@ -294,8 +377,15 @@ impl Repository for DynamoRepository {
         Ok(deleted)
     }
 
-    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
-        -> Result<bool, RepoError> {
+    async fn try_lease(
+        &self,
+        key: &RecordKey,
+        version: u64,
+        generation: u64,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, RepoError> {
         let result = self
             .client
             .update_item()
@@ -339,7 +429,12 @@ impl Repository for DynamoRepository {
         }
     }
 
-    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+    async fn query_due(
+        &self,
+        shard: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordKey>, RepoError> {
         let mut keys = Vec::new();
         let mut start = None;
         loop {
@@ -359,12 +454,15 @@ impl Repository for DynamoRepository {
                 .await
                 .map_err(classify)?;
             for item in out.items.unwrap_or_default() {
-                let (Some(pk), Some(sk)) =
-                    (item.get(PK).and_then(|v| v.as_s().ok()), item.get(SK).and_then(|v| v.as_s().ok()))
-                else {
+                let (Some(pk), Some(sk)) = (
+                    item.get(PK).and_then(|v| v.as_s().ok()),
+                    item.get(SK).and_then(|v| v.as_s().ok()),
+                ) else {
                     continue;
                 };
-                keys.push(RecordKey::from_keys(pk, sk).map_err(|e| RepoError::Corrupt(e.to_string()))?);
+                keys.push(
+                    RecordKey::from_keys(pk, sk).map_err(|e| RepoError::Corrupt(e.to_string()))?,
+                );
             }
             start = out.last_evaluated_key;
             if start.is_none() || keys.len() >= limit {
@@ -373,8 +471,11 @@ impl Repository for DynamoRepository {
         }
     }
 
-    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
-        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
+    async fn scan_records(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
         let out = self
             .client
             .scan()
@@ -389,9 +490,17 @@ impl Repository for DynamoRepository {
             .send()
             .await
             .map_err(classify)?;
-        let records = out.items.unwrap_or_default().into_iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        let records = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = out.last_evaluated_key.and_then(|k| {
-            Some((k.get(PK)?.as_s().ok()?.clone(), k.get(SK)?.as_s().ok()?.clone()))
+            Some((
+                k.get(PK)?.as_s().ok()?.clone(),
+                k.get(SK)?.as_s().ok()?.clone(),
+            ))
         });
         Ok((records, next))
     }
@@ -413,7 +522,11 @@ impl Repository for DynamoRepository {
                 .await
                 .map_err(classify)?;
             for item in out.items.unwrap_or_default() {
-                let pk = item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let pk = item
+                    .get(PK)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
                 tenants.push((pk, tenant_from_item(&item)?));
             }
             start = out.last_evaluated_key;
@@ -492,7 +605,12 @@ impl Repository for DynamoRepository {
         }
     }
 
-    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+    async fn record_event(
+        &self,
+        event_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RepoError> {
         let mut item = key_of(format!("EVT#{event_id}"), "EVT".to_owned());
         item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
         let result = self
@@ -525,7 +643,11 @@ impl Repository for DynamoRepository {
             .await
             .map_err(classify)?;
         // TTL deletion is lazy, so expiry is checked here too.
-        let ttl = out.item.as_ref().and_then(|i| i.get(TTL_ATTRIBUTE)).and_then(|v| v.as_n().ok()?.parse::<i64>().ok());
+        let ttl = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get(TTL_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok()?.parse::<i64>().ok());
         Ok(ttl.is_some_and(|t| t > now))
     }
 
@@ -535,11 +657,22 @@ impl Repository for DynamoRepository {
         item.insert(PK.into(), s(record.tenant.clone()));
         item.insert(SK.into(), s(record.sort_key(rand::random())));
         item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
-        self.client.put_item().table_name(&self.audit_table).set_item(Some(item)).send().await.map_err(classify)?;
+        self.client
+            .put_item()
+            .table_name(&self.audit_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
-    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
+    async fn query_audit(
+        &self,
+        tenant: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, RepoError> {
         let mut records: Vec<AuditRecord> = Vec::new();
         let mut start = None;
         loop {
@@ -576,7 +709,9 @@ impl Repository for DynamoRepository {
                 }
             };
             for item in items {
-                records.push(serde_dynamo::from_item(item).map_err(|e| RepoError::Corrupt(e.to_string()))?);
+                records.push(
+                    serde_dynamo::from_item(item).map_err(|e| RepoError::Corrupt(e.to_string()))?,
+                );
             }
             start = next;
             if start.is_none() {
@@ -592,10 +727,22 @@ impl Repository for DynamoRepository {
 /// Creates the installations table (keys, sparse `by_expiry` GSI, TTL) and the
 /// audit table (keys, TTL) if they don't exist. For the emulator and
 /// `tokenkeep dev --create-tables`; in AWS the SAM template owns the tables.
-pub async fn create_tables(client: &Client, table: &str, audit_table: &str) -> Result<(), RepoError> {
-    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+pub async fn create_tables(
+    client: &Client,
+    table: &str,
+    audit_table: &str,
+) -> Result<(), RepoError> {
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
     let attr = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build()
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
     };
     let built = |e: aws_sdk_dynamodb::error::BuildError| RepoError::Backend(Box::new(e));
 
@@ -603,7 +750,11 @@ pub async fn create_tables(client: &Client, table: &str, audit_table: &str) -> R
         .index_name(schema::GSI_BY_EXPIRY)
         .key_schema(key(GSI_EXPIRY_PK, KeyType::Hash).map_err(built)?)
         .key_schema(key(GSI_EXPIRY_SK, KeyType::Range).map_err(built)?)
-        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
         .build()
         .map_err(built)?;
     let installations = client
@@ -636,7 +787,11 @@ pub async fn create_tables(client: &Client, table: &str, audit_table: &str) -> R
             .update_time_to_live()
             .table_name(name)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().map_err(built)?,
+                TimeToLiveSpecification::builder()
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .enabled(true)
+                    .build()
+                    .map_err(built)?,
             )
             .send()
             .await

@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
 
@@ -65,18 +65,24 @@ impl Drop for CommitLoopGuard<'_> {
     }
 }
 
-const INSERT_AUDIT: &str = "INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 impl std::fmt::Debug for EmbeddedRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedRepository").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedRepository")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 fn backend(e: rusqlite::Error) -> RepoError {
     match e {
         rusqlite::Error::SqliteFailure(ref f, _)
-            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
         {
             RepoError::Unavailable(Box::new(e))
         }
@@ -123,15 +129,25 @@ impl EmbeddedRepository {
 
     /// A private in-memory database (tests, benchmarks).
     pub fn in_memory() -> Result<Self, RepoError> {
-        Self::init(Connection::open_in_memory().map_err(backend)?, ":memory:".into())
+        Self::init(
+            Connection::open_in_memory().map_err(backend)?,
+            ":memory:".into(),
+        )
     }
 
     fn init(conn: Connection, path: String) -> Result<Self, RepoError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self { conn: Mutex::new(conn), path, audit_queue: Mutex::default() })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+            audit_queue: Mutex::default(),
+        })
     }
 
     fn audit_queue(&self) -> std::sync::MutexGuard<'_, AuditQueue> {
@@ -181,7 +197,9 @@ impl EmbeddedRepository {
                 for row in batch {
                     let one = conn
                         .prepare_cached(INSERT_AUDIT)
-                        .and_then(|mut stmt| stmt.execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body]))
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body])
+                        })
                         .map(|_| ())
                         .map_err(backend);
                     let _ = row.done.send(one);
@@ -210,9 +228,17 @@ fn decode(parts: (String, Option<String>, Option<i64>)) -> Result<StoredRecord, 
 }
 
 fn tenant_row(conn: &Connection, pk: &str) -> Result<Option<TenantState>, RepoError> {
-    conn.query_row("SELECT generation, purged, purged_at FROM tenants WHERE pk = ?1", [pk], |r| {
-        Ok(TenantState { generation: r.get::<_, i64>(0)? as u64, purged: r.get::<_, i64>(1)? != 0, purged_at: r.get(2)? })
-    })
+    conn.query_row(
+        "SELECT generation, purged, purged_at FROM tenants WHERE pk = ?1",
+        [pk],
+        |r| {
+            Ok(TenantState {
+                generation: r.get::<_, i64>(0)? as u64,
+                purged: r.get::<_, i64>(1)? != 0,
+                purged_at: r.get(2)?,
+            })
+        },
+    )
     .optional()
     .map_err(backend)
 }
@@ -222,7 +248,9 @@ impl Repository for EmbeddedRepository {
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
         let conn = self.conn();
         let row = conn
-            .prepare_cached("SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2")
+            .prepare_cached(
+                "SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2",
+            )
             .map_err(backend)?
             .query_row(params![key.pk(), key.sk()], read_record)
             .optional()
@@ -233,7 +261,9 @@ impl Repository for EmbeddedRepository {
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 ORDER BY sk")
+            .prepare_cached(
+                "SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 ORDER BY sk",
+            )
             .map_err(backend)?;
         let rows = stmt.query_map([pk], read_record).map_err(backend)?;
         rows.map(|r| r.map_err(backend).and_then(decode)).collect()
@@ -245,7 +275,9 @@ impl Repository for EmbeddedRepository {
         stored.lease_until = None;
         let body = serde_json::to_string(&stored).map_err(corrupt)?;
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
         let current: Option<(i64, i64, Option<String>, Option<i64>)> = tx
             .query_row(
                 "SELECT version, generation, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2",
@@ -259,11 +291,24 @@ impl Repository for EmbeddedRepository {
                 let tenant = tenant_row(&tx, &record.pk)?;
                 tenant.is_some_and(|t| t.generation == record.generation && !t.purged)
             }
-            (Expect::Version { version, generation }, Some((v, g, _, _))) => {
-                *v as u64 == *version && *g as u64 == *generation
-            }
-            (Expect::Leased { version, generation, owner }, Some((v, g, o, _))) => {
-                *v as u64 == *version && *g as u64 == *generation && o.as_deref() == Some(owner.as_str())
+            (
+                Expect::Version {
+                    version,
+                    generation,
+                },
+                Some((v, g, _, _)),
+            ) => *v as u64 == *version && *g as u64 == *generation,
+            (
+                Expect::Leased {
+                    version,
+                    generation,
+                    owner,
+                },
+                Some((v, g, o, _)),
+            ) => {
+                *v as u64 == *version
+                    && *g as u64 == *generation
+                    && o.as_deref() == Some(owner.as_str())
             }
             _ => false,
         };
@@ -289,7 +334,12 @@ impl Repository for EmbeddedRepository {
 
     async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
         let conn = self.conn();
-        let n = conn.execute("DELETE FROM records WHERE pk = ?1 AND sk = ?2", params![key.pk(), key.sk()]).map_err(backend)?;
+        let n = conn
+            .execute(
+                "DELETE FROM records WHERE pk = ?1 AND sk = ?2",
+                params![key.pk(), key.sk()],
+            )
+            .map_err(backend)?;
         Ok(n > 0)
     }
 
@@ -299,7 +349,9 @@ impl Repository for EmbeddedRepository {
 
     async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
         let generation = match tenant_row(&tx, pk)? {
             Some(t) if !t.purged => t.generation,
             prior => {
@@ -318,7 +370,9 @@ impl Repository for EmbeddedRepository {
 
     async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
         let generation = tenant_row(&tx, pk)?.map_or(0, |t| t.generation);
         tx.execute(
             "INSERT INTO tenants (pk, generation, purged, purged_at) VALUES (?1, ?2, 1, ?3)
@@ -326,13 +380,22 @@ impl Repository for EmbeddedRepository {
             params![pk, generation as i64, now],
         )
         .map_err(backend)?;
-        let n = tx.execute("DELETE FROM records WHERE pk = ?1", [pk]).map_err(backend)?;
+        let n = tx
+            .execute("DELETE FROM records WHERE pk = ?1", [pk])
+            .map_err(backend)?;
         tx.commit().map_err(backend)?;
         Ok(n)
     }
 
-    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
-        -> Result<bool, RepoError> {
+    async fn try_lease(
+        &self,
+        key: &RecordKey,
+        version: u64,
+        generation: u64,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, RepoError> {
         let conn = self.conn();
         let n = conn
             .prepare_cached(
@@ -341,7 +404,15 @@ impl Repository for EmbeddedRepository {
                    AND (lease_until IS NULL OR lease_until < ?7 OR lease_owner = ?1)",
             )
             .map_err(backend)?
-            .execute(params![owner, until, key.pk(), key.sk(), version as i64, generation as i64, now])
+            .execute(params![
+                owner,
+                until,
+                key.pk(),
+                key.sk(),
+                version as i64,
+                generation as i64,
+                now
+            ])
             .map_err(backend)?;
         Ok(n == 1)
     }
@@ -356,7 +427,12 @@ impl Repository for EmbeddedRepository {
         Ok(())
     }
 
-    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+    async fn query_due(
+        &self,
+        shard: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordKey>, RepoError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -364,7 +440,9 @@ impl Repository for EmbeddedRepository {
             )
             .map_err(backend)?;
         let rows = stmt
-            .query_map(params![shard, before, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![shard, before, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(backend)?;
         rows.map(|r| {
             let (pk, sk) = r.map_err(backend)?;
@@ -373,8 +451,11 @@ impl Repository for EmbeddedRepository {
         .collect()
     }
 
-    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
-        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
+    async fn scan_records(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
         let conn = self.conn();
         let (apk, ask) = after.unwrap_or_default();
         let mut stmt = conn
@@ -382,15 +463,23 @@ impl Repository for EmbeddedRepository {
                 "SELECT body, lease_owner, lease_until FROM records WHERE (pk, sk) > (?1, ?2) ORDER BY pk, sk LIMIT ?3",
             )
             .map_err(backend)?;
-        let rows = stmt.query_map(params![apk, ask, limit as i64], read_record).map_err(backend)?;
-        let records = rows.map(|r| r.map_err(backend).and_then(decode)).collect::<Result<Vec<_>, _>>()?;
-        let next = (records.len() == limit).then(|| records.last().map(|r| (r.pk.clone(), r.sk.clone()))).flatten();
+        let rows = stmt
+            .query_map(params![apk, ask, limit as i64], read_record)
+            .map_err(backend)?;
+        let records = rows
+            .map(|r| r.map_err(backend).and_then(decode))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (records.len() == limit)
+            .then(|| records.last().map(|r| (r.pk.clone(), r.sk.clone())))
+            .flatten();
         Ok((records, next))
     }
 
     async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT pk, generation, purged, purged_at FROM tenants ORDER BY pk").map_err(backend)?;
+        let mut stmt = conn
+            .prepare("SELECT pk, generation, purged, purged_at FROM tenants ORDER BY pk")
+            .map_err(backend)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -408,9 +497,12 @@ impl Repository for EmbeddedRepository {
 
     async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
         let newer_or_same = tenant_row(&tx, pk)?.is_some_and(|t| {
-            t.generation > state.generation || (t.generation == state.generation && (t.purged || !state.purged))
+            t.generation > state.generation
+                || (t.generation == state.generation && (t.purged || !state.purged))
         });
         if newer_or_same {
             return Ok(false);
@@ -426,26 +518,42 @@ impl Repository for EmbeddedRepository {
 
     async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
         let conn = self.conn();
-        conn.execute("INSERT INTO states (nonce, ttl) VALUES (?1, ?2)", params![nonce, expires_at])
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    RepoError::ConditionFailed
-                }
-                other => backend(other),
-            })?;
+        conn.execute(
+            "INSERT INTO states (nonce, ttl) VALUES (?1, ?2)",
+            params![nonce, expires_at],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                RepoError::ConditionFailed
+            }
+            other => backend(other),
+        })?;
         Ok(())
     }
 
     async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
         let conn = self.conn();
         // One statement: only the caller whose DELETE removes the row wins.
-        let n = conn.execute("DELETE FROM states WHERE nonce = ?1 AND ttl > ?2", params![nonce, now]).map_err(backend)?;
+        let n = conn
+            .execute(
+                "DELETE FROM states WHERE nonce = ?1 AND ttl > ?2",
+                params![nonce, now],
+            )
+            .map_err(backend)?;
         // Expired states are dead either way; drop them opportunistically.
-        conn.execute("DELETE FROM states WHERE ttl <= ?1", [now]).map_err(backend)?;
+        conn.execute("DELETE FROM states WHERE ttl <= ?1", [now])
+            .map_err(backend)?;
         Ok(n == 1)
     }
 
-    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+    async fn record_event(
+        &self,
+        event_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RepoError> {
         let conn = self.conn();
         let n = conn
             .prepare_cached(
@@ -494,14 +602,24 @@ impl Repository for EmbeddedRepository {
             .map_err(|_| RepoError::Backend("audit commit loop failed".into()))?
     }
 
-    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError> {
+    async fn query_audit(
+        &self,
+        tenant: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, RepoError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT body FROM audit WHERE (?1 IS NULL OR tenant = ?1) AND at_ms >= ?2 ORDER BY at_ms, sk LIMIT ?3",
             )
             .map_err(backend)?;
-        let rows = stmt.query_map(params![tenant, since_ms, limit as i64], |r| r.get::<_, String>(0)).map_err(backend)?;
-        rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt)).collect()
+        let rows = stmt
+            .query_map(params![tenant, since_ms, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(backend)?;
+        rows.map(|r| serde_json::from_str(&r.map_err(backend)?).map_err(corrupt))
+            .collect()
     }
 }

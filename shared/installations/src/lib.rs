@@ -16,9 +16,9 @@ mod error;
 mod lifecycle;
 mod model;
 mod record;
+mod refresh;
 mod repository;
 pub mod schema;
-mod refresh;
 mod store;
 mod tenant;
 #[cfg(any(test, feature = "test-util"))]
@@ -26,13 +26,15 @@ pub mod testing;
 
 pub use audit::{AuditRecord, Outcome, ReadContext, TokenKind};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use dynamo::{create_tables, DynamoRepository};
+pub use dynamo::{DynamoRepository, create_tables};
 pub use embedded::EmbeddedRepository;
 pub use error::{RepoError, StoreError};
 pub use lifecycle::{LifecycleEvent, LifecycleOutcome};
-pub use model::{Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens};
+pub use model::{
+    Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens,
+};
 pub use record::{Expect, StoredRecord, TenantState};
-pub use repository::Repository;
 pub use refresh::{RefreshMetrics, RotateOutcome};
+pub use repository::Repository;
 pub use store::{InstallationStore, StoreConfig};
 pub use tenant::{RecordKey, RecordKind, TenantError, TenantKey, VerifiedTenant};

@@ -104,7 +104,10 @@ impl InstallationMeta {
         out.push(u8::from(self.is_enterprise_install));
         out.extend_from_slice(&self.installed_at.to_be_bytes());
         s(&mut out, Some(self.status.as_str()));
-        s(&mut out, self.token_expires_at.map(|t| t.to_string()).as_deref());
+        s(
+            &mut out,
+            self.token_expires_at.map(|t| t.to_string()).as_deref(),
+        );
         s(&mut out, self.incoming_webhook_channel.as_deref());
         s(&mut out, self.incoming_webhook_channel_id.as_deref());
         s(&mut out, self.incoming_webhook_configuration_url.as_deref());
@@ -132,16 +135,31 @@ pub struct Installation {
     pub bot_refresh_token: Option<RefreshToken>,
     pub user: Option<UserTokens>,
     pub incoming_webhook_url: Option<WebhookUrl>,
+    /// When the code exchange started, unix milliseconds: a tenant purged
+    /// after it refuses this install ([`crate::StoreError::PurgedDuringInstall`]).
+    /// `from_oauth_response` sets the start of `installed_at`'s second; the
+    /// OAuth callback sets the exact time it read before calling Slack.
+    pub exchange_started_ms: i64,
 }
 
 fn split_scopes(s: Option<&str>) -> Vec<String> {
-    s.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Installation {
     /// Builds the installation from Slack's code-exchange answer.
     pub fn from_oauth_response(resp: OAuthV2Response, now_secs: i64) -> Result<Self, StoreError> {
-        if resp.access_token.is_none() && resp.authed_user.as_ref().is_none_or(|u| u.access_token.is_none()) {
+        if resp.access_token.is_none()
+            && resp
+                .authed_user
+                .as_ref()
+                .is_none_or(|u| u.access_token.is_none())
+        {
             return Err(StoreError::Invalid("oauth response carries no token"));
         }
         let webhook = resp.incoming_webhook;
@@ -164,7 +182,9 @@ impl Installation {
             token_expires_at: resp.expires_in.map(|s| now_secs + s),
             incoming_webhook_channel: webhook.as_ref().and_then(|w| w.channel.clone()),
             incoming_webhook_channel_id: webhook.as_ref().and_then(|w| w.channel_id.clone()),
-            incoming_webhook_configuration_url: webhook.as_ref().and_then(|w| w.configuration_url.clone()),
+            incoming_webhook_configuration_url: webhook
+                .as_ref()
+                .and_then(|w| w.configuration_url.clone()),
         };
         let user = resp.authed_user.map(|u| UserTokens {
             scopes: split_scopes(u.scope.as_deref()),
@@ -179,6 +199,7 @@ impl Installation {
             bot_refresh_token: resp.refresh_token,
             user,
             incoming_webhook_url: webhook.map(|w| w.url),
+            exchange_started_ms: now_secs * 1000,
         })
     }
 }

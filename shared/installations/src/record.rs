@@ -75,6 +75,9 @@ impl StoredRecord {
 pub struct TenantState {
     pub generation: u64,
     pub purged: bool,
+    /// When the generation was first purged, unix milliseconds (an install
+    /// whose code exchange started before it is refused). Tombstones written
+    /// by older versions hold seconds, which read as long ago: they refuse nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged_at: Option<i64>,
 }
@@ -88,5 +91,9 @@ pub enum Expect {
     /// Replace the record that has exactly this version and generation.
     Version { version: u64, generation: u64 },
     /// As `Version`, and the caller still holds the refresh lease.
-    Leased { version: u64, generation: u64, owner: String },
+    Leased {
+        version: u64,
+        generation: u64,
+        owner: String,
+    },
 }

@@ -45,7 +45,8 @@ use zeroize::Zeroizing;
 
 use crate::record::field;
 use crate::{
-    Expect, InstallationStore, Outcome, ReadContext, RecordKey, RepoError, Status, StoreError, StoredRecord, TokenKind,
+    Expect, InstallationStore, Outcome, ReadContext, RecordKey, RepoError, Status, StoreError,
+    StoredRecord, TokenKind,
 };
 
 /// Counters for tests, benchmarks and metrics.
@@ -83,7 +84,10 @@ impl Drop for KeyLock {
         drop(self.guard.take());
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         // Only the map holds it: nobody else is queued for this key.
-        if locks.get(&self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             locks.remove(&self.key);
         }
     }
@@ -96,7 +100,11 @@ impl RefreshState {
     }
 
     fn guard(&self, key: &RecordKey, guard: tokio::sync::OwnedMutexGuard<()>) -> KeyLock {
-        KeyLock { guard: Some(guard), locks: self.locks.clone(), key: key.clone() }
+        KeyLock {
+            guard: Some(guard),
+            locks: self.locks.clone(),
+            key: key.clone(),
+        }
     }
 
     /// Waits for the record's lock; `true` alongside when another task held it first.
@@ -110,11 +118,18 @@ impl RefreshState {
 
     /// The record's lock if nobody in this process holds it.
     fn try_lock(&self, key: &RecordKey) -> Option<KeyLock> {
-        let lock = self.entry(key).try_lock_owned().ok().map(|g| self.guard(key, g));
+        let lock = self
+            .entry(key)
+            .try_lock_owned()
+            .ok()
+            .map(|g| self.guard(key, g));
         if lock.is_none() {
             // Drops the entry again if it was created just now for nothing.
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1 && l.try_lock().is_ok()) {
+            if locks
+                .get(key)
+                .is_some_and(|l| Arc::strong_count(l) == 1 && l.try_lock().is_ok())
+            {
                 locks.remove(key);
             }
         }
@@ -182,7 +197,10 @@ struct Failed {
 
 impl From<StoreError> for Failed {
     fn from(error: StoreError) -> Self {
-        Self { error, release_lease: true }
+        Self {
+            error,
+            release_lease: true,
+        }
     }
 }
 
@@ -213,7 +231,10 @@ impl InstallationStore {
             Step::Fresh(r) => r,
             Step::HeldElsewhere | Step::NotDue => return Err(StoreError::Expired),
         };
-        let token = self.open_field(&record, field::TOKEN).await?.ok_or(StoreError::NotInstalled)?;
+        let token = self
+            .open_field(&record, field::TOKEN)
+            .await?
+            .ok_or(StoreError::NotInstalled)?;
         let token = String::from_utf8(token.to_vec()).map_err(|_| StoreError::Integrity)?;
         Ok((token, record.version))
     }
@@ -256,7 +277,10 @@ impl InstallationStore {
             return Ok(RotateOutcome::Gone);
         }
         let version = seen.version;
-        match self.refresh_under_lock(key, seen, Need::Due, false, None).await {
+        match self
+            .refresh_under_lock(key, seen, Need::Due, false, None)
+            .await
+        {
             Ok(Step::Fresh(r)) if r.version > version => Ok(RotateOutcome::Refreshed),
             Ok(Step::Fresh(_)) | Ok(Step::NotDue) => Ok(RotateOutcome::NotDue),
             Ok(Step::HeldElsewhere) => Ok(RotateOutcome::HeldElsewhere),
@@ -276,13 +300,19 @@ impl InstallationStore {
         }
     }
 
-    async fn refresh_record(&self, key: &RecordKey, seen: StoredRecord, deadline: Option<Instant>) -> Result<Step, StoreError> {
+    async fn refresh_record(
+        &self,
+        key: &RecordKey,
+        seen: StoredRecord,
+        deadline: Option<Instant>,
+    ) -> Result<Step, StoreError> {
         // A caller that queued behind another refresh in this process re-reads:
         // `seen` predates that refresh, and acting on it would fail the lease
         // on a stale version and sleep a POLL with the lock held, one caller
         // after another.
         let (_one_per_process, queued) = self.refresh.lock(key).await;
-        self.refresh_under_lock(key, seen, Need::Expired, queued, deadline).await
+        self.refresh_under_lock(key, seen, Need::Expired, queued, deadline)
+            .await
     }
 
     async fn refresh_under_lock(
@@ -299,7 +329,11 @@ impl InstallationStore {
         let mut first = !reread;
         loop {
             if !first {
-                record = self.repository().get(key).await?.ok_or(StoreError::NotInstalled)?;
+                record = self
+                    .repository()
+                    .get(key)
+                    .await?
+                    .ok_or(StoreError::NotInstalled)?;
             }
             first = false;
             if record.meta.status == Status::NeedsReinstall {
@@ -313,8 +347,22 @@ impl InstallationStore {
                 });
             }
             let owner = self.refresh.owner.0.as_str();
-            if self.repository().try_lease(key, record.version, record.generation, owner, now, now + lease_secs).await? {
-                match self.refresh_with_lease(key, &record, owner, deadline).await? {
+            if self
+                .repository()
+                .try_lease(
+                    key,
+                    record.version,
+                    record.generation,
+                    owner,
+                    now,
+                    now + lease_secs,
+                )
+                .await?
+            {
+                match self
+                    .refresh_with_lease(key, &record, owner, deadline)
+                    .await?
+                {
                     Attempt::Refreshed(r) => return Ok(Step::Fresh(r)),
                     Attempt::LeaseLost => {}
                 }
@@ -322,7 +370,9 @@ impl InstallationStore {
             if matches!(need, Need::Due) {
                 return Ok(Step::HeldElsewhere);
             }
-            if self.clock().now_millis() >= wait_until || deadline.is_some_and(|d| Instant::now() + POLL >= d) {
+            if self.clock().now_millis() >= wait_until
+                || deadline.is_some_and(|d| Instant::now() + POLL >= d)
+            {
                 return Err(StoreError::Expired);
             }
             tokio::time::sleep(POLL).await;
@@ -338,10 +388,17 @@ impl InstallationStore {
         deadline: Option<Instant>,
     ) -> Result<Attempt, StoreError> {
         let outcome = match self.refresh.slack.clone() {
-            Some(slack) => self.call_slack_and_persist(&*slack, key, record, owner, deadline).await,
+            Some(slack) => {
+                self.call_slack_and_persist(&*slack, key, record, owner, deadline)
+                    .await
+            }
             None => Err(StoreError::Expired.into()),
         };
-        if let Err(Failed { release_lease: true, .. }) = &outcome {
+        if let Err(Failed {
+            release_lease: true,
+            ..
+        }) = &outcome
+        {
             // A failure before Slack answered: let the next reader try at once
             // rather than wait out the lease. Only drops our own lease.
             if let Err(e) = self.repository().release_lease(key, owner).await {
@@ -354,12 +411,22 @@ impl InstallationStore {
         }
         let audit_outcome = match &outcome {
             Ok(_) => Outcome::Ok,
-            Err(Failed { error: StoreError::Integrity, .. }) => Outcome::DecryptFailed,
+            Err(Failed {
+                error: StoreError::Integrity,
+                ..
+            }) => Outcome::DecryptFailed,
             Err(_) => Outcome::RefreshFailed,
         };
         // The refresh token was read: that is audited like any token read.
         let ctx = ReadContext::new("tokenkeep-refresh", owner, "refresh");
-        self.audit(self.audit_record(key, TokenKind::of_record(key), &ctx, audit_outcome, record.version)).await?;
+        self.audit(self.audit_record(
+            key,
+            TokenKind::of_record(key),
+            &ctx,
+            audit_outcome,
+            record.version,
+        ))
+        .await?;
         outcome.map_err(|f| f.error)
     }
 
@@ -402,7 +469,18 @@ impl InstallationStore {
         // hold may already be spent.
         let now = self.clock().now_secs();
         let lease_secs = self.config().lease_secs;
-        if !self.repository().try_lease(key, record.version, record.generation, owner, now, now + lease_secs).await? {
+        if !self
+            .repository()
+            .try_lease(
+                key,
+                record.version,
+                record.generation,
+                owner,
+                now,
+                now + lease_secs,
+            )
+            .await?
+        {
             tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshLeaseLost",
                 "refresh lease lost before the slack call (a stall outlived it); not calling slack");
             return Ok(Attempt::LeaseLost);
@@ -414,7 +492,10 @@ impl InstallationStore {
             Err(e) if e.is_revoked() => {
                 // The grant is dead: mark it, never fall back to the old token.
                 self.refresh.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                self.refresh.metrics.needs_reinstall.fetch_add(1, Ordering::Relaxed);
+                self.refresh
+                    .metrics
+                    .needs_reinstall
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshFailed", slack_error = %e,
                     "refresh refused by slack; installation needs reinstall");
                 self.mark_needs_reinstall(key, record, owner).await?;
@@ -433,11 +514,19 @@ impl InstallationStore {
             }
         };
         // From here on the stored refresh token is spent.
-        let spent = |error: StoreError| Failed { error, release_lease: false };
-        let (Some(access), Some(refresh)) = (response.access_token.as_ref(), response.refresh_token.as_ref()) else {
+        let spent = |error: StoreError| Failed {
+            error,
+            release_lease: false,
+        };
+        let (Some(access), Some(refresh)) = (
+            response.access_token.as_ref(),
+            response.refresh_token.as_ref(),
+        ) else {
             tracing::error!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshPairLost",
                 "slack's refresh answer has no token pair; the stored refresh token may be spent");
-            return Err(spent(StoreError::Invalid("refresh answer without a token pair")));
+            return Err(spent(StoreError::Invalid(
+                "refresh answer without a token pair",
+            )));
         };
         let now = self.clock().now_secs();
         let mut meta = record.meta.clone();
@@ -452,12 +541,26 @@ impl InstallationStore {
             secrets.push((name.as_str(), value));
         }
         let next = self
-            .seal_record_with(Some(data_key), key, meta, record.version + 1, record.generation, &secrets)
+            .seal_record_with(
+                Some(data_key),
+                key,
+                meta,
+                record.version + 1,
+                record.generation,
+                &secrets,
+            )
             .map_err(spent)?;
-        let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
+        let expect = Expect::Leased {
+            version: record.version,
+            generation: record.generation,
+            owner: owner.to_owned(),
+        };
 
         // Retry until the lease (less a margin) or the caller's deadline ends.
-        let write_until = deadline.map_or(lease_ends, |d| d.min(lease_ends)).checked_sub(LEASE_MARGIN).unwrap_or(lease_ends);
+        let write_until = deadline
+            .map_or(lease_ends, |d| d.min(lease_ends))
+            .checked_sub(LEASE_MARGIN)
+            .unwrap_or(lease_ends);
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(25))
             .with_max_delay(Duration::from_millis(800))
@@ -477,7 +580,10 @@ impl InstallationStore {
         .await;
         match written {
             Ok(()) => {
-                self.refresh.metrics.refreshed.fetch_add(1, Ordering::Relaxed);
+                self.refresh
+                    .metrics
+                    .refreshed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(tenant = %key.pk(), sk = %key.sk(), version = next.version, attempts, "token refreshed");
                 Ok(Attempt::Refreshed(Box::new(next)))
             }
@@ -496,13 +602,24 @@ impl InstallationStore {
         }
     }
 
-    async fn mark_needs_reinstall(&self, key: &RecordKey, record: &StoredRecord, owner: &str) -> Result<(), StoreError> {
+    async fn mark_needs_reinstall(
+        &self,
+        key: &RecordKey,
+        record: &StoredRecord,
+        owner: &str,
+    ) -> Result<(), StoreError> {
         let mut meta = record.meta.clone();
         meta.status = Status::NeedsReinstall;
         meta.token_expires_at = None;
         // No secrets kept: the grant is dead, and a dead token has no use here.
-        let next = self.seal_record(key, meta, record.version + 1, record.generation, &[]).await?;
-        let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
+        let next = self
+            .seal_record(key, meta, record.version + 1, record.generation, &[])
+            .await?;
+        let expect = Expect::Leased {
+            version: record.version,
+            generation: record.generation,
+            owner: owner.to_owned(),
+        };
         match self.repository().put(&next, expect).await {
             Ok(()) | Err(RepoError::ConditionFailed) => Ok(()),
             Err(e) => Err(e.into()),

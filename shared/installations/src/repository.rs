@@ -13,6 +13,18 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// Strongly consistent read of one record.
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError>;
 
+    /// A record and its tenant's state, read together (the token read checks
+    /// the record belongs to the live generation). Strongly consistent; the
+    /// default makes both reads concurrently, DynamoDB makes one round trip.
+    async fn get_with_tenant(
+        &self,
+        key: &RecordKey,
+    ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
+        let pk = key.pk();
+        let (record, tenant) = tokio::join!(self.get(key), self.tenant_state(&pk));
+        Ok((record?, tenant?))
+    }
+
     /// Every installation record (bot and users) of a tenant partition.
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError>;
 
@@ -30,9 +42,10 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// a new one (previous + 1) when the tenant is purged or unknown.
     async fn open_generation(&self, pk: &str) -> Result<u64, RepoError>;
 
-    /// Marks the tenant purged (tombstone) and deletes all its records.
-    /// Idempotent; returns how many records were deleted.
-    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError>;
+    /// Marks the tenant purged (tombstone, `purged_at` = `now_ms` unless
+    /// already set) and deletes all its records. Idempotent; returns how many
+    /// records were deleted.
+    async fn purge_tenant(&self, pk: &str, now_ms: i64) -> Result<usize, RepoError>;
 
     /// Takes the refresh lease on a record at `version`/`generation` if nobody
     /// else holds an unexpired one, or renews it (new `until`) if `owner`
@@ -43,19 +56,34 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// whose lease ran out during a stalled KMS call learns here that someone
     /// else took over (the version moved or their lease is live) and never
     /// sends the refresh token they may have spent already.
-    async fn try_lease(&self, key: &RecordKey, version: u64, generation: u64, owner: &str, now: i64, until: i64)
-        -> Result<bool, RepoError>;
+    async fn try_lease(
+        &self,
+        key: &RecordKey,
+        version: u64,
+        generation: u64,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Drops the lease if `owner` holds it (a failed refresh lets others try).
     async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError>;
 
     /// Keys of records whose rotating token expires at or before `before`, in one
     /// expiry shard (index query, never a scan), at most `limit`.
-    async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError>;
+    async fn query_due(
+        &self,
+        shard: &str,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordKey>, RepoError>;
 
     /// A page of all records (operator commands: list, verify, rekey, export).
-    async fn scan_records(&self, after: Option<(String, String)>, limit: usize)
-        -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError>;
+    async fn scan_records(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError>;
 
     /// All tenant states (for export, so tombstones survive a restore).
     async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError>;
@@ -72,7 +100,12 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError>;
 
     /// Records an event id; `true` the first time, `false` for a retry.
-    async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError>;
+    async fn record_event(
+        &self,
+        event_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Whether an unexpired event id was recorded, without recording it
     /// (lifecycle events are recorded only once they took effect).
@@ -82,5 +115,10 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError>;
 
     /// Audit records since `since_ms`, for one tenant or all, oldest first.
-    async fn query_audit(&self, tenant: Option<&str>, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>, RepoError>;
+    async fn query_audit(
+        &self,
+        tenant: Option<&str>,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, RepoError>;
 }

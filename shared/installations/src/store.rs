@@ -2,19 +2,19 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use tokenkeep_envelope::{open, seal, Aad, EncryptedDataKey, EncryptionContext, KeyProvider};
+use base64::engine::general_purpose::STANDARD as B64;
+use tokenkeep_envelope::{Aad, EncryptedDataKey, EncryptionContext, KeyProvider, open, seal};
 use tokenkeep_slack_api::{AccessToken, WebhookUrl};
 use zeroize::Zeroizing;
 
-use crate::record::{field, RECORD_FORMAT};
+use crate::record::{RECORD_FORMAT, field};
 use crate::schema;
 use crate::{
-    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta, InstallationQuery, LifecycleEvent,
-    LifecycleOutcome, Outcome,
-    ReadContext, RecordKey, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
-    TokenKind, VerifiedTenant,
+    AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta,
+    InstallationQuery, LifecycleEvent, LifecycleOutcome, Outcome, ReadContext, RecordKey,
+    RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey, TokenKind,
+    VerifiedTenant,
 };
 
 #[derive(Debug, Clone)]
@@ -76,13 +76,21 @@ fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
         // The field set: names are `[a-z_]+`, so joining them is unambiguous.
         _ => aad.part("format", &[record.format]).part(
             "fields",
-            record.sealed.keys().map(String::as_str).collect::<Vec<_>>().join(",").as_bytes(),
+            record
+                .sealed
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_bytes(),
         ),
     }
 }
 
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
-    let key = record.key().map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+    let key = record
+        .key()
+        .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
     Ok(InstallationInfo {
         tenant: key.tenant,
         kind: key.kind,
@@ -96,7 +104,14 @@ fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
 
 impl InstallationStore {
     pub fn new(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, config: StoreConfig) -> Self {
-        Self { repo, keys, clock: Arc::new(SystemClock), config, refresh: Default::default(), lifecycle_stale: Default::default() }
+        Self {
+            repo,
+            keys,
+            clock: Arc::new(SystemClock),
+            config,
+            refresh: Default::default(),
+            lifecycle_stale: Default::default(),
+        }
     }
 
     /// Enables token refresh through Slack (rotation). Without it an expired
@@ -146,8 +161,14 @@ impl InstallationStore {
     }
 
     /// A fresh data key for one record write.
-    pub(crate) async fn new_data_key(&self, key: &RecordKey) -> Result<tokenkeep_envelope::DataKey, StoreError> {
-        Ok(self.keys.generate_data_key(&self.context(&key.pk())).await?)
+    pub(crate) async fn new_data_key(
+        &self,
+        key: &RecordKey,
+    ) -> Result<tokenkeep_envelope::DataKey, StoreError> {
+        Ok(self
+            .keys
+            .generate_data_key(&self.context(&key.pk()))
+            .await?)
     }
 
     /// Seals under a data key the caller already holds (the refresh path gets
@@ -162,7 +183,9 @@ impl InstallationStore {
         secrets: &[(&str, &str)],
     ) -> Result<StoredRecord, StoreError> {
         let pk = key.pk();
-        let rotating = meta.token_expires_at.filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
+        let rotating = meta
+            .token_expires_at
+            .filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
         let mut record = StoredRecord {
             exp_shard: rotating.map(|_| schema::expiry_shard(&pk)),
             expires_at: rotating,
@@ -173,7 +196,10 @@ impl InstallationStore {
             meta,
             data_key: String::new(),
             data_key_id: String::new(),
-            sealed: secrets.iter().map(|(name, _)| ((*name).to_owned(), String::new())).collect(),
+            sealed: secrets
+                .iter()
+                .map(|(name, _)| ((*name).to_owned(), String::new()))
+                .collect(),
             format: RECORD_FORMAT,
             lease_owner: None,
             lease_until: None,
@@ -206,9 +232,16 @@ impl InstallationStore {
             key_id: record.data_key_id.clone(),
             blob: B64.decode(&record.data_key).map_err(|_| corrupt())?,
         };
-        let key = self.keys.decrypt_data_key(&edk, &self.context(&record.pk)).await?;
+        let key = self
+            .keys
+            .decrypt_data_key(&edk, &self.context(&record.pk))
+            .await?;
         let sealed = B64.decode(sealed).map_err(|_| corrupt())?;
-        Ok(Some(open(&key, &aad(record, name, &record.meta.bound_bytes()), &sealed)?))
+        Ok(Some(open(
+            &key,
+            &aad(record, name, &record.meta.bound_bytes()),
+            &sealed,
+        )?))
     }
 
     /// Opens every sealed field of a record without returning any of them:
@@ -216,8 +249,14 @@ impl InstallationStore {
     /// The plaintext exists in memory for a moment, so it is audited like any
     /// token read (one audit record per record, `ctx.reason` e.g. `verify`),
     /// and fails if the audit record can't be written.
-    pub async fn verify_record(&self, record: &StoredRecord, ctx: &ReadContext) -> Result<(), StoreError> {
-        let key = record.key().map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+    pub async fn verify_record(
+        &self,
+        record: &StoredRecord,
+        ctx: &ReadContext,
+    ) -> Result<(), StoreError> {
+        let key = record
+            .key()
+            .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
         let mut result = Ok(());
         for name in record.sealed.keys() {
             if let Err(e) = self.open_field(record, name).await {
@@ -231,7 +270,14 @@ impl InstallationStore {
             Err(_) => Outcome::Failed,
         };
         if !record.sealed.is_empty() {
-            self.audit(self.audit_record(&key, TokenKind::of_record(&key), ctx, outcome, record.version)).await?;
+            self.audit(self.audit_record(
+                &key,
+                TokenKind::of_record(&key),
+                ctx,
+                outcome,
+                record.version,
+            ))
+            .await?;
         }
         result
     }
@@ -242,10 +288,10 @@ impl InstallationStore {
     /// A reinstall replaces the tokens and bumps the version; an install after
     /// a purge opens a new generation.
     ///
-    /// `inst.meta.installed_at` must be when the code exchange started: a
-    /// tenant purged at or after it (an `app_uninstalled` that overtook this
-    /// install) fails with [`StoreError::PurgedDuringInstall`] and is never
-    /// reopened, since the tokens in hand are the ones Slack just revoked. A
+    /// A tenant purged after `inst.exchange_started_ms` (an `app_uninstalled`
+    /// that overtook this install) fails it with
+    /// [`StoreError::PurgedDuringInstall`] and is never reopened: the tokens
+    /// in hand are the ones Slack revoked with the uninstall. A
     /// write that loses a race to a refresh is redone from a fresh read.
     ///
     /// A failed install leaves nothing half-done: records this call wrote are
@@ -253,12 +299,18 @@ impl InstallationStore {
     /// store has a Slack client ([`Self::with_refresher`]) the new tokens are
     /// revoked (`auth.revoke`), so no live grant is left that nothing holds.
     /// The user sees an error and installs again.
-    pub async fn store_installation(&self, tenant: &VerifiedTenant, inst: &Installation) -> Result<(), StoreError> {
+    pub async fn store_installation(
+        &self,
+        tenant: &VerifiedTenant,
+        inst: &Installation,
+    ) -> Result<(), StoreError> {
         const ATTEMPTS: usize = 4;
         let mut written = Vec::new();
         let mut result = Err(StoreError::Conflict);
         for attempt in 1..=ATTEMPTS {
-            result = self.try_store_installation(tenant, inst, &mut written).await;
+            result = self
+                .try_store_installation(tenant, inst, &mut written)
+                .await;
             match &result {
                 Err(StoreError::Conflict) if attempt < ATTEMPTS => {
                     tracing::info!(tenant = %tenant.key(), attempt, "install raced another writer; retrying");
@@ -275,7 +327,12 @@ impl InstallationStore {
 
     /// Removes what a failed install wrote and revokes its tokens at Slack.
     /// Best effort, each step logged: the install has already failed.
-    async fn undo_install(&self, tenant: &VerifiedTenant, inst: &Installation, written: &[RecordKey]) {
+    async fn undo_install(
+        &self,
+        tenant: &VerifiedTenant,
+        inst: &Installation,
+        written: &[RecordKey],
+    ) {
         for key in written {
             if let Err(e) = self.repo.delete(key).await {
                 tracing::error!(tenant = %tenant.key(), sk = %key.sk(), error = %e, "could not remove a half-written install");
@@ -289,9 +346,13 @@ impl InstallationStore {
         for (which, token) in [("bot", inst.bot_token.as_ref()), ("user", user_token)] {
             let Some(token) = token else { continue };
             match slack.revoke(token).await {
-                Ok(()) => tracing::info!(tenant = %tenant.key(), which, "failed install's token revoked at slack"),
-                Err(e) => tracing::error!(tenant = %tenant.key(), which, slack_error = %e, metric = "InstallRevokeFailed",
-                    "could not revoke a failed install's token"),
+                Ok(()) => {
+                    tracing::info!(tenant = %tenant.key(), which, "failed install's token revoked at slack")
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.key(), which, slack_error = %e, metric = "InstallRevokeFailed",
+                    "could not revoke a failed install's token")
+                }
             }
         }
     }
@@ -304,8 +365,12 @@ impl InstallationStore {
     ) -> Result<(), StoreError> {
         let pk = tenant.key().pk();
         if let Some(state) = self.repo.tenant_state(&pk).await? {
-            if state.purged && state.purged_at.is_some_and(|at| at >= inst.meta.installed_at) {
-                tracing::warn!(tenant = %tenant.key(), purged_at = state.purged_at, exchanged_at = inst.meta.installed_at,
+            if state.purged
+                && state
+                    .purged_at
+                    .is_some_and(|at_ms| at_ms > inst.exchange_started_ms)
+            {
+                tracing::warn!(tenant = %tenant.key(), purged_at_ms = state.purged_at, exchange_started_ms = inst.exchange_started_ms,
                     metric = "InstallRacedUninstall", "tenant purged after this install's code exchange; not reopening it");
                 return Err(StoreError::PurgedDuringInstall);
             }
@@ -323,7 +388,8 @@ impl InstallationStore {
             if let Some(w) = &inst.incoming_webhook_url {
                 secrets.push((field::INCOMING_WEBHOOK_URL, w.expose_secret()));
             }
-            self.write_replacing(&key, meta, generation, &secrets).await?;
+            self.write_replacing(&key, meta, generation, &secrets)
+                .await?;
             if !written.contains(&key) {
                 written.push(key);
             }
@@ -346,7 +412,8 @@ impl InstallationStore {
             if let Some(r) = &user.refresh_token {
                 secrets.push((field::REFRESH_TOKEN, r.expose_secret()));
             }
-            self.write_replacing(&key, meta, generation, &secrets).await?;
+            self.write_replacing(&key, meta, generation, &secrets)
+                .await?;
             if !written.contains(&key) {
                 written.push(key);
             }
@@ -364,10 +431,18 @@ impl InstallationStore {
     ) -> Result<(), StoreError> {
         let existing = self.repo.get(key).await?;
         let (version, expect) = match &existing {
-            Some(r) => (r.version + 1, Expect::Version { version: r.version, generation: r.generation }),
+            Some(r) => (
+                r.version + 1,
+                Expect::Version {
+                    version: r.version,
+                    generation: r.generation,
+                },
+            ),
             None => (1, Expect::Absent),
         };
-        let record = self.seal_record(key, meta, version, generation, secrets).await?;
+        let record = self
+            .seal_record(key, meta, version, generation, secrets)
+            .await?;
         self.repo.put(&record, expect).await.map_err(|e| match e {
             RepoError::ConditionFailed => StoreError::Conflict,
             other => other.into(),
@@ -378,9 +453,13 @@ impl InstallationStore {
 
     /// Bolt's `fetch_installation`: the user's installation if `user_id` is
     /// given and present, else the bot installation.
-    pub async fn fetch_installation(&self, query: &InstallationQuery<'_>) -> Result<Option<InstallationInfo>, StoreError> {
+    pub async fn fetch_installation(
+        &self,
+        query: &InstallationQuery<'_>,
+    ) -> Result<Option<InstallationInfo>, StoreError> {
         if let Some(user) = query.user_id {
-            let key = RecordKey::user(query.tenant.key().clone(), user).map_err(|_| StoreError::Invalid("malformed user id"))?;
+            let key = RecordKey::user(query.tenant.key().clone(), user)
+                .map_err(|_| StoreError::Invalid("malformed user id"))?;
             if let Some(record) = self.repo.get(&key).await? {
                 return info_of(&record).map(Some);
             }
@@ -389,7 +468,10 @@ impl InstallationStore {
     }
 
     /// Bolt's `fetch_bot`.
-    pub async fn fetch_bot(&self, tenant: &VerifiedTenant) -> Result<Option<InstallationInfo>, StoreError> {
+    pub async fn fetch_bot(
+        &self,
+        tenant: &VerifiedTenant,
+    ) -> Result<Option<InstallationInfo>, StoreError> {
         match self.repo.get(&RecordKey::bot(tenant.key().clone())).await? {
             Some(record) => info_of(&record).map(Some),
             None => Ok(None),
@@ -397,12 +479,23 @@ impl InstallationStore {
     }
 
     /// Every record of a tenant (operator `show`).
-    pub async fn list_tenant(&self, tenant: &TenantKey) -> Result<Vec<InstallationInfo>, StoreError> {
-        self.repo.list_tenant(&tenant.pk()).await?.iter().map(info_of).collect()
+    pub async fn list_tenant(
+        &self,
+        tenant: &TenantKey,
+    ) -> Result<Vec<InstallationInfo>, StoreError> {
+        self.repo
+            .list_tenant(&tenant.pk())
+            .await?
+            .iter()
+            .map(info_of)
+            .collect()
     }
 
     /// A system-job tenant for a stored tenant key (operator commands, rotation).
-    pub async fn tenant_for_job(&self, tenant: &TenantKey) -> Result<Option<VerifiedTenant>, StoreError> {
+    pub async fn tenant_for_job(
+        &self,
+        tenant: &TenantKey,
+    ) -> Result<Option<VerifiedTenant>, StoreError> {
         let records = self.repo.list_tenant(&tenant.pk()).await?;
         Ok((!records.is_empty()).then(|| VerifiedTenant::for_stored_key(tenant.clone())))
     }
@@ -411,9 +504,15 @@ impl InstallationStore {
 
     /// The bot token of a verified tenant. Audited: the read fails if its
     /// audit record can't be written.
-    pub async fn bot_token(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<AccessToken, StoreError> {
+    pub async fn bot_token(
+        &self,
+        tenant: &VerifiedTenant,
+        ctx: &ReadContext,
+    ) -> Result<AccessToken, StoreError> {
         let key = RecordKey::bot(tenant.key().clone());
-        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx).await.map(AccessToken::new)
+        self.read_secret(&key, TokenKind::Bot, field::TOKEN, ctx)
+            .await
+            .map(AccessToken::new)
     }
 
     /// A user token of a verified tenant. Audited.
@@ -423,19 +522,37 @@ impl InstallationStore {
         user_id: &str,
         ctx: &ReadContext,
     ) -> Result<AccessToken, StoreError> {
-        let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
-        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx).await.map(AccessToken::new)
+        let key = RecordKey::user(tenant.key().clone(), user_id)
+            .map_err(|_| StoreError::Invalid("malformed user id"))?;
+        self.read_secret(&key, TokenKind::User, field::TOKEN, ctx)
+            .await
+            .map(AccessToken::new)
     }
 
     /// The incoming-webhook URL of a verified tenant. Audited.
-    pub async fn incoming_webhook_url(&self, tenant: &VerifiedTenant, ctx: &ReadContext) -> Result<WebhookUrl, StoreError> {
+    pub async fn incoming_webhook_url(
+        &self,
+        tenant: &VerifiedTenant,
+        ctx: &ReadContext,
+    ) -> Result<WebhookUrl, StoreError> {
         let key = RecordKey::bot(tenant.key().clone());
-        self.read_secret(&key, TokenKind::IncomingWebhook, field::INCOMING_WEBHOOK_URL, ctx)
-            .await
-            .map(WebhookUrl::new)
+        self.read_secret(
+            &key,
+            TokenKind::IncomingWebhook,
+            field::INCOMING_WEBHOOK_URL,
+            ctx,
+        )
+        .await
+        .map(WebhookUrl::new)
     }
 
-    async fn read_secret(&self, key: &RecordKey, kind: TokenKind, name: &str, ctx: &ReadContext) -> Result<String, StoreError> {
+    async fn read_secret(
+        &self,
+        key: &RecordKey,
+        kind: TokenKind,
+        name: &str,
+        ctx: &ReadContext,
+    ) -> Result<String, StoreError> {
         let (result, version) = self.read_secret_unaudited(key, name, ctx.deadline).await;
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
@@ -446,7 +563,8 @@ impl InstallationStore {
             Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
             Err(_) => Outcome::Failed,
         };
-        self.audit(self.audit_record(key, kind, ctx, outcome, version)).await?;
+        self.audit(self.audit_record(key, kind, ctx, outcome, version))
+            .await?;
         result
     }
 
@@ -475,16 +593,16 @@ impl InstallationStore {
 
     /// The record at `key` if it belongs to its tenant's live generation.
     ///
-    /// The tenant item is read alongside (concurrently, so no added latency): a
+    /// The tenant item is read alongside (one round trip on DynamoDB): a
     /// record of a purged generation (a purge stopped half-way, an old item
     /// written back) or of another generation than the live one never opens.
     async fn live_record(&self, key: &RecordKey) -> Result<Option<StoredRecord>, StoreError> {
         let pk = key.pk();
-        let (record, tenant) = tokio::join!(self.repo.get(key), self.repo.tenant_state(&pk));
-        let Some(record) = record? else {
+        let (record, tenant) = self.repo.get_with_tenant(key).await?;
+        let Some(record) = record else {
             return Ok(None);
         };
-        match tenant? {
+        match tenant {
             Some(t) if !t.purged && t.generation == record.generation => Ok(Some(record)),
             tenant => {
                 tracing::error!(tenant = %pk, sk = %record.sk, record_generation = record.generation,
@@ -521,7 +639,10 @@ impl InstallationStore {
                     };
                 }
                 // Due but valid: answer now, refresh in the background (single-flight).
-                Some(t) if self.config.background_refresh && t - self.config.refresh_window_secs <= now => {
+                Some(t)
+                    if self.config.background_refresh
+                        && t - self.config.refresh_window_secs <= now =>
+                {
                     self.refresh_in_background(key.clone())
                 }
                 _ => {}
@@ -544,19 +665,30 @@ impl InstallationStore {
 
     /// Deletes the bot installation (`tokens_revoked` naming the bot). Idempotent.
     pub async fn delete_bot(&self, tenant: &VerifiedTenant) -> Result<bool, StoreError> {
-        Ok(self.repo.delete(&RecordKey::bot(tenant.key().clone())).await?)
+        Ok(self
+            .repo
+            .delete(&RecordKey::bot(tenant.key().clone()))
+            .await?)
     }
 
     /// Deletes one user's installation (`tokens_revoked` naming the user). Idempotent.
-    pub async fn delete_installation(&self, tenant: &VerifiedTenant, user_id: &str) -> Result<bool, StoreError> {
-        let key = RecordKey::user(tenant.key().clone(), user_id).map_err(|_| StoreError::Invalid("malformed user id"))?;
+    pub async fn delete_installation(
+        &self,
+        tenant: &VerifiedTenant,
+        user_id: &str,
+    ) -> Result<bool, StoreError> {
+        let key = RecordKey::user(tenant.key().clone(), user_id)
+            .map_err(|_| StoreError::Invalid("malformed user id"))?;
         Ok(self.repo.delete(&key).await?)
     }
 
     /// Removes every record of the tenant and leaves a tombstone, so no late
     /// write, stale refresh or restore brings it back (`app_uninstalled`).
     pub async fn purge_tenant(&self, tenant: &VerifiedTenant) -> Result<usize, StoreError> {
-        let n = self.repo.purge_tenant(&tenant.key().pk(), self.clock.now_secs()).await?;
+        let n = self
+            .repo
+            .purge_tenant(&tenant.key().pk(), self.clock.now_millis())
+            .await?;
         tracing::info!(tenant = %tenant.key(), records = n, "tenant purged");
         Ok(n)
     }
@@ -573,11 +705,20 @@ impl InstallationStore {
         tenant: &VerifiedTenant,
         event: &LifecycleEvent<'_>,
     ) -> Result<LifecycleOutcome, StoreError> {
-        if self.repo.event_seen(event.event_id, self.clock.now_secs()).await? {
+        if self
+            .repo
+            .event_seen(event.event_id, self.clock.now_secs())
+            .await?
+        {
             return Ok(LifecycleOutcome::Duplicate);
         }
         let records = self.repo.list_tenant(&tenant.key().pk()).await?;
-        if let Some(newest) = records.iter().map(|r| r.meta.installed_at).max().filter(|t| *t > event.event_time) {
+        if let Some(newest) = records
+            .iter()
+            .map(|r| r.meta.installed_at)
+            .max()
+            .filter(|t| *t > event.event_time)
+        {
             self.stale_event(tenant, event, newest, "app_uninstalled");
             return Ok(LifecycleOutcome::Stale);
         }
@@ -597,14 +738,20 @@ impl InstallationStore {
         user_ids: &[String],
         bot: bool,
     ) -> Result<LifecycleOutcome, StoreError> {
-        if self.repo.event_seen(event.event_id, self.clock.now_secs()).await? {
+        if self
+            .repo
+            .event_seen(event.event_id, self.clock.now_secs())
+            .await?
+        {
             return Ok(LifecycleOutcome::Duplicate);
         }
         let mut keys = Vec::new();
         for user in user_ids {
             match RecordKey::user(tenant.key().clone(), user) {
                 Ok(key) => keys.push(key),
-                Err(_) => tracing::warn!(tenant = %tenant.key(), "tokens_revoked: skipped a malformed user id"),
+                Err(_) => {
+                    tracing::warn!(tenant = %tenant.key(), "tokens_revoked: skipped a malformed user id")
+                }
             }
         }
         if bot {
@@ -612,7 +759,9 @@ impl InstallationStore {
         }
         let (mut removed, mut stale) = (0, 0);
         for key in &keys {
-            let Some(record) = self.repo.get(key).await? else { continue };
+            let Some(record) = self.repo.get(key).await? else {
+                continue;
+            };
             if record.meta.installed_at > event.event_time {
                 self.stale_event(tenant, event, record.meta.installed_at, "tokens_revoked");
                 stale += 1;
@@ -630,15 +779,23 @@ impl InstallationStore {
         })
     }
 
-    fn stale_event(&self, tenant: &VerifiedTenant, event: &LifecycleEvent<'_>, installed_at: i64, what: &'static str) {
-        self.lifecycle_stale.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn stale_event(
+        &self,
+        tenant: &VerifiedTenant,
+        event: &LifecycleEvent<'_>,
+        installed_at: i64,
+        what: &'static str,
+    ) {
+        self.lifecycle_stale
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(tenant = %tenant.key(), event_id = %event.event_id, event_time = event.event_time, installed_at,
             event_type = what, metric = "StaleLifecycleEvent", "lifecycle event older than the installation; not applied");
     }
 
     /// Lifecycle events that were older than the installation they named.
     pub fn stale_lifecycle_events(&self) -> u64 {
-        self.lifecycle_stale.load(std::sync::atomic::Ordering::Relaxed)
+        self.lifecycle_stale
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records an applied lifecycle event. A failure is only logged: the event
@@ -655,7 +812,9 @@ impl InstallationStore {
     pub async fn issue_state(&self) -> Result<String, StoreError> {
         let nonce: [u8; 32] = rand::random();
         let nonce = hex::encode(nonce);
-        self.repo.put_state(&nonce, self.clock.now_secs() + schema::STATE_TTL_SECS).await?;
+        self.repo
+            .put_state(&nonce, self.clock.now_secs() + schema::STATE_TTL_SECS)
+            .await?;
         Ok(nonce)
     }
 
@@ -664,13 +823,18 @@ impl InstallationStore {
         if nonce.len() != 64 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(false);
         }
-        Ok(self.repo.consume_state(nonce, self.clock.now_secs()).await?)
+        Ok(self
+            .repo
+            .consume_state(nonce, self.clock.now_secs())
+            .await?)
     }
 
     /// Records an event id; `false` means Slack is retrying one already handled.
     pub async fn record_event(&self, event_id: &str) -> Result<bool, StoreError> {
         let now = self.clock.now_secs();
-        Ok(self.repo.record_event(event_id, now, now + schema::EVENT_TTL_SECS).await?)
+        Ok(self
+            .repo
+            .record_event(event_id, now, now + schema::EVENT_TTL_SECS)
+            .await?)
     }
 }
-

@@ -1,10 +1,10 @@
 //! Test helpers shared with other crates' tests (feature `test-util`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crate::clock::ManualClock;
-use crate::{create_tables, DynamoRepository};
+use crate::{DynamoRepository, create_tables};
 
 /// The AWS config for the local emulator (moto). Tests that need it fail
 /// loudly when it isn't there rather than silently skipping.
@@ -26,19 +26,40 @@ static TABLE_SEQ: AtomicU64 = AtomicU64::new(0);
 pub async fn emulator_repository() -> (DynamoRepository, aws_sdk_dynamodb::Client, String, String) {
     let config = emulator_config().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    let id = format!("{}-{}-{}", std::process::id(), TABLE_SEQ.fetch_add(1, Ordering::SeqCst), rand::random::<u32>());
+    let id = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        TABLE_SEQ.fetch_add(1, Ordering::SeqCst),
+        rand::random::<u32>()
+    );
     let table = format!("tk-test-{id}");
     let audit = format!("tk-test-audit-{id}");
-    create_tables(&client, &table, &audit).await.expect("create tables on the emulator");
-    (DynamoRepository::new(client.clone(), &table, &audit), client, table, audit)
+    create_tables(&client, &table, &audit)
+        .await
+        .expect("create tables on the emulator");
+    (
+        DynamoRepository::new(client.clone(), &table, &audit),
+        client,
+        table,
+        audit,
+    )
 }
 
 /// A new KMS key on the emulator.
 pub async fn emulator_kms_key() -> (aws_sdk_kms::Client, String) {
     let config = emulator_config().await;
     let client = aws_sdk_kms::Client::new(&config);
-    let out = client.create_key().description("tokenkeep test key").send().await.expect("create kms key on the emulator");
-    let arn = out.key_metadata().and_then(|m| m.arn()).expect("key arn").to_owned();
+    let out = client
+        .create_key()
+        .description("tokenkeep test key")
+        .send()
+        .await
+        .expect("create kms key on the emulator");
+    let arn = out
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("key arn")
+        .to_owned();
     (client, arn)
 }
 
@@ -83,7 +104,10 @@ pub struct CountingRepository {
 
 impl CountingRepository {
     pub fn new(inner: Arc<dyn Repository>) -> Self {
-        Self { inner, calls: RepoCalls::default() }
+        Self {
+            inner,
+            calls: RepoCalls::default(),
+        }
     }
     pub fn total(&self) -> u64 {
         self.calls.total.load(Ordering::SeqCst)
@@ -99,18 +123,37 @@ impl CountingRepository {
     }
     /// Calls per method name since the last [`reset`](Self::reset).
     pub fn by_method(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.calls.by_method.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.calls
+            .by_method
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     /// Zeroes every counter (e.g. after a benchmark's warm-up).
     pub fn reset(&self) {
-        for c in [&self.calls.total, &self.calls.writes, &self.calls.record_reads, &self.calls.audit_appends] {
+        for c in [
+            &self.calls.total,
+            &self.calls.writes,
+            &self.calls.record_reads,
+            &self.calls.audit_appends,
+        ] {
             c.store(0, Ordering::SeqCst);
         }
-        self.calls.by_method.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.calls
+            .by_method
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
     fn read(&self, method: &'static str) {
         self.calls.total.fetch_add(1, Ordering::SeqCst);
-        *self.calls.by_method.lock().unwrap_or_else(|p| p.into_inner()).entry(method).or_default() += 1;
+        *self
+            .calls
+            .by_method
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(method)
+            .or_default() += 1;
     }
     fn record_read(&self, method: &'static str) {
         self.read(method);
@@ -190,10 +233,17 @@ impl FaultyRepository {
     }
 
     fn take_put_failure(&self) -> Result<(), RepoError> {
-        if self.passing_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .passing_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return Ok(());
         }
-        let took = self.failing_puts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let took = self
+            .failing_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         match took {
             true => Err(self.unavailable("injected: internal server error")),
             false => Ok(()),
@@ -306,14 +356,21 @@ macro_rules! forward_repository {
             ) -> Result<bool, RepoError> {
                 let $this = self;
                 $lease;
-                self.inner.try_lease(key, version, generation, owner, now, until).await
+                self.inner
+                    .try_lease(key, version, generation, owner, now, until)
+                    .await
             }
             async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
                 let $this = self;
                 $release;
                 self.inner.release_lease(key, owner).await
             }
-            async fn query_due(&self, shard: &str, before: i64, limit: usize) -> Result<Vec<RecordKey>, RepoError> {
+            async fn query_due(
+                &self,
+                shard: &str,
+                before: i64,
+                limit: usize,
+            ) -> Result<Vec<RecordKey>, RepoError> {
                 let $this = self;
                 $due;
                 self.inner.query_due(shard, before, limit).await
@@ -332,7 +389,11 @@ macro_rules! forward_repository {
                 $scant;
                 self.inner.scan_tenants().await
             }
-            async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
+            async fn restore_tenant(
+                &self,
+                pk: &str,
+                state: TenantState,
+            ) -> Result<bool, RepoError> {
                 let $this = self;
                 $restore;
                 self.inner.restore_tenant(pk, state).await
@@ -347,7 +408,12 @@ macro_rules! forward_repository {
                 $cs;
                 self.inner.consume_state(nonce, now).await
             }
-            async fn record_event(&self, event_id: &str, now: i64, expires_at: i64) -> Result<bool, RepoError> {
+            async fn record_event(
+                &self,
+                event_id: &str,
+                now: i64,
+                expires_at: i64,
+            ) -> Result<bool, RepoError> {
                 let $this = self;
                 $re;
                 self.inner.record_event(event_id, now, expires_at).await
@@ -357,7 +423,11 @@ macro_rules! forward_repository {
                 $es;
                 self.inner.event_seen(event_id, now).await
             }
-            async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
+            async fn append_audit(
+                &self,
+                record: &AuditRecord,
+                expires_at: i64,
+            ) -> Result<(), RepoError> {
                 let $this = self;
                 $aa;
                 self.inner.append_audit(record, expires_at).await

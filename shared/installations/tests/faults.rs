@@ -11,14 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
-use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, EnvelopeError, KeyProvider, LocalKeyProvider};
-use tokenkeep_installations::testing::{emulator_repository, FaultyRepository, ManualClock, RepoFault};
-use tokenkeep_installations::{
-    Clock, EmbeddedRepository, Installation, InstallationStore, Outcome, ReadContext, RecordKey, RepoError, Repository,
-    RotateOutcome, StoreConfig, StoreError, VerifiedTenant,
+use tokenkeep_envelope::{
+    CacheLimits, CachingKeyProvider, EnvelopeError, KeyProvider, LocalKeyProvider,
 };
-use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
+use tokenkeep_installations::testing::{
+    FaultyRepository, ManualClock, RepoFault, emulator_repository,
+};
+use tokenkeep_installations::{
+    Clock, EmbeddedRepository, Installation, InstallationStore, Outcome, ReadContext, RecordKey,
+    RepoError, Repository, RotateOutcome, StoreConfig, StoreError, VerifiedTenant,
+};
 use tokenkeep_slack_api::SlackOAuth as _;
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
 
 const APP_ID: &str = "1111.2222";
 const START: i64 = 1_700_000_000;
@@ -43,7 +47,9 @@ impl Rig {
 
     async fn over(inner: Arc<dyn Repository>, cache: CacheLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let kms = Arc::new(FaultyKeyProvider::new(LocalKeyProvider::open(dir.path(), "test").unwrap()));
+        let kms = Arc::new(FaultyKeyProvider::new(
+            LocalKeyProvider::open(dir.path(), "test").unwrap(),
+        ));
         let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(kms.clone(), cache));
         let repo = Arc::new(FaultyRepository::new(inner).with_timeout(Duration::from_millis(300)));
         let slack = FakeSlack::start(FakeSlackConfig::default()).await;
@@ -53,16 +59,33 @@ impl Rig {
         let store = InstallationStore::new(repo.clone(), keys, config)
             .with_clock(clock.clone() as Arc<dyn Clock>)
             .with_refresher(Arc::new(slack.client()));
-        Self { slack, clock, repo, kms, store, _dir: dir }
+        Self {
+            slack,
+            clock,
+            repo,
+            kms,
+            store,
+            _dir: dir,
+        }
     }
 
     /// Installs `team` (bot with rotation, installing user U1, incoming webhook)
     /// through the fake's code exchange, as the OAuth callback does.
     async fn install(&self, team: &str) -> VerifiedTenant {
         let code = format!("code-{team}-{}", rand_suffix());
-        let spec = InstallSpec { user_id: "U1".into(), with_user_token: true, with_webhook: true, ..InstallSpec::workspace(team) };
+        let spec = InstallSpec {
+            user_id: "U1".into(),
+            with_user_token: true,
+            with_webhook: true,
+            ..InstallSpec::workspace(team)
+        };
         self.slack.add_install(&code, spec);
-        let resp = self.slack.client().exchange_code(&code, None).await.unwrap();
+        let resp = self
+            .slack
+            .client()
+            .exchange_code(&code, None)
+            .await
+            .unwrap();
         let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
         let inst = Installation::from_oauth_response(resp, self.clock.now_secs()).unwrap();
         self.store.store_installation(&tenant, &inst).await.unwrap();
@@ -70,7 +93,11 @@ impl Rig {
     }
 
     async fn audit(&self, tenant: &VerifiedTenant) -> Vec<tokenkeep_installations::AuditRecord> {
-        self.store.repository().query_audit(Some(&tenant.key().pk()), 0, 10_000).await.unwrap()
+        self.store
+            .repository()
+            .query_audit(Some(&tenant.key().pk()), 0, 10_000)
+            .await
+            .unwrap()
     }
 
     /// Reads all three secrets; each result as Ok(()) or the error.
@@ -97,7 +124,9 @@ fn rand_suffix() -> u32 {
 
 /// Fails the test instead of hanging it.
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(STUCK, f).await.expect("a store call is stuck")
+    tokio::time::timeout(STUCK, f)
+        .await
+        .expect("a store call is stuck")
 }
 
 // ---- KMS -------------------------------------------------------------------------
@@ -118,15 +147,26 @@ async fn kms_down_reads_fail_closed_with_an_audit_record_then_recover() {
             // Then each read fails with the provider's error, never a token
             for r in &results {
                 match (fault, r) {
-                    (Fault::Unavailable, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))) => {}
-                    (Fault::AccessDenied, Err(StoreError::Envelope(EnvelopeError::AccessDenied))) => {}
+                    (
+                        Fault::Unavailable,
+                        Err(StoreError::Envelope(EnvelopeError::Unavailable(_))),
+                    ) => {}
+                    (
+                        Fault::AccessDenied,
+                        Err(StoreError::Envelope(EnvelopeError::AccessDenied)),
+                    ) => {}
                     other => panic!("{cache:?} {fault:?}: {other:?}"),
                 }
             }
             // And each failure left an audit record saying so
             let audit = rig.audit(&tenant).await;
             assert_eq!(audit.len(), 3, "{audit:?}");
-            assert!(audit.iter().all(|a| a.outcome == Outcome::Failed && a.version == 1), "{audit:?}");
+            assert!(
+                audit
+                    .iter()
+                    .all(|a| a.outcome == Outcome::Failed && a.version == 1),
+                "{audit:?}"
+            );
             // And when KMS is back, the same reads succeed (no failure was cached)
             rig.kms.set_fault(Fault::None);
             assert!(rig.read_all(&tenant).await.iter().all(Result::is_ok));
@@ -142,15 +182,26 @@ async fn kms_down_during_install_stores_no_record() {
     let rig = Rig::new(CacheLimits::default()).await;
     rig.kms.set_fault(Fault::Unavailable);
     let code = "code-T0KMSI";
-    rig.slack.add_install(code, InstallSpec::workspace("T0KMSI"));
+    rig.slack
+        .add_install(code, InstallSpec::workspace("T0KMSI"));
     let resp = rig.slack.client().exchange_code(code, None).await.unwrap();
     let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
     let inst = Installation::from_oauth_response(resp, rig.clock.now_secs()).unwrap();
     // When the install is stored while KMS is down
     let r = rig.store.store_installation(&tenant, &inst).await;
     // Then it fails with the provider's error and no record exists
-    assert!(matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))), "{r:?}");
-    assert!(rig.store.repository().list_tenant(&tenant.key().pk()).await.unwrap().is_empty());
+    assert!(
+        matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))),
+        "{r:?}"
+    );
+    assert!(
+        rig.store
+            .repository()
+            .list_tenant(&tenant.key().pk())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // And once KMS is back the same install succeeds
     rig.kms.set_fault(Fault::None);
     rig.store.store_installation(&tenant, &inst).await.unwrap();
@@ -170,16 +221,42 @@ async fn kms_down_during_a_refresh_fails_before_slack_and_releases_the_lease() {
     // When a reader needs the token
     let r = within(rig.store.bot_token(&tenant, &ctx())).await;
     // Then it fails closed, Slack was not asked, and the lease is free again
-    assert!(matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))), "{r:?}");
-    assert_eq!(rig.slack.calls("oauth.v2.access"), 1, "only the install's exchange");
-    let record = rig.store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
-    assert_eq!((record.lease_owner.as_deref(), record.lease_until), (None, None), "lease left behind");
-    assert!(rig.audit(&tenant).await.iter().any(|a| a.outcome == Outcome::RefreshFailed));
+    assert!(
+        matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))),
+        "{r:?}"
+    );
+    assert_eq!(
+        rig.slack.calls("oauth.v2.access"),
+        1,
+        "only the install's exchange"
+    );
+    let record = rig
+        .store
+        .repository()
+        .get(&RecordKey::bot(tenant.key().clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.lease_owner.as_deref(), record.lease_until),
+        (None, None),
+        "lease left behind"
+    );
+    assert!(
+        rig.audit(&tenant)
+            .await
+            .iter()
+            .any(|a| a.outcome == Outcome::RefreshFailed)
+    );
     // And when KMS is back, the next read refreshes once and gets a live token, at once
     rig.kms.set_fault(Fault::None);
     let started = Instant::now();
     let token = within(rig.store.bot_token(&tenant, &ctx())).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} for a stale lease", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} for a stale lease",
+        started.elapsed()
+    );
     assert!(rig.slack.is_token_active(&token));
     assert_eq!(rig.slack.refreshes_for("T0KMSR"), 1);
 }
@@ -195,8 +272,15 @@ async fn kms_generate_down_during_a_refresh_never_spends_the_refresh_token() {
     rig.clock.advance_secs(LIFETIME + 1);
     rig.kms.set_fault(Fault::GenerateUnavailable);
     let r = within(rig.store.bot_token(&tenant, &ctx())).await;
-    assert!(matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))), "{r:?}");
-    assert_eq!(rig.slack.calls("oauth.v2.access"), 1, "only the install's exchange: the refresh token is unspent");
+    assert!(
+        matches!(r, Err(StoreError::Envelope(EnvelopeError::Unavailable(_)))),
+        "{r:?}"
+    );
+    assert_eq!(
+        rig.slack.calls("oauth.v2.access"),
+        1,
+        "only the install's exchange: the refresh token is unspent"
+    );
     rig.kms.set_fault(Fault::None);
     let token = within(rig.store.bot_token(&tenant, &ctx())).await.unwrap();
     assert!(rig.slack.is_token_active(&token));
@@ -217,7 +301,10 @@ async fn audit_append_failing_fails_every_token_read() {
     let results = rig.read_all(&tenant).await;
     // Then each read fails with the storage error, handing out nothing
     for r in &results {
-        assert!(matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))), "{r:?}");
+        assert!(
+            matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))),
+            "{r:?}"
+        );
     }
     assert!(rig.audit(&tenant).await.is_empty());
     // And when the audit table is back, reads work and are audited again
@@ -236,7 +323,10 @@ async fn audit_down_during_a_refresh_fails_the_read_but_keeps_the_new_pair() {
     rig.clock.advance_secs(LIFETIME + 1);
     rig.repo.set_fault(RepoFault::AuditFails);
     let r = within(rig.store.bot_token(&tenant, &ctx())).await;
-    assert!(matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))), "{r:?}");
+    assert!(
+        matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))),
+        "{r:?}"
+    );
     assert_eq!(rig.slack.refreshes_for("T0AUDR"), 1);
     rig.repo.set_fault(RepoFault::None);
     let token = within(rig.store.bot_token(&tenant, &ctx())).await.unwrap();
@@ -252,17 +342,29 @@ async fn audit_down_during_a_refresh_fails_the_read_but_keeps_the_new_pair() {
 /// generic 5xx), and everything works again when it stops.
 async fn throttling_is_a_clear_error_then_recovers(inner: Arc<dyn Repository>) {
     let rig = Rig::over(inner, CacheLimits::default()).await;
-    let tenant = rig.install(&format!("T0THR{}", rand_suffix() % 10_000)).await;
-    let unavailable = |r: &Result<(), StoreError>| matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_))));
+    let tenant = rig
+        .install(&format!("T0THR{}", rand_suffix() % 10_000))
+        .await;
+    let unavailable = |r: &Result<(), StoreError>| {
+        matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_))))
+    };
     rig.repo.set_fault(RepoFault::Throttle);
     for r in rig.read_all(&tenant).await {
         assert!(unavailable(&r), "{r:?}");
     }
     let reinstall = async {
         let code = format!("code-re-{}", rand_suffix());
-        rig.slack.add_install(&code, InstallSpec::workspace(tenant.key().team_id().unwrap()));
+        rig.slack.add_install(
+            &code,
+            InstallSpec::workspace(tenant.key().team_id().unwrap()),
+        );
         let resp = rig.slack.client().exchange_code(&code, None).await.unwrap();
-        rig.store.store_installation(&tenant, &Installation::from_oauth_response(resp, START).unwrap()).await
+        rig.store
+            .store_installation(
+                &tenant,
+                &Installation::from_oauth_response(resp, START).unwrap(),
+            )
+            .await
     };
     let r = reinstall.await;
     assert!(unavailable(&r), "{r:?}");
@@ -275,15 +377,26 @@ async fn throttling_is_a_clear_error_then_recovers(inner: Arc<dyn Repository>) {
     assert!(rig.repo.injected.load(std::sync::atomic::Ordering::SeqCst) >= 7);
 
     rig.repo.set_fault(RepoFault::None);
-    assert!(rig.read_all(&tenant).await.iter().all(Result::is_ok), "recovered");
-    assert!(rig.store.record_event("Ev0THR").await.unwrap(), "the failed claim left nothing behind");
+    assert!(
+        rig.read_all(&tenant).await.iter().all(Result::is_ok),
+        "recovered"
+    );
+    assert!(
+        rig.store.record_event("Ev0THR").await.unwrap(),
+        "the failed claim left nothing behind"
+    );
     let audit = rig.audit(&tenant).await;
-    assert_eq!(audit.len(), 3, "only the reads that happened are audited: {audit:?}");
+    assert_eq!(
+        audit.len(),
+        3,
+        "only the reads that happened are audited: {audit:?}"
+    );
 }
 
 #[tokio::test]
 async fn throttling_is_a_clear_error_then_recovers_embedded() {
-    throttling_is_a_clear_error_then_recovers(Arc::new(EmbeddedRepository::in_memory().unwrap())).await;
+    throttling_is_a_clear_error_then_recovers(Arc::new(EmbeddedRepository::in_memory().unwrap()))
+        .await;
 }
 
 #[tokio::test]
@@ -302,9 +415,15 @@ async fn storage_timeout_fails_after_the_wait_with_unavailable() {
     let started = Instant::now();
     let r = within(rig.store.bot_token(&tenant, &ctx())).await;
     let waited = started.elapsed();
-    assert!(matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))), "{r:?}");
+    assert!(
+        matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))),
+        "{r:?}"
+    );
     // get (timed out) + the audit append of the failure (timed out): two waits of 300 ms
-    assert!(waited >= Duration::from_millis(600) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     rig.repo.set_fault(RepoFault::None);
     assert!(rig.store.bot_token(&tenant, &ctx()).await.is_ok());
 }
@@ -322,16 +441,39 @@ async fn failed_conditional_writes_never_overwrite() {
     let code = "code-T0CND-2";
     rig.slack.add_install(code, InstallSpec::workspace("T0CND"));
     let resp = rig.slack.client().exchange_code(code, None).await.unwrap();
-    let r = rig.store.store_installation(&tenant, &Installation::from_oauth_response(resp, START).unwrap()).await;
+    let r = rig
+        .store
+        .store_installation(
+            &tenant,
+            &Installation::from_oauth_response(resp, START).unwrap(),
+        )
+        .await;
     // Then it is a conflict and the stored token is unchanged
     assert!(matches!(r, Err(StoreError::Conflict)), "{r:?}");
-    assert_eq!(rig.store.bot_token(&tenant, &ctx()).await.unwrap().fingerprint(), before.fingerprint());
+    assert_eq!(
+        rig.store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .fingerprint(),
+        before.fingerprint()
+    );
     // And a sweep of the (due) record backs off without asking Slack
     rig.clock.advance_secs(LIFETIME - 60);
     let calls = rig.slack.calls("oauth.v2.access");
-    let out = rig.store.rotate(&RecordKey::bot(tenant.key().clone())).await.unwrap();
+    let out = rig
+        .store
+        .rotate(&RecordKey::bot(tenant.key().clone()))
+        .await
+        .unwrap();
     assert_eq!(out, RotateOutcome::HeldElsewhere);
     assert_eq!(rig.slack.calls("oauth.v2.access"), calls);
     rig.repo.set_fault(RepoFault::None);
-    assert_eq!(rig.store.rotate(&RecordKey::bot(tenant.key().clone())).await.unwrap(), RotateOutcome::Refreshed);
+    assert_eq!(
+        rig.store
+            .rotate(&RecordKey::bot(tenant.key().clone()))
+            .await
+            .unwrap(),
+        RotateOutcome::Refreshed
+    );
 }

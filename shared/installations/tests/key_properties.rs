@@ -9,12 +9,19 @@ use tokenkeep_installations::{RecordKey, RecordKind, TenantKey};
 
 /// Ids from a small alphabet so that collisions would be likely if possible.
 fn id() -> impl Strategy<Value = String> {
-    prop_oneof!["[TEU][0-9]{0,2}", "[A-Z0-9]{1,3}", Just("BOT".to_owned()), Just("USER".to_owned())]
+    prop_oneof![
+        "[TEU][0-9]{0,2}",
+        "[A-Z0-9]{1,3}",
+        Just("BOT".to_owned()),
+        Just("USER".to_owned())
+    ]
 }
 
 fn tenant() -> impl Strategy<Value = TenantKey> {
     (proptest::option::of(id()), proptest::option::of(id()))
-        .prop_filter_map("a tenant needs an id", |(e, t)| TenantKey::new(e.as_deref(), t.as_deref()).ok())
+        .prop_filter_map("a tenant needs an id", |(e, t)| {
+            TenantKey::new(e.as_deref(), t.as_deref()).ok()
+        })
 }
 
 fn record_key() -> impl Strategy<Value = RecordKey> {

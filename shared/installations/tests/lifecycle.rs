@@ -8,10 +8,12 @@
 use std::sync::Arc;
 
 use tokenkeep_envelope::KmsKeyProvider;
-use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository, local_keys, FaultyRepository};
+use tokenkeep_installations::testing::{
+    FaultyRepository, emulator_kms_key, emulator_repository, local_keys,
+};
 use tokenkeep_installations::{
-    Clock, EmbeddedRepository, Installation, InstallationStore, LifecycleEvent, LifecycleOutcome, ManualClock,
-    ReadContext, RecordKey, Repository, StoreConfig, StoreError, VerifiedTenant,
+    Clock, EmbeddedRepository, Installation, InstallationStore, LifecycleEvent, LifecycleOutcome,
+    ManualClock, ReadContext, RecordKey, Repository, StoreConfig, StoreError, VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
 use tokenkeep_slack_api::{AccessToken, OAuthV2Response, SlackOAuth};
@@ -36,33 +38,68 @@ impl Case {
     async fn new(backend: Backend) -> Self {
         let slack = FakeSlack::start(FakeSlackConfig::default()).await;
         let clock = Arc::new(ManualClock::at_secs(START));
-        let (inner, keys, dir): (Arc<dyn Repository>, Arc<dyn tokenkeep_envelope::KeyProvider>, _) = match backend {
+        let (inner, keys, dir): (
+            Arc<dyn Repository>,
+            Arc<dyn tokenkeep_envelope::KeyProvider>,
+            _,
+        ) = match backend {
             Backend::Embedded => {
                 let (keys, dir) = local_keys();
-                (Arc::new(EmbeddedRepository::in_memory().unwrap()), keys, Some(dir))
+                (
+                    Arc::new(EmbeddedRepository::in_memory().unwrap()),
+                    keys,
+                    Some(dir),
+                )
             }
             Backend::Dynamo => {
                 let (repo, _, _, _) = emulator_repository().await;
                 let (kms, key) = emulator_kms_key().await;
-                (Arc::new(repo), Arc::new(KmsKeyProvider::new(kms, key)), None)
+                (
+                    Arc::new(repo),
+                    Arc::new(KmsKeyProvider::new(kms, key)),
+                    None,
+                )
             }
         };
         let repo = Arc::new(FaultyRepository::new(inner));
         let store = InstallationStore::new(repo.clone(), keys, StoreConfig::new("A1"))
             .with_clock(clock.clone() as Arc<dyn Clock>)
             .with_refresher(Arc::new(slack.client()));
-        Self { slack, clock, repo, store, _dir: dir }
+        Self {
+            slack,
+            clock,
+            repo,
+            store,
+            _dir: dir,
+        }
     }
 
     /// The OAuth callback's first half: Slack's answer to a code exchange made now.
-    async fn exchange(&self, team: &str, n: usize) -> (VerifiedTenant, Installation, OAuthV2Response) {
+    async fn exchange(
+        &self,
+        team: &str,
+        n: usize,
+    ) -> (VerifiedTenant, Installation, OAuthV2Response) {
         let code = format!("code-{team}-{n}");
-        let spec = InstallSpec { user_id: "U1".into(), user_scopes: "search:read".into(), with_user_token: true, ..InstallSpec::workspace(team) };
+        let spec = InstallSpec {
+            user_id: "U1".into(),
+            user_scopes: "search:read".into(),
+            with_user_token: true,
+            ..InstallSpec::workspace(team)
+        };
         self.slack.add_install(&code, spec);
-        let started = self.clock.now_secs();
-        let resp = self.slack.client().exchange_code(&code, None).await.unwrap();
+        let started_ms = self.clock.now_millis();
+        let resp = self
+            .slack
+            .client()
+            .exchange_code(&code, None)
+            .await
+            .unwrap();
         let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
-        let inst = Installation::from_oauth_response(resp.clone(), started).unwrap();
+        let mut inst = Installation::from_oauth_response(resp.clone(), started_ms / 1000).unwrap();
+        inst.exchange_started_ms = started_ms;
+        // The exchange takes time; anything after it happens later.
+        self.clock.advance_millis(1);
         (tenant, inst, resp)
     }
 
@@ -73,12 +110,17 @@ impl Case {
     }
 
     async fn bot_token(&self, tenant: &VerifiedTenant) -> Result<AccessToken, StoreError> {
-        self.store.bot_token(tenant, &ReadContext::new("test", "req", "lifecycle test")).await
+        self.store
+            .bot_token(tenant, &ReadContext::new("test", "req", "lifecycle test"))
+            .await
     }
 }
 
 fn event(id: &str, at: i64) -> LifecycleEvent<'_> {
-    LifecycleEvent { event_id: id, event_time: at }
+    LifecycleEvent {
+        event_id: id,
+        event_time: at,
+    }
 }
 
 /// Uninstall, reinstall a second later, then Slack's retry of the same
@@ -90,30 +132,70 @@ async fn late_lifecycle_events_do_not_wipe_a_reinstall(backend: Backend) {
     let sent_at = case.clock.now_secs() + 5;
     case.clock.advance_secs(5);
     let uninstall = event("Ev-uninstall", sent_at);
-    assert_eq!(case.store.apply_app_uninstalled(&tenant, &uninstall).await.unwrap(), LifecycleOutcome::Applied { records: 2 });
+    assert_eq!(
+        case.store
+            .apply_app_uninstalled(&tenant, &uninstall)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Applied { records: 2 }
+    );
 
     case.clock.advance_secs(1);
     case.install("T1", 2).await;
 
     // The retry: same event id, same event_time.
-    assert_eq!(case.store.apply_app_uninstalled(&tenant, &uninstall).await.unwrap(), LifecycleOutcome::Duplicate);
+    assert_eq!(
+        case.store
+            .apply_app_uninstalled(&tenant, &uninstall)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Duplicate
+    );
     // A different delivery of an event sent before the reinstall.
     let late = event("Ev-uninstall-other", sent_at);
-    assert_eq!(case.store.apply_app_uninstalled(&tenant, &late).await.unwrap(), LifecycleOutcome::Stale);
+    assert_eq!(
+        case.store
+            .apply_app_uninstalled(&tenant, &late)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Stale
+    );
     let revoked = event("Ev-revoked", sent_at);
     let users = vec!["U1".to_owned()];
-    assert_eq!(case.store.apply_tokens_revoked(&tenant, &revoked, &users, true).await.unwrap(), LifecycleOutcome::Stale);
-    assert_eq!(case.store.stale_lifecycle_events(), 3, "each stale event counted (bot, user, tenant)");
+    assert_eq!(
+        case.store
+            .apply_tokens_revoked(&tenant, &revoked, &users, true)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Stale
+    );
+    assert_eq!(
+        case.store.stale_lifecycle_events(),
+        3,
+        "each stale event counted (bot, user, tenant)"
+    );
 
-    let token = case.bot_token(&tenant).await.expect("the reinstall survives");
+    let token = case
+        .bot_token(&tenant)
+        .await
+        .expect("the reinstall survives");
     assert!(case.slack.is_token_active(&token));
     assert_eq!(case.store.list_tenant(tenant.key()).await.unwrap().len(), 2);
 
     // An uninstall sent after the reinstall does purge it.
     case.clock.advance_secs(10);
     let real = event("Ev-uninstall-2", case.clock.now_secs());
-    assert_eq!(case.store.apply_app_uninstalled(&tenant, &real).await.unwrap(), LifecycleOutcome::Applied { records: 2 });
-    assert!(matches!(case.bot_token(&tenant).await, Err(StoreError::NotInstalled)));
+    assert_eq!(
+        case.store
+            .apply_app_uninstalled(&tenant, &real)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Applied { records: 2 }
+    );
+    assert!(matches!(
+        case.bot_token(&tenant).await,
+        Err(StoreError::NotInstalled)
+    ));
 }
 
 /// `tokens_revoked` naming one user: that record goes, the bot stays; a retry is recognised.
@@ -123,11 +205,24 @@ async fn tokens_revoked_removes_only_what_it_names(backend: Backend) {
     case.clock.advance_secs(5);
     let revoked = event("Ev-1", case.clock.now_secs());
     let users = vec!["U1".to_owned(), "not a user id".to_owned()];
-    let outcome = case.store.apply_tokens_revoked(&tenant, &revoked, &users, false).await.unwrap();
+    let outcome = case
+        .store
+        .apply_tokens_revoked(&tenant, &revoked, &users, false)
+        .await
+        .unwrap();
     assert_eq!(outcome, LifecycleOutcome::Applied { records: 1 });
-    assert_eq!(case.store.apply_tokens_revoked(&tenant, &revoked, &users, false).await.unwrap(), LifecycleOutcome::Duplicate);
+    assert_eq!(
+        case.store
+            .apply_tokens_revoked(&tenant, &revoked, &users, false)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Duplicate
+    );
     assert!(case.bot_token(&tenant).await.is_ok());
-    let user = case.store.user_token(&tenant, "U1", &ReadContext::new("test", "req", "t")).await;
+    let user = case
+        .store
+        .user_token(&tenant, "U1", &ReadContext::new("test", "req", "t"))
+        .await;
     assert!(matches!(user, Err(StoreError::NotInstalled)), "{user:?}");
 }
 
@@ -140,16 +235,51 @@ async fn install_overtaken_by_an_uninstall_does_not_resurrect(backend: Backend) 
     case.clock.advance_secs(60);
     let (_, inst, resp) = case.exchange("T1", 2).await;
     let uninstall = event("Ev-u", case.clock.now_secs());
-    assert!(matches!(case.store.apply_app_uninstalled(&tenant, &uninstall).await.unwrap(), LifecycleOutcome::Applied { .. }));
+    assert!(matches!(
+        case.store
+            .apply_app_uninstalled(&tenant, &uninstall)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Applied { .. }
+    ));
 
     let result = case.store.store_installation(&tenant, &inst).await;
-    assert!(matches!(result, Err(StoreError::PurgedDuringInstall)), "{result:?}");
-    let state = case.store.repository().tenant_state(&tenant.key().pk()).await.unwrap().unwrap();
+    assert!(
+        matches!(result, Err(StoreError::PurgedDuringInstall)),
+        "{result:?}"
+    );
+    let state = case
+        .store
+        .repository()
+        .tenant_state(&tenant.key().pk())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(state.purged, "the tenant was not reopened");
-    assert!(case.store.list_tenant(tenant.key()).await.unwrap().is_empty());
-    assert!(!case.slack.is_token_active(resp.access_token.as_ref().unwrap()), "the bot token was revoked");
-    let user_token = resp.authed_user.as_ref().unwrap().access_token.as_ref().unwrap();
-    assert!(!case.slack.is_token_active(user_token), "the user token was revoked");
+    assert!(
+        case.store
+            .list_tenant(tenant.key())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !case
+            .slack
+            .is_token_active(resp.access_token.as_ref().unwrap()),
+        "the bot token was revoked"
+    );
+    let user_token = resp
+        .authed_user
+        .as_ref()
+        .unwrap()
+        .access_token
+        .as_ref()
+        .unwrap();
+    assert!(
+        !case.slack.is_token_active(user_token),
+        "the user token was revoked"
+    );
 
     // Installing again (a new exchange, after the uninstall) works.
     case.clock.advance_secs(1);
@@ -165,11 +295,41 @@ async fn failed_install_leaves_nothing_half_done(backend: Backend) {
     case.repo.fail_puts_after(1, 1);
 
     let result = case.store.store_installation(&tenant, &inst).await;
-    assert!(matches!(result, Err(StoreError::Repository(_))), "{result:?}");
-    assert!(case.store.list_tenant(tenant.key()).await.unwrap().is_empty(), "no bot record without its user record");
-    assert!(case.store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().is_none());
-    assert!(!case.slack.is_token_active(resp.access_token.as_ref().unwrap()));
-    assert!(!case.slack.is_token_active(resp.authed_user.as_ref().unwrap().access_token.as_ref().unwrap()));
+    assert!(
+        matches!(result, Err(StoreError::Repository(_))),
+        "{result:?}"
+    );
+    assert!(
+        case.store
+            .list_tenant(tenant.key())
+            .await
+            .unwrap()
+            .is_empty(),
+        "no bot record without its user record"
+    );
+    assert!(
+        case.store
+            .repository()
+            .get(&RecordKey::bot(tenant.key().clone()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !case
+            .slack
+            .is_token_active(resp.access_token.as_ref().unwrap())
+    );
+    assert!(
+        !case.slack.is_token_active(
+            resp.authed_user
+                .as_ref()
+                .unwrap()
+                .access_token
+                .as_ref()
+                .unwrap()
+        )
+    );
     assert_eq!(case.slack.counters().revokes, 2);
 }
 

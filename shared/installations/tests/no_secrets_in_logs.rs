@@ -47,18 +47,27 @@ async fn no_token_in_logs_or_debug_output() {
     assert!(hook.expose_secret().starts_with("https://hooks.slack.com/"));
     // A failed read logs too.
     let missing = VerifiedTenant::from_oauth_response(&oauth_response("TNONE", 0)).unwrap();
-    assert!(matches!(store.bot_token(&missing, &ctx()).await, Err(StoreError::NotInstalled)));
+    assert!(matches!(
+        store.bot_token(&missing, &ctx()).await,
+        Err(StoreError::NotInstalled)
+    ));
 
     let debug = format!(
         "{token:?} {user:?} {hook:?} {store:?} {:?} {:?}",
         Installation::from_oauth_response(oauth_response("TL", 7), 0).unwrap(),
-        store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap()
+        store
+            .repository()
+            .get(&RecordKey::bot(tenant.key().clone()))
+            .await
+            .unwrap()
     );
     assert_no_plaintext(&debug, "Debug output");
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("token read"), "the audit log line was captured: {logs}");
+    assert!(
+        logs.contains("token read"),
+        "the audit log line was captured: {logs}"
+    );
     assert!(logs.contains("not_installed"));
     assert_no_plaintext(&logs, "captured TRACE logs");
 }
-

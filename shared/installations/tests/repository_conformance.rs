@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokenkeep_installations::testing::emulator_repository;
 use tokenkeep_installations::{
-    schema, AuditRecord, EmbeddedRepository, Expect, InstallationMeta, Outcome, RecordKey, RepoError, Repository,
-    StoredRecord, TenantKey, TokenKind,
+    AuditRecord, EmbeddedRepository, Expect, InstallationMeta, Outcome, RecordKey, RepoError,
+    Repository, StoredRecord, TenantKey, TokenKind, schema,
 };
 
 fn record(key: &RecordKey, version: u64, generation: u64, expires_at: Option<i64>) -> StoredRecord {
@@ -42,29 +42,72 @@ fn team(id: &str) -> TenantKey {
 async fn conditional_writes(repo: &dyn Repository) {
     let key = RecordKey::bot(team("T1"));
     // Given no tenant generation yet, a create fails: records need an open generation.
-    assert!(matches!(repo.put(&record(&key, 1, 1, None), Expect::Absent).await, Err(RepoError::ConditionFailed)));
+    assert!(matches!(
+        repo.put(&record(&key, 1, 1, None), Expect::Absent).await,
+        Err(RepoError::ConditionFailed)
+    ));
     let generation = repo.open_generation(&key.pk()).await.unwrap();
     assert_eq!(generation, 1);
-    assert_eq!(repo.open_generation(&key.pk()).await.unwrap(), 1, "a live generation is reused");
+    assert_eq!(
+        repo.open_generation(&key.pk()).await.unwrap(),
+        1,
+        "a live generation is reused"
+    );
 
-    repo.put(&record(&key, 1, 1, None), Expect::Absent).await.unwrap();
+    repo.put(&record(&key, 1, 1, None), Expect::Absent)
+        .await
+        .unwrap();
     // A second create loses.
-    assert!(matches!(repo.put(&record(&key, 1, 1, None), Expect::Absent).await, Err(RepoError::ConditionFailed)));
-    // Replace at the right version wins once; the stale writer loses.
-    repo.put(&record(&key, 2, 1, None), Expect::Version { version: 1, generation: 1 }).await.unwrap();
     assert!(matches!(
-        repo.put(&record(&key, 2, 1, None), Expect::Version { version: 1, generation: 1 }).await,
+        repo.put(&record(&key, 1, 1, None), Expect::Absent).await,
+        Err(RepoError::ConditionFailed)
+    ));
+    // Replace at the right version wins once; the stale writer loses.
+    repo.put(
+        &record(&key, 2, 1, None),
+        Expect::Version {
+            version: 1,
+            generation: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        repo.put(
+            &record(&key, 2, 1, None),
+            Expect::Version {
+                version: 1,
+                generation: 1
+            }
+        )
+        .await,
         Err(RepoError::ConditionFailed)
     ));
     // Right version, wrong generation loses.
     assert!(matches!(
-        repo.put(&record(&key, 3, 1, None), Expect::Version { version: 2, generation: 7 }).await,
+        repo.put(
+            &record(&key, 3, 1, None),
+            Expect::Version {
+                version: 2,
+                generation: 7
+            }
+        )
+        .await,
         Err(RepoError::ConditionFailed)
     ));
     let stored = repo.get(&key).await.unwrap().unwrap();
     assert_eq!(stored.version, 2);
-    assert_eq!(stored, record(&key, 2, 1, None), "a record round-trips unchanged");
-    assert!(repo.get(&RecordKey::bot(team("T2"))).await.unwrap().is_none());
+    assert_eq!(
+        stored,
+        record(&key, 2, 1, None),
+        "a record round-trips unchanged"
+    );
+    assert!(
+        repo.get(&RecordKey::bot(team("T2")))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn org_wide_and_team_are_distinct(repo: &dyn Repository) {
@@ -74,13 +117,35 @@ async fn org_wide_and_team_are_distinct(repo: &dyn Repository) {
     let t10 = team("T1X0");
     for tenant in [&org, &in_org, &t1, &t10] {
         let g = repo.open_generation(&tenant.pk()).await.unwrap();
-        repo.put(&record(&RecordKey::bot(tenant.clone()), 1, g, None), Expect::Absent).await.unwrap();
+        repo.put(
+            &record(&RecordKey::bot(tenant.clone()), 1, g, None),
+            Expect::Absent,
+        )
+        .await
+        .unwrap();
     }
-    repo.put(&record(&RecordKey::user(org.clone(), "U1").unwrap(), 1, 1, None), Expect::Absent).await.unwrap();
-    assert_eq!(repo.list_tenant(&org.pk()).await.unwrap().len(), 2, "org-wide: bot + user");
+    repo.put(
+        &record(&RecordKey::user(org.clone(), "U1").unwrap(), 1, 1, None),
+        Expect::Absent,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        repo.list_tenant(&org.pk()).await.unwrap().len(),
+        2,
+        "org-wide: bot + user"
+    );
     assert_eq!(repo.list_tenant(&in_org.pk()).await.unwrap().len(), 1);
-    assert_eq!(repo.list_tenant(&t1.pk()).await.unwrap().len(), 1, "T1X is not a prefix match of T1X0");
-    let got = repo.get(&RecordKey::bot(org.clone())).await.unwrap().unwrap();
+    assert_eq!(
+        repo.list_tenant(&t1.pk()).await.unwrap().len(),
+        1,
+        "T1X is not a prefix match of T1X0"
+    );
+    let got = repo
+        .get(&RecordKey::bot(org.clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.meta.team_id, None);
     assert_eq!(got.meta.enterprise_id.as_deref(), Some("E1"));
 }
@@ -90,32 +155,64 @@ async fn purge_leaves_a_tombstone(repo: &dyn Repository) {
     let bot = RecordKey::bot(tenant.clone());
     let user = RecordKey::user(tenant.clone(), "U7").unwrap();
     let g = repo.open_generation(&tenant.pk()).await.unwrap();
-    repo.put(&record(&bot, 1, g, None), Expect::Absent).await.unwrap();
-    repo.put(&record(&user, 1, g, None), Expect::Absent).await.unwrap();
+    repo.put(&record(&bot, 1, g, None), Expect::Absent)
+        .await
+        .unwrap();
+    repo.put(&record(&user, 1, g, None), Expect::Absent)
+        .await
+        .unwrap();
 
     assert_eq!(repo.purge_tenant(&tenant.pk(), 100).await.unwrap(), 2);
-    assert_eq!(repo.purge_tenant(&tenant.pk(), 200).await.unwrap(), 0, "purge is idempotent");
+    assert_eq!(
+        repo.purge_tenant(&tenant.pk(), 200).await.unwrap(),
+        0,
+        "purge is idempotent"
+    );
     let state = repo.tenant_state(&tenant.pk()).await.unwrap().unwrap();
     assert!(state.purged);
     assert_eq!(state.purged_at, Some(100));
     assert!(repo.list_tenant(&tenant.pk()).await.unwrap().is_empty());
 
     // A late writer of the purged generation can't bring it back.
-    assert!(matches!(repo.put(&record(&bot, 1, g, None), Expect::Absent).await, Err(RepoError::ConditionFailed)));
     assert!(matches!(
-        repo.put(&record(&bot, 2, g, None), Expect::Version { version: 1, generation: g }).await,
+        repo.put(&record(&bot, 1, g, None), Expect::Absent).await,
+        Err(RepoError::ConditionFailed)
+    ));
+    assert!(matches!(
+        repo.put(
+            &record(&bot, 2, g, None),
+            Expect::Version {
+                version: 1,
+                generation: g
+            }
+        )
+        .await,
         Err(RepoError::ConditionFailed)
     ));
     // A restore of an older state can't un-purge it.
-    assert!(!repo
-        .restore_tenant(&tenant.pk(), tokenkeep_installations::TenantState { generation: g, purged: false, purged_at: None })
-        .await
-        .unwrap());
+    assert!(
+        !repo
+            .restore_tenant(
+                &tenant.pk(),
+                tokenkeep_installations::TenantState {
+                    generation: g,
+                    purged: false,
+                    purged_at: None
+                }
+            )
+            .await
+            .unwrap()
+    );
     // A new install opens a new generation; the old one stays dead.
     let g2 = repo.open_generation(&tenant.pk()).await.unwrap();
     assert_eq!(g2, g + 1);
-    assert!(matches!(repo.put(&record(&bot, 1, g, None), Expect::Absent).await, Err(RepoError::ConditionFailed)));
-    repo.put(&record(&bot, 1, g2, None), Expect::Absent).await.unwrap();
+    assert!(matches!(
+        repo.put(&record(&bot, 1, g, None), Expect::Absent).await,
+        Err(RepoError::ConditionFailed)
+    ));
+    repo.put(&record(&bot, 1, g2, None), Expect::Absent)
+        .await
+        .unwrap();
     // Deleting one record is idempotent.
     assert!(repo.delete(&bot).await.unwrap());
     assert!(!repo.delete(&bot).await.unwrap());
@@ -124,32 +221,80 @@ async fn purge_leaves_a_tombstone(repo: &dyn Repository) {
 async fn leases(repo: &dyn Repository) {
     let key = RecordKey::bot(team("T8"));
     let g = repo.open_generation(&key.pk()).await.unwrap();
-    repo.put(&record(&key, 1, g, Some(1000)), Expect::Absent).await.unwrap();
+    repo.put(&record(&key, 1, g, Some(1000)), Expect::Absent)
+        .await
+        .unwrap();
 
     assert!(repo.try_lease(&key, 1, g, "a", 100, 130).await.unwrap());
-    assert!(!repo.try_lease(&key, 1, g, "b", 110, 140).await.unwrap(), "held lease");
-    assert!(!repo.try_lease(&key, 2, g, "b", 200, 230).await.unwrap(), "wrong version");
+    assert!(
+        !repo.try_lease(&key, 1, g, "b", 110, 140).await.unwrap(),
+        "held lease"
+    );
+    assert!(
+        !repo.try_lease(&key, 2, g, "b", 200, 230).await.unwrap(),
+        "wrong version"
+    );
     let leased = repo.get(&key).await.unwrap().unwrap();
-    assert_eq!((leased.lease_owner.as_deref(), leased.lease_until, leased.version), (Some("a"), Some(130), 1));
+    assert_eq!(
+        (
+            leased.lease_owner.as_deref(),
+            leased.lease_until,
+            leased.version
+        ),
+        (Some("a"), Some(130), 1)
+    );
     // Only the holder may complete.
     assert!(matches!(
-        repo.put(&record(&key, 2, g, Some(2000)), Expect::Leased { version: 1, generation: g, owner: "b".into() }).await,
+        repo.put(
+            &record(&key, 2, g, Some(2000)),
+            Expect::Leased {
+                version: 1,
+                generation: g,
+                owner: "b".into()
+            }
+        )
+        .await,
         Err(RepoError::ConditionFailed)
     ));
     // The holder renews its own live lease (the check right before Slack).
-    assert!(repo.try_lease(&key, 1, g, "a", 120, 131).await.unwrap(), "renewed by its holder");
+    assert!(
+        repo.try_lease(&key, 1, g, "a", 120, 131).await.unwrap(),
+        "renewed by its holder"
+    );
     // After expiry another caller takes over; the first holder can neither renew nor write.
     assert!(repo.try_lease(&key, 1, g, "b", 132, 160).await.unwrap());
-    assert!(!repo.try_lease(&key, 1, g, "a", 133, 163).await.unwrap(), "taken over: no renewal");
+    assert!(
+        !repo.try_lease(&key, 1, g, "a", 133, 163).await.unwrap(),
+        "taken over: no renewal"
+    );
     assert!(matches!(
-        repo.put(&record(&key, 2, g, Some(2000)), Expect::Leased { version: 1, generation: g, owner: "a".into() }).await,
+        repo.put(
+            &record(&key, 2, g, Some(2000)),
+            Expect::Leased {
+                version: 1,
+                generation: g,
+                owner: "a".into()
+            }
+        )
+        .await,
         Err(RepoError::ConditionFailed)
     ));
-    repo.put(&record(&key, 2, g, Some(2000)), Expect::Leased { version: 1, generation: g, owner: "b".into() })
-        .await
-        .unwrap();
+    repo.put(
+        &record(&key, 2, g, Some(2000)),
+        Expect::Leased {
+            version: 1,
+            generation: g,
+            owner: "b".into(),
+        },
+    )
+    .await
+    .unwrap();
     let done = repo.get(&key).await.unwrap().unwrap();
-    assert_eq!((done.version, done.lease_owner), (2, None), "a completed write clears the lease");
+    assert_eq!(
+        (done.version, done.lease_owner),
+        (2, None),
+        "a completed write clears the lease"
+    );
     // Release by a non-holder is a no-op; by the holder it frees the record.
     assert!(repo.try_lease(&key, 2, g, "c", 300, 330).await.unwrap());
     repo.release_lease(&key, "x").await.unwrap();
@@ -166,14 +311,20 @@ async fn expiry_index(repo: &dyn Repository) {
     for (i, exp) in [(1, Some(500)), (2, Some(1500)), (3, None), (4, Some(900))] {
         let key = RecordKey::bot(team(&format!("TEXP{i}")));
         let g = repo.open_generation(&key.pk()).await.unwrap();
-        repo.put(&record(&key, 1, g, exp), Expect::Absent).await.unwrap();
+        repo.put(&record(&key, 1, g, exp), Expect::Absent)
+            .await
+            .unwrap();
         if exp.is_some_and(|e| e <= 1000) {
             due.push(key);
         }
     }
     let mut found = Vec::new();
     for shard in 0..schema::EXPIRY_SHARDS {
-        found.extend(repo.query_due(&format!("EXP#{shard}"), 1000, 100).await.unwrap());
+        found.extend(
+            repo.query_due(&format!("EXP#{shard}"), 1000, 100)
+                .await
+                .unwrap(),
+        );
     }
     found.sort();
     due.sort();
@@ -183,9 +334,15 @@ async fn expiry_index(repo: &dyn Repository) {
 async fn states_are_single_use(repo: Arc<dyn Repository>) {
     repo.put_state("n1", 1000).await.unwrap();
     repo.put_state("old", 50).await.unwrap();
-    assert!(matches!(repo.put_state("n1", 1000).await, Err(RepoError::ConditionFailed)));
+    assert!(matches!(
+        repo.put_state("n1", 1000).await,
+        Err(RepoError::ConditionFailed)
+    ));
     assert!(!repo.consume_state("old", 100).await.unwrap(), "expired");
-    assert!(!repo.consume_state("missing", 100).await.unwrap(), "unknown");
+    assert!(
+        !repo.consume_state("missing", 100).await.unwrap(),
+        "unknown"
+    );
 
     // 16 concurrent consumers of one state: exactly one wins.
     let tasks: Vec<_> = (0..16)
@@ -203,8 +360,14 @@ async fn states_are_single_use(repo: Arc<dyn Repository>) {
 
 async fn events_dedupe(repo: &dyn Repository) {
     assert!(repo.record_event("Ev1", 100, 200).await.unwrap());
-    assert!(!repo.record_event("Ev1", 150, 250).await.unwrap(), "retry within ttl");
-    assert!(repo.record_event("Ev1", 300, 400).await.unwrap(), "after ttl it is new again");
+    assert!(
+        !repo.record_event("Ev1", 150, 250).await.unwrap(),
+        "retry within ttl"
+    );
+    assert!(
+        repo.record_event("Ev1", 300, 400).await.unwrap(),
+        "after ttl it is new again"
+    );
 }
 
 async fn audit_trail(repo: &dyn Repository) {
@@ -226,9 +389,21 @@ async fn audit_trail(repo: &dyn Repository) {
             repo.append_audit(&rec, 99_999).await.unwrap();
         }
     }
-    assert_eq!(repo.query_audit(Some("T#-#TA"), 0, 100).await.unwrap().len(), 3);
+    assert_eq!(
+        repo.query_audit(Some("T#-#TA"), 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(repo.query_audit(None, 0, 100).await.unwrap().len(), 4);
-    assert_eq!(repo.query_audit(Some("T#-#TA"), 1_001, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        repo.query_audit(Some("T#-#TA"), 1_001, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn scans(repo: &dyn Repository) {
@@ -266,7 +441,10 @@ async fn suite(repo: Arc<dyn Repository>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_repository_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    suite(Arc::new(EmbeddedRepository::open(dir.path().join("store.db")).unwrap())).await;
+    suite(Arc::new(
+        EmbeddedRepository::open(dir.path().join("store.db")).unwrap(),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -278,12 +456,25 @@ async fn dynamodb_repository_conforms_on_the_emulator() {
 #[tokio::test]
 async fn dynamodb_tables_have_ttl_and_the_expiry_index() {
     let (_, client, table, audit) = emulator_repository().await;
-    let desc = client.describe_table().table_name(&table).send().await.unwrap();
+    let desc = client
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
     let t = desc.table().unwrap();
     let gsi = &t.global_secondary_indexes()[0];
     assert_eq!(gsi.index_name(), Some(schema::GSI_BY_EXPIRY));
     for name in [&table, &audit] {
-        let ttl = client.describe_time_to_live().table_name(name).send().await.unwrap();
-        assert_eq!(ttl.time_to_live_description().unwrap().attribute_name(), Some(schema::TTL_ATTRIBUTE));
+        let ttl = client
+            .describe_time_to_live()
+            .table_name(name)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            ttl.time_to_live_description().unwrap().attribute_name(),
+            Some(schema::TTL_ATTRIBUTE)
+        );
     }
 }

@@ -19,19 +19,37 @@ use tokenkeep_slack_api::OAuthV2Response;
 async fn dynamo_store() -> (InstallationStore, aws_sdk_dynamodb::Client, String) {
     let (repo, client, table, _) = emulator_repository().await;
     let (kms, key) = emulator_kms_key().await;
-    let store = InstallationStore::new(Arc::new(repo), Arc::new(KmsKeyProvider::new(kms, key)), StoreConfig::new("A1"));
+    let store = InstallationStore::new(
+        Arc::new(repo),
+        Arc::new(KmsKeyProvider::new(kms, key)),
+        StoreConfig::new("A1"),
+    );
     (store, client, table)
 }
 
 /// Writes a hand-edited record over the stored one (as someone with table
 /// write access could), keeping the conditional write honest.
-async fn overwrite(repo: &dyn Repository, original: &tokenkeep_installations::StoredRecord, edited: &tokenkeep_installations::StoredRecord) {
-    repo.put(edited, Expect::Version { version: original.version, generation: original.generation }).await.unwrap();
+async fn overwrite(
+    repo: &dyn Repository,
+    original: &tokenkeep_installations::StoredRecord,
+    edited: &tokenkeep_installations::StoredRecord,
+) {
+    repo.put(
+        edited,
+        Expect::Version {
+            version: original.version,
+            generation: original.generation,
+        },
+    )
+    .await
+    .unwrap();
 }
 
 fn flip_b64(value: &str, index: usize) -> String {
     use base64::Engine;
-    let mut bytes = base64::engine::general_purpose::STANDARD.decode(value).unwrap();
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .unwrap();
     let i = index.min(bytes.len() - 1);
     bytes[i] ^= 0x01;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -47,37 +65,102 @@ async fn tamper_matrix(store: &InstallationStore) {
     let user_a = RecordKey::user(a.key().clone(), "U1").unwrap();
     let bot_b = RecordKey::bot(b.key().clone());
     let pristine = repo.get(&bot_a).await.unwrap().unwrap();
-    assert_eq!(store.bot_token(&a, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TA-1");
+    assert_eq!(
+        store.bot_token(&a, &ctx()).await.unwrap().expose_secret(),
+        "xoxb-bot-TA-1"
+    );
 
     type Edit = Box<dyn Fn(&mut tokenkeep_installations::StoredRecord)>;
     let user_rec = repo.get(&user_a).await.unwrap().unwrap();
     let b_rec = repo.get(&bot_b).await.unwrap().unwrap();
     let cases: Vec<(&str, Edit)> = vec![
-        ("format byte", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, 0)); })),
-        ("nonce", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, 5)); })),
-        ("ciphertext", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, 15)); })),
-        ("tag", Box::new(|r| { let v = r.sealed["token"].clone(); r.sealed.insert("token".into(), flip_b64(&v, usize::MAX)); })),
-        ("encrypted data key", Box::new(|r| { r.data_key = flip_b64(&r.data_key.clone(), 40); })),
-        ("field swap", Box::new(|r| {
-            let rt = r.sealed["refresh_token"].clone();
-            r.sealed.insert("token".into(), rt);
-        })),
+        (
+            "format byte",
+            Box::new(|r| {
+                let v = r.sealed["token"].clone();
+                r.sealed.insert("token".into(), flip_b64(&v, 0));
+            }),
+        ),
+        (
+            "nonce",
+            Box::new(|r| {
+                let v = r.sealed["token"].clone();
+                r.sealed.insert("token".into(), flip_b64(&v, 5));
+            }),
+        ),
+        (
+            "ciphertext",
+            Box::new(|r| {
+                let v = r.sealed["token"].clone();
+                r.sealed.insert("token".into(), flip_b64(&v, 15));
+            }),
+        ),
+        (
+            "tag",
+            Box::new(|r| {
+                let v = r.sealed["token"].clone();
+                r.sealed.insert("token".into(), flip_b64(&v, usize::MAX));
+            }),
+        ),
+        (
+            "encrypted data key",
+            Box::new(|r| {
+                r.data_key = flip_b64(&r.data_key.clone(), 40);
+            }),
+        ),
+        (
+            "field swap",
+            Box::new(|r| {
+                let rt = r.sealed["refresh_token"].clone();
+                r.sealed.insert("token".into(), rt);
+            }),
+        ),
         ("from another record (user)", {
             let u = user_rec.clone();
-            Box::new(move |r| { r.sealed = u.sealed.clone(); r.data_key = u.data_key.clone(); r.data_key_id = u.data_key_id.clone(); })
+            Box::new(move |r| {
+                r.sealed = u.sealed.clone();
+                r.data_key = u.data_key.clone();
+                r.data_key_id = u.data_key_id.clone();
+            })
         }),
         ("from another tenant", {
             let o = b_rec.clone();
-            Box::new(move |r| { r.sealed = o.sealed.clone(); r.data_key = o.data_key.clone(); r.data_key_id = o.data_key_id.clone(); })
+            Box::new(move |r| {
+                r.sealed = o.sealed.clone();
+                r.data_key = o.data_key.clone();
+                r.data_key_id = o.data_key_id.clone();
+            })
         }),
-        ("scopes widened", Box::new(|r| r.meta.bot_scopes.push("admin".into()))),
-        ("team renamed", Box::new(|r| r.meta.team_name = Some("Other".into()))),
-        ("expiry extended", Box::new(|r| r.meta.token_expires_at = r.meta.token_expires_at.map(|t| t + 3600))),
-        ("enterprise flag", Box::new(|r| r.meta.is_enterprise_install = true)),
+        (
+            "scopes widened",
+            Box::new(|r| r.meta.bot_scopes.push("admin".into())),
+        ),
+        (
+            "team renamed",
+            Box::new(|r| r.meta.team_name = Some("Other".into())),
+        ),
+        (
+            "expiry extended",
+            Box::new(|r| r.meta.token_expires_at = r.meta.token_expires_at.map(|t| t + 3600)),
+        ),
+        (
+            "enterprise flag",
+            Box::new(|r| r.meta.is_enterprise_install = true),
+        ),
         // Without its refresh token the record would read as non-rotating and
         // its expired token be served as is.
-        ("refresh token deleted", Box::new(|r| { r.sealed.remove("refresh_token"); })),
-        ("webhook deleted", Box::new(|r| { r.sealed.remove("incoming_webhook_url"); })),
+        (
+            "refresh token deleted",
+            Box::new(|r| {
+                r.sealed.remove("refresh_token");
+            }),
+        ),
+        (
+            "webhook deleted",
+            Box::new(|r| {
+                r.sealed.remove("incoming_webhook_url");
+            }),
+        ),
         ("format downgraded", Box::new(|r| r.format = 1)),
     ];
     for (name, edit) in cases {
@@ -87,25 +170,49 @@ async fn tamper_matrix(store: &InstallationStore) {
         edited.version = current.version; // same version: only the edit differs
         overwrite(repo, &current, &edited).await;
         let result = store.bot_token(&a, &ctx()).await;
-        assert!(matches!(result, Err(StoreError::Integrity)), "{name}: expected an integrity failure, got {result:?}");
+        assert!(
+            matches!(result, Err(StoreError::Integrity)),
+            "{name}: expected an integrity failure, got {result:?}"
+        );
     }
     // A version change without re-sealing (a replayed older item, or a forged bump) fails too.
     let current = repo.get(&bot_a).await.unwrap().unwrap();
     let mut bumped = pristine.clone();
     bumped.version = current.version + 1;
     overwrite(repo, &current, &bumped).await;
-    assert!(matches!(store.bot_token(&a, &ctx()).await, Err(StoreError::Integrity)), "version bump");
+    assert!(
+        matches!(
+            store.bot_token(&a, &ctx()).await,
+            Err(StoreError::Integrity)
+        ),
+        "version bump"
+    );
 
     // Restoring the pristine item at its own version opens again: the checks
     // above failed because of the edits, not because the record was broken.
     let current = repo.get(&bot_a).await.unwrap().unwrap();
     overwrite(repo, &current, &pristine).await;
-    assert_eq!(store.bot_token(&a, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TA-1");
-    assert_eq!(store.bot_token(&b, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TB-1");
+    assert_eq!(
+        store.bot_token(&a, &ctx()).await.unwrap().expose_secret(),
+        "xoxb-bot-TA-1"
+    );
+    assert_eq!(
+        store.bot_token(&b, &ctx()).await.unwrap().expose_secret(),
+        "xoxb-bot-TB-1"
+    );
 
     // Every failed read was audited as such.
-    let audit = repo.query_audit(Some(&a.key().pk()), 0, 1000).await.unwrap();
-    assert_eq!(audit.iter().filter(|r| r.outcome == Outcome::DecryptFailed).count(), 16);
+    let audit = repo
+        .query_audit(Some(&a.key().pk()), 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.outcome == Outcome::DecryptFailed)
+            .count(),
+        16
+    );
 }
 
 /// Table access that bypasses the repository, as someone with write access
@@ -116,7 +223,15 @@ enum Raw {
 }
 
 enum RawItem {
-    Row(String, String, i64, i64, Option<String>, Option<i64>, String),
+    Row(
+        String,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        Option<i64>,
+        String,
+    ),
     Item(std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>),
 }
 
@@ -159,7 +274,13 @@ impl Raw {
                 .unwrap();
             }
             (Raw::Dynamo(client, table), RawItem::Item(item)) => {
-                client.put_item().table_name(table).set_item(Some(item.clone())).send().await.unwrap();
+                client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(item.clone()))
+                    .send()
+                    .await
+                    .unwrap();
             }
             _ => unreachable!("snapshot and put_back on the same backend"),
         }
@@ -177,14 +298,23 @@ async fn purged_generation_does_not_open(store: &InstallationStore, raw: Raw) {
     // Back under the purged generation (a purge that stopped half-way looks the same).
     raw.put_back(&old).await;
     let read = store.bot_token(&a, &ctx()).await;
-    assert!(matches!(read, Err(StoreError::NotInstalled)), "a purged generation's record must not open: {read:?}");
+    assert!(
+        matches!(read, Err(StoreError::NotInstalled)),
+        "a purged generation's record must not open: {read:?}"
+    );
 
     // A reinstall opens generation + 1; the old item written over it does not open.
     install_at(store, "TG", 2, store.clock().now_secs() + 1).await;
-    assert_eq!(store.bot_token(&a, &ctx()).await.unwrap().expose_secret(), "xoxb-bot-TG-2");
+    assert_eq!(
+        store.bot_token(&a, &ctx()).await.unwrap().expose_secret(),
+        "xoxb-bot-TG-2"
+    );
     raw.put_back(&old).await;
     let read = store.bot_token(&a, &ctx()).await;
-    assert!(matches!(read, Err(StoreError::NotInstalled)), "an older generation's record must not open: {read:?}");
+    assert!(
+        matches!(read, Err(StoreError::NotInstalled)),
+        "an older generation's record must not open: {read:?}"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +351,13 @@ async fn raw_dynamodb_table_holds_no_plaintext_secret() {
     let mut items = 0;
     let mut start = None;
     loop {
-        let out = client.scan().table_name(&table).set_exclusive_start_key(start).send().await.unwrap();
+        let out = client
+            .scan()
+            .table_name(&table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
         items += out.items().len();
         dump.push_str(&format!("{:?}", out.items()));
         start = out.last_evaluated_key;
@@ -229,7 +365,10 @@ async fn raw_dynamodb_table_holds_no_plaintext_secret() {
             break;
         }
     }
-    assert!(items >= 300, "bot + user + tenant items for 100 installs, got {items}");
+    assert!(
+        items >= 300,
+        "bot + user + tenant items for 100 installs, got {items}"
+    );
     assert_no_plaintext(&dump, "raw DynamoDB scan");
 }
 
@@ -252,10 +391,24 @@ async fn raw_embedded_file_holds_no_plaintext_secret() {
 async fn token_reads_are_audited_with_actor_request_and_reason() {
     let (store, _d, _k) = embedded_store().await;
     let tenant = install(&store, "TQ", 1).await;
-    store.bot_token(&tenant, &ReadContext::new("events", "req-9", "app_mention")).await.unwrap();
-    let audit = store.repository().query_audit(Some(&tenant.key().pk()), 0, 10).await.unwrap();
+    store
+        .bot_token(&tenant, &ReadContext::new("events", "req-9", "app_mention"))
+        .await
+        .unwrap();
+    let audit = store
+        .repository()
+        .query_audit(Some(&tenant.key().pk()), 0, 10)
+        .await
+        .unwrap();
     assert_eq!(audit.len(), 1);
-    assert_eq!((audit[0].actor.as_str(), audit[0].request_id.as_str(), audit[0].reason.as_str()), ("events", "req-9", "app_mention"));
+    assert_eq!(
+        (
+            audit[0].actor.as_str(),
+            audit[0].request_id.as_str(),
+            audit[0].reason.as_str()
+        ),
+        ("events", "req-9", "app_mention")
+    );
     assert_eq!(audit[0].outcome, Outcome::Ok);
 }
 
@@ -270,38 +423,91 @@ async fn org_wide_install_and_bolt_lookup_rules() {
     .unwrap();
     let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
     assert_eq!(tenant.key().pk(), "T#E1#-");
-    store.store_installation(&tenant, &Installation::from_oauth_response(resp, 0).unwrap()).await.unwrap();
-    assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), "xoxb-org");
+    store
+        .store_installation(
+            &tenant,
+            &Installation::from_oauth_response(resp, 0).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxb-org"
+    );
     // Bolt: a user lookup without a user record falls back to the bot.
-    let q = tokenkeep_installations::InstallationQuery { tenant: &tenant, user_id: Some("U9") };
+    let q = tokenkeep_installations::InstallationQuery {
+        tenant: &tenant,
+        user_id: Some("U9"),
+    };
     let info = store.fetch_installation(&q).await.unwrap().unwrap();
     assert_eq!(info.kind, tokenkeep_installations::RecordKind::Bot);
     assert!(info.meta.is_enterprise_install);
 
     // Reinstall: new version, new data key, new token.
-    let before = store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
+    let before = store
+        .repository()
+        .get(&RecordKey::bot(tenant.key().clone()))
+        .await
+        .unwrap()
+        .unwrap();
     let again: OAuthV2Response = serde_json::from_value(serde_json::json!({
         "ok": true, "app_id": "A1", "access_token": "xoxb-org-2", "token_type": "bot", "scope": "chat:write",
         "team": null, "enterprise": {"id": "E1"}, "is_enterprise_install": true
     }))
     .unwrap();
-    store.store_installation(&tenant, &Installation::from_oauth_response(again, 1).unwrap()).await.unwrap();
-    let after = store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
+    store
+        .store_installation(
+            &tenant,
+            &Installation::from_oauth_response(again, 1).unwrap(),
+        )
+        .await
+        .unwrap();
+    let after = store
+        .repository()
+        .get(&RecordKey::bot(tenant.key().clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after.version, before.version + 1);
     assert_ne!(after.data_key, before.data_key);
-    assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), "xoxb-org-2");
+    assert_eq!(
+        store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxb-org-2"
+    );
 
     // Purge, then reinstall: a new generation.
     store.purge_tenant(&tenant).await.unwrap();
-    assert!(matches!(store.bot_token(&tenant, &ctx()).await, Err(StoreError::NotInstalled)));
+    assert!(matches!(
+        store.bot_token(&tenant, &ctx()).await,
+        Err(StoreError::NotInstalled)
+    ));
     let third: OAuthV2Response = serde_json::from_value(serde_json::json!({
         "ok": true, "access_token": "xoxb-org-3", "team": null, "enterprise": {"id": "E1"}, "is_enterprise_install": true
     }))
     .unwrap();
     // The exchange started after the purge (a purge at or after it would refuse the install).
     let exchanged_at = store.clock().now_secs() + 1;
-    store.store_installation(&tenant, &Installation::from_oauth_response(third, exchanged_at).unwrap()).await.unwrap();
-    let reborn = store.repository().get(&RecordKey::bot(tenant.key().clone())).await.unwrap().unwrap();
+    store
+        .store_installation(
+            &tenant,
+            &Installation::from_oauth_response(third, exchanged_at).unwrap(),
+        )
+        .await
+        .unwrap();
+    let reborn = store
+        .repository()
+        .get(&RecordKey::bot(tenant.key().clone()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(reborn.generation, before.generation + 1);
     assert_eq!(reborn.version, 1);
 }

@@ -11,17 +11,24 @@ use tokenkeep_installations::testing::emulator_repository;
 
 fn template() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read template.yaml")).expect("parse template.yaml")
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("read template.yaml"))
+        .expect("parse template.yaml")
 }
 
 fn str_of(v: &Value) -> String {
-    v.as_str().map(str::to_owned).unwrap_or_else(|| panic!("expected a string, got {v:?}"))
+    v.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("expected a string, got {v:?}"))
 }
 
 type Keys = Vec<(String, String)>;
 
 fn key_schema(v: &Value) -> Keys {
-    v.as_sequence().unwrap().iter().map(|k| (str_of(&k["AttributeName"]), str_of(&k["KeyType"]))).collect()
+    v.as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (str_of(&k["AttributeName"]), str_of(&k["KeyType"])))
+        .collect()
 }
 
 struct Declared {
@@ -45,24 +52,56 @@ fn declared(resource: &str) -> Declared {
         .as_sequence()
         .map(|s| {
             s.iter()
-                .map(|g| (str_of(&g["IndexName"]), key_schema(&g["KeySchema"]), str_of(&g["Projection"]["ProjectionType"])))
+                .map(|g| {
+                    (
+                        str_of(&g["IndexName"]),
+                        key_schema(&g["KeySchema"]),
+                        str_of(&g["Projection"]["ProjectionType"]),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(props["TimeToLiveSpecification"]["Enabled"].as_bool(), Some(true), "{resource}: TTL enabled");
-    Declared { keys: key_schema(&props["KeySchema"]), attrs, gsis, ttl: str_of(&props["TimeToLiveSpecification"]["AttributeName"]) }
+    assert_eq!(
+        props["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true),
+        "{resource}: TTL enabled"
+    );
+    Declared {
+        keys: key_schema(&props["KeySchema"]),
+        attrs,
+        gsis,
+        ttl: str_of(&props["TimeToLiveSpecification"]["AttributeName"]),
+    }
 }
 
 async fn created(client: &aws_sdk_dynamodb::Client, table: &str) -> Declared {
-    let desc = client.describe_table().table_name(table).send().await.unwrap();
+    let desc = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap();
     let t = desc.table().unwrap();
     let keys = |ks: &[aws_sdk_dynamodb::types::KeySchemaElement]| -> Keys {
-        ks.iter().map(|k| (k.attribute_name().to_owned(), k.key_type().as_str().to_owned())).collect()
+        ks.iter()
+            .map(|k| {
+                (
+                    k.attribute_name().to_owned(),
+                    k.key_type().as_str().to_owned(),
+                )
+            })
+            .collect()
     };
     let attrs = t
         .attribute_definitions()
         .iter()
-        .map(|a| (a.attribute_name().to_owned(), a.attribute_type().as_str().to_owned()))
+        .map(|a| {
+            (
+                a.attribute_name().to_owned(),
+                a.attribute_type().as_str().to_owned(),
+            )
+        })
         .collect();
     let gsis = t
         .global_secondary_indexes()
@@ -71,13 +110,31 @@ async fn created(client: &aws_sdk_dynamodb::Client, table: &str) -> Declared {
             (
                 g.index_name().unwrap().to_owned(),
                 keys(g.key_schema()),
-                g.projection().and_then(|p| p.projection_type()).unwrap().as_str().to_owned(),
+                g.projection()
+                    .and_then(|p| p.projection_type())
+                    .unwrap()
+                    .as_str()
+                    .to_owned(),
             )
         })
         .collect();
-    let ttl = client.describe_time_to_live().table_name(table).send().await.unwrap();
-    let ttl = ttl.time_to_live_description().and_then(|d| d.attribute_name()).unwrap_or_default().to_owned();
-    Declared { keys: keys(t.key_schema()), attrs, gsis, ttl }
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl
+        .time_to_live_description()
+        .and_then(|d| d.attribute_name())
+        .unwrap_or_default()
+        .to_owned();
+    Declared {
+        keys: keys(t.key_schema()),
+        attrs,
+        gsis,
+        ttl,
+    }
 }
 
 fn assert_same(what: &str, template: Declared, code: Declared) {
@@ -93,6 +150,14 @@ async fn template_tables_match_the_code() {
     let installations = declared("InstallationsTable");
     assert_eq!(installations.gsis[0].0, schema::GSI_BY_EXPIRY);
     assert_eq!(installations.ttl, schema::TTL_ATTRIBUTE);
-    assert_same("installations table", installations, created(&client, &table).await);
-    assert_same("audit table", declared("AuditTable"), created(&client, &audit).await);
+    assert_same(
+        "installations table",
+        installations,
+        created(&client, &table).await,
+    );
+    assert_same(
+        "audit table",
+        declared("AuditTable"),
+        created(&client, &audit).await,
+    );
 }

@@ -87,7 +87,7 @@ pub async fn list(store: &InstallationStore, json: bool, purged: bool) -> Result
     if purged && !tombstones.is_empty() {
         let mut t = Table::new(&["PURGED TENANT", "GENERATION", "PURGED AT"]);
         for (pk, s) in &tombstones {
-            t.row(vec![pk.clone(), s.generation.to_string(), s.purged_at.map_or("-".into(), utc)]);
+            t.row(vec![pk.clone(), s.generation.to_string(), s.purged_at.map_or("-".into(), |ms| utc(ms / 1000))]);
         }
         print!("\n{}", t.render());
     }
@@ -113,7 +113,7 @@ pub async fn show(store: &InstallationStore, json: bool, args: &TenantArgs) -> R
             Some(s) if s.purged => println!(
                 "tenant {tenant}: PURGED (generation {}, at {})",
                 s.generation,
-                s.purged_at.map_or("-".into(), utc)
+                s.purged_at.map_or("-".into(), |ms| utc(ms / 1000))
             ),
             Some(s) => println!("tenant {tenant}: live, generation {}", s.generation),
         }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use tokenkeep_installations::testing::local_keys;
-use tokenkeep_installations::{EmbeddedRepository, Installation, InstallationStore, ReadContext, StoreConfig, VerifiedTenant};
+use tokenkeep_installations::{
+    EmbeddedRepository, Installation, InstallationStore, ReadContext, StoreConfig, VerifiedTenant,
+};
 use tokenkeep_slack_api::OAuthV2Response;
 
 pub fn oauth_response(team: &str, n: usize) -> OAuthV2Response {
@@ -42,7 +44,12 @@ pub async fn install(store: &InstallationStore, team: &str, n: usize) -> Verifie
 /// An install whose code exchange started at `exchanged_at` (unix seconds).
 /// A tenant purged in that second or later refuses it, so a test that
 /// reinstalls right after a purge passes the next second.
-pub async fn install_at(store: &InstallationStore, team: &str, n: usize, exchanged_at: i64) -> VerifiedTenant {
+pub async fn install_at(
+    store: &InstallationStore,
+    team: &str,
+    n: usize,
+    exchanged_at: i64,
+) -> VerifiedTenant {
     let resp = oauth_response(team, n);
     let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
     let inst = Installation::from_oauth_response(resp, exchanged_at).unwrap();
@@ -58,14 +65,23 @@ pub async fn embedded_store() -> (InstallationStore, tempfile::TempDir, tempfile
     let dir = tempfile::tempdir().unwrap();
     let repo = EmbeddedRepository::open(dir.path().join("store.db")).unwrap();
     let (keys, key_dir) = local_keys();
-    (InstallationStore::new(Arc::new(repo), keys, StoreConfig::new("A1")), dir, key_dir)
+    (
+        InstallationStore::new(Arc::new(repo), keys, StoreConfig::new("A1")),
+        dir,
+        key_dir,
+    )
 }
 
 pub fn assert_no_plaintext(dump: &str, what: &str) {
     // Token-shaped, not bare "xox": random base64 ciphertext contains "xox" by
     // chance, but never "xoxb-" (no '-' or '.' in the standard alphabet).
     let token_shaped = ["xoxb-", "xoxp-", "xoxe-", "xoxe.", "xoxa-", "xoxr-"];
-    assert!(!token_shaped.iter().any(|t| dump.contains(t)), "{what} contains a token");
-    assert!(!dump.contains("hooks.slack.com"), "{what} contains a webhook URL");
+    assert!(
+        !token_shaped.iter().any(|t| dump.contains(t)),
+        "{what} contains a token"
+    );
+    assert!(
+        !dump.contains("hooks.slack.com"),
+        "{what} contains a webhook URL"
+    );
 }
-
