@@ -24,7 +24,7 @@ fn envelope_reason(e: &EnvelopeError) -> &'static str {
     }
 }
 
-async fn check(store: &InstallationStore, record: &StoredRecord, ctx: &ReadContext) -> Result<(), &'static str> {
+async fn check(store: &InstallationStore, record: &StoredRecord, run: &ReadContext) -> Result<(), &'static str> {
     if record.key().is_err() {
         return Err("malformed record key");
     }
@@ -38,7 +38,7 @@ async fn check(store: &InstallationStore, record: &StoredRecord, ctx: &ReadConte
     let edk = EncryptedDataKey { key_id: record.data_key_id.clone(), blob };
     let ctx = EncryptionContext::for_installation(&store.config().app_id, &record.pk);
     store.key_provider().decrypt_data_key(&edk, &ctx).await.map_err(|e| envelope_reason(&e))?;
-    store.verify_record(record, ctx).await.map_err(|e| match e {
+    store.verify_record(record, run).await.map_err(|e| match e {
         StoreError::Integrity => "sealed field failed authentication (tampered ciphertext or bound attribute)",
         StoreError::Envelope(e) => envelope_reason(&e),
         StoreError::Repository(_) => "storage error (the audit record could not be written)",
