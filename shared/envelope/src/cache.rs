@@ -6,6 +6,11 @@
 //! drops (eviction, expiry, or the end of the request using them). Only
 //! successful decrypts are cached: a failure always goes back to the provider.
 //! Generation is never cached: every record write gets its own data key.
+//!
+//! Expired entries are also evicted on a timer (a task on the tokio runtime
+//! the cache was made on, every half `max_age`), so a key nobody asks for
+//! again is zeroized within its lifetime rather than held until the next
+//! lookup or until the cache fills.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +20,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
-use crate::{DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey};
+use crate::{
+    DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheLimits {
@@ -29,13 +36,21 @@ impl Default for CacheLimits {
     /// Five minutes and 10,000 uses per key bound how long a key revoked in KMS
     /// (or a disabled KMS key) keeps working in a warm process.
     fn default() -> Self {
-        Self { enabled: true, max_age: Duration::from_secs(300), max_uses: 10_000, max_entries: 10_000 }
+        Self {
+            enabled: true,
+            max_age: Duration::from_secs(300),
+            max_uses: 10_000,
+            max_entries: 10_000,
+        }
     }
 }
 
 impl CacheLimits {
     pub fn disabled() -> Self {
-        Self { enabled: false, ..Self::default() }
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
     }
 }
 
@@ -56,10 +71,43 @@ struct Entry {
 pub struct CachingKeyProvider<P> {
     inner: P,
     limits: CacheLimits,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    /// Shared with the eviction timer, which holds it weakly and stops once
+    /// the cache is dropped.
+    entries: Arc<Mutex<HashMap<[u8; 32], Entry>>>,
     hits: AtomicU64,
     misses: AtomicU64,
-    evictions: AtomicU64,
+    evictions: Arc<AtomicU64>,
+}
+
+type Entries = Mutex<HashMap<[u8; 32], Entry>>;
+
+/// Drops entries older than `max_age`; returns how many.
+fn evict_expired(entries: &Entries, max_age: Duration, evictions: &AtomicU64) -> usize {
+    let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+    let before = entries.len();
+    entries.retain(|_, e| e.created.elapsed() < max_age);
+    let n = before - entries.len();
+    evictions.fetch_add(n as u64, Ordering::Relaxed);
+    n
+}
+
+/// Runs [`evict_expired`] every half `max_age` while the cache lives. Without
+/// a tokio runtime (a sync caller) there is no timer; lookups still evict.
+fn spawn_eviction_timer(entries: &Arc<Entries>, max_age: Duration, evictions: &Arc<AtomicU64>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (entries, evictions) = (Arc::downgrade(entries), evictions.clone());
+    let every = (max_age / 2).clamp(Duration::from_millis(10), Duration::from_secs(60));
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(entries) = entries.upgrade() else {
+                return;
+            };
+            evict_expired(&entries, max_age, &evictions);
+        }
+    });
 }
 
 impl<P: std::fmt::Debug> std::fmt::Debug for CachingKeyProvider<P> {
@@ -74,14 +122,35 @@ impl<P: std::fmt::Debug> std::fmt::Debug for CachingKeyProvider<P> {
 
 impl<P> CachingKeyProvider<P> {
     pub fn new(inner: P, limits: CacheLimits) -> Self {
+        let (entries, evictions) = (
+            Arc::new(Mutex::new(HashMap::new())),
+            Arc::new(AtomicU64::new(0)),
+        );
+        if limits.enabled {
+            spawn_eviction_timer(&entries, limits.max_age, &evictions);
+        }
         Self {
             inner,
             limits,
-            entries: Mutex::new(HashMap::new()),
+            entries,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
+            evictions,
         }
+    }
+
+    /// Drops expired entries now (the timer does this on its own); returns how many.
+    pub fn evict_expired(&self) -> usize {
+        evict_expired(&self.entries, self.limits.max_age, &self.evictions)
+    }
+
+    /// How many keys are cached.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn inner(&self) -> &P {
@@ -98,7 +167,6 @@ impl<P> CachingKeyProvider<P> {
 }
 
 impl<P: KeyProvider> CachingKeyProvider<P> {
-
     /// Drops every cached key (e.g. after a KMS key is disabled).
     pub fn clear(&self) {
         self.entries.lock().expect("cache poisoned").clear();
@@ -133,14 +201,25 @@ impl<P: KeyProvider> CachingKeyProvider<P> {
             let max_age = self.limits.max_age;
             let before = entries.len();
             entries.retain(|_, e| e.created.elapsed() < max_age);
-            let oldest = entries.iter().min_by_key(|(_, e)| e.created).map(|(k, _)| *k);
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.created)
+                .map(|(k, _)| *k);
             if let Some(oldest) = oldest.filter(|_| entries.len() >= self.limits.max_entries) {
                 entries.remove(&oldest);
             }
-            self.evictions.fetch_add((before - entries.len()) as u64, Ordering::Relaxed);
+            self.evictions
+                .fetch_add((before - entries.len()) as u64, Ordering::Relaxed);
         }
         if self.limits.max_entries > 0 {
-            entries.insert(id, Entry { key, created: Instant::now(), uses: 1 });
+            entries.insert(
+                id,
+                Entry {
+                    key,
+                    created: Instant::now(),
+                    uses: 1,
+                },
+            );
         }
     }
 }

@@ -9,7 +9,9 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use zeroize::Zeroize;
 
-use crate::{DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey};
+use crate::{
+    DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey,
+};
 
 /// Data keys from `GenerateDataKey`, unwrapped with `Decrypt`, migrated with
 /// `ReEncrypt`, always under the record's encryption context.
@@ -21,12 +23,18 @@ pub struct KmsKeyProvider {
 
 impl KmsKeyProvider {
     pub fn new(client: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
-        Self { client, key_id: key_id.into() }
+        Self {
+            client,
+            key_id: key_id.into(),
+        }
     }
 }
 
 fn context_map(ctx: &EncryptionContext) -> HashMap<String, String> {
-    ctx.pairs().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    ctx.pairs()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Maps a KMS failure to what the caller acts on. `InvalidCiphertextException`
@@ -39,7 +47,12 @@ where
     let code = err.code().map(str::to_owned);
     match code.as_deref() {
         Some("InvalidCiphertextException" | "IncorrectKeyException") => EnvelopeError::Decrypt,
-        Some("AccessDeniedException" | "DisabledException" | "KMSInvalidStateException" | "NotFoundException") => {
+        Some(
+            "AccessDeniedException"
+            | "DisabledException"
+            | "KMSInvalidStateException"
+            | "NotFoundException",
+        ) => {
             tracing::warn!(kms_error = code.as_deref(), "kms refused");
             EnvelopeError::AccessDenied
         }
@@ -47,7 +60,9 @@ where
             EnvelopeError::Unavailable(Box::new(err))
         }
         None => match err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => EnvelopeError::Unavailable(Box::new(err)),
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+                EnvelopeError::Unavailable(Box::new(err))
+            }
             other => EnvelopeError::Backend(Box::new(other)),
         },
         Some(_) => EnvelopeError::Backend(Box::new(err)),
@@ -71,12 +86,22 @@ impl KeyProvider for KmsKeyProvider {
             .await
             .map_err(classify)?;
         let key_id = out.key_id().unwrap_or(&self.key_id).to_owned();
-        let blob = out.ciphertext_blob().ok_or(EnvelopeError::Format("kms returned no ciphertext"))?.as_ref().to_vec();
-        let mut plain = out.plaintext.ok_or(EnvelopeError::Format("kms returned no plaintext"))?.into_inner();
+        let blob = out
+            .ciphertext_blob()
+            .ok_or(EnvelopeError::Format("kms returned no ciphertext"))?
+            .as_ref()
+            .to_vec();
+        let mut plain = out
+            .plaintext
+            .ok_or(EnvelopeError::Format("kms returned no plaintext"))?
+            .into_inner();
         let plaintext = PlainDataKey::from_slice(&plain);
         plain.zeroize();
         let plaintext = plaintext.ok_or(EnvelopeError::Format("kms data key is not 32 bytes"))?;
-        Ok(DataKey { plaintext, encrypted: EncryptedDataKey { key_id, blob } })
+        Ok(DataKey {
+            plaintext,
+            encrypted: EncryptedDataKey { key_id, blob },
+        })
     }
 
     async fn decrypt_data_key(
@@ -93,7 +118,10 @@ impl KeyProvider for KmsKeyProvider {
             .send()
             .await
             .map_err(classify)?;
-        let mut plain = out.plaintext.ok_or(EnvelopeError::Format("kms returned no plaintext"))?.into_inner();
+        let mut plain = out
+            .plaintext
+            .ok_or(EnvelopeError::Format("kms returned no plaintext"))?
+            .into_inner();
         let key = PlainDataKey::from_slice(&plain);
         plain.zeroize();
         key.map(Arc::new).ok_or(EnvelopeError::Decrypt)
@@ -116,7 +144,14 @@ impl KeyProvider for KmsKeyProvider {
             .send()
             .await
             .map_err(classify)?;
-        let blob = out.ciphertext_blob().ok_or(EnvelopeError::Format("kms returned no ciphertext"))?.as_ref().to_vec();
-        Ok(EncryptedDataKey { key_id: out.key_id().unwrap_or(to_key_id).to_owned(), blob })
+        let blob = out
+            .ciphertext_blob()
+            .ok_or(EnvelopeError::Format("kms returned no ciphertext"))?
+            .as_ref()
+            .to_vec();
+        Ok(EncryptedDataKey {
+            key_id: out.key_id().unwrap_or(to_key_id).to_owned(),
+            blob,
+        })
     }
 }

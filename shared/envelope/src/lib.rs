@@ -28,4 +28,4 @@ pub use key::{DataKey, EncryptedDataKey, PlainDataKey};
 pub use kms::KmsKeyProvider;
 pub use local::LocalKeyProvider;
 pub use provider::KeyProvider;
-pub use seal::{open, seal, Aad, SEAL_FORMAT_VERSION};
+pub use seal::{Aad, SEAL_FORMAT_VERSION, open, seal};

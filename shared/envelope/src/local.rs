@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::seal::{open, seal, Aad};
-use crate::{DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey};
+use crate::seal::{Aad, open, seal};
+use crate::{
+    DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey,
+};
 
 const PREFIX: &str = "local:";
 
@@ -37,14 +39,24 @@ impl LocalKeyProvider {
     /// Uses (creating on first use, mode 0600) the key `name` under `dir`.
     /// Its key id is `local:<name>`.
     pub fn open(dir: impl Into<PathBuf>, name: &str) -> Result<Self, EnvelopeError> {
-        let provider = Self { dir: dir.into(), key_id: format!("{PREFIX}{name}"), keks: Mutex::new(HashMap::new()) };
+        let provider = Self {
+            dir: dir.into(),
+            key_id: format!("{PREFIX}{name}"),
+            keks: Mutex::new(HashMap::new()),
+        };
         provider.kek(&provider.key_id, Create::IfMissing)?;
         Ok(provider)
     }
 
     fn kek(&self, key_id: &str, create: Create) -> Result<Arc<PlainDataKey>, EnvelopeError> {
-        let name = key_id.strip_prefix(PREFIX).ok_or(EnvelopeError::AccessDenied)?;
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        let name = key_id
+            .strip_prefix(PREFIX)
+            .ok_or(EnvelopeError::AccessDenied)?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(EnvelopeError::AccessDenied);
         }
         let mut keks = self.keks.lock().expect("kek map poisoned");
@@ -62,14 +74,26 @@ impl LocalKeyProvider {
         Ok(key)
     }
 
-    fn wrap(&self, key_id: &str, dk: &PlainDataKey, ctx: &EncryptionContext) -> Result<EncryptedDataKey, EnvelopeError> {
+    fn wrap(
+        &self,
+        key_id: &str,
+        dk: &PlainDataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<EncryptedDataKey, EnvelopeError> {
         // Wrapping under a new key (generate, or rekey's destination) may create it.
         let kek = self.kek(key_id, Create::IfMissing)?;
         let blob = seal(&kek, &wrap_aad(key_id, ctx), dk.bytes())?;
-        Ok(EncryptedDataKey { key_id: key_id.to_owned(), blob })
+        Ok(EncryptedDataKey {
+            key_id: key_id.to_owned(),
+            blob,
+        })
     }
 
-    fn unwrap(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<PlainDataKey, EnvelopeError> {
+    fn unwrap(
+        &self,
+        edk: &EncryptedDataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<PlainDataKey, EnvelopeError> {
         let kek = self.kek(&edk.key_id, Create::Never)?;
         let plain = open(&kek, &wrap_aad(&edk.key_id, ctx), &edk.blob)?;
         PlainDataKey::from_slice(&plain).ok_or(EnvelopeError::Decrypt)
@@ -83,14 +107,17 @@ enum Create {
 }
 
 fn wrap_aad(key_id: &str, ctx: &EncryptionContext) -> Aad {
-    Aad::new().part("key_id", key_id.as_bytes()).part("context", &ctx.canonical_bytes())
+    Aad::new()
+        .part("key_id", key_id.as_bytes())
+        .part("context", &ctx.canonical_bytes())
 }
 
 fn load_or_create(path: &Path) -> Result<PlainDataKey, EnvelopeError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let bytes = zeroize::Zeroizing::new(bytes);
-            PlainDataKey::from_slice(&bytes).ok_or(EnvelopeError::Format("key file is not 32 bytes"))
+            PlainDataKey::from_slice(&bytes)
+                .ok_or(EnvelopeError::Format("key file is not 32 bytes"))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
@@ -125,7 +152,10 @@ impl KeyProvider for LocalKeyProvider {
     async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<DataKey, EnvelopeError> {
         let plaintext = PlainDataKey::random();
         let encrypted = self.wrap(&self.key_id, &plaintext, ctx)?;
-        Ok(DataKey { plaintext, encrypted })
+        Ok(DataKey {
+            plaintext,
+            encrypted,
+        })
     }
 
     async fn decrypt_data_key(

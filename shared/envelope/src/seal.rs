@@ -35,7 +35,8 @@ impl Aad {
     pub fn push(&mut self, name: &str, value: &[u8]) {
         self.0.extend_from_slice(&(name.len() as u32).to_be_bytes());
         self.0.extend_from_slice(name.as_bytes());
-        self.0.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        self.0
+            .extend_from_slice(&(value.len() as u32).to_be_bytes());
         self.0.extend_from_slice(value);
     }
 
@@ -53,7 +54,13 @@ pub fn seal(key: &PlainDataKey, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>, 
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: aad.as_bytes(),
+            },
+        )
         .map_err(|_| EnvelopeError::Format("plaintext too long"))?;
     let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
     out.push(SEAL_FORMAT_VERSION);
@@ -64,7 +71,11 @@ pub fn seal(key: &PlainDataKey, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>, 
 
 /// Decrypts a sealed field. Any mismatch (key, AAD, nonce, ciphertext, tag,
 /// format byte) is `EnvelopeError::Decrypt`: never a wrong plaintext.
-pub fn open(key: &PlainDataKey, aad: &Aad, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+pub fn open(
+    key: &PlainDataKey,
+    aad: &Aad,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
     if sealed.len() < 1 + NONCE_LEN + TAG_LEN {
         return Err(EnvelopeError::Decrypt);
     }
@@ -74,7 +85,13 @@ pub fn open(key: &PlainDataKey, aad: &Aad, sealed: &[u8]) -> Result<Zeroizing<Ve
     let cipher = Aes256Gcm::new(key.bytes().into());
     let nonce = Nonce::from_slice(&sealed[1..1 + NONCE_LEN]);
     cipher
-        .decrypt(nonce, Payload { msg: &sealed[1 + NONCE_LEN..], aad: aad.as_bytes() })
+        .decrypt(
+            nonce,
+            Payload {
+                msg: &sealed[1 + NONCE_LEN..],
+                aad: aad.as_bytes(),
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| EnvelopeError::Decrypt)
 }
@@ -109,11 +126,23 @@ mod tests {
     fn wrong_key_aad_or_truncation_fails() {
         let key = PlainDataKey::random();
         let sealed = seal(&key, &aad(), b"secret").unwrap();
-        assert!(matches!(open(&PlainDataKey::random(), &aad(), &sealed), Err(EnvelopeError::Decrypt)));
+        assert!(matches!(
+            open(&PlainDataKey::random(), &aad(), &sealed),
+            Err(EnvelopeError::Decrypt)
+        ));
         let other = Aad::new().part("pk", b"T#-#T2").part("field", b"bot_token");
-        assert!(matches!(open(&key, &other, &sealed), Err(EnvelopeError::Decrypt)));
-        assert!(matches!(open(&key, &aad(), &sealed[..10]), Err(EnvelopeError::Decrypt)));
-        assert!(matches!(open(&key, &aad(), &[]), Err(EnvelopeError::Decrypt)));
+        assert!(matches!(
+            open(&key, &other, &sealed),
+            Err(EnvelopeError::Decrypt)
+        ));
+        assert!(matches!(
+            open(&key, &aad(), &sealed[..10]),
+            Err(EnvelopeError::Decrypt)
+        ));
+        assert!(matches!(
+            open(&key, &aad(), &[]),
+            Err(EnvelopeError::Decrypt)
+        ));
     }
 
     proptest! {

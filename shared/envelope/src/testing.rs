@@ -2,12 +2,14 @@
 //! accounting for benchmarks) and a fault-injecting wrapper (KMS down, throttled
 //! or denying access).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use crate::{DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey};
+use crate::{
+    DataKey, EncryptedDataKey, EncryptionContext, EnvelopeError, KeyProvider, PlainDataKey,
+};
 
 /// Counts calls per operation, passing them through.
 #[derive(Debug)]
@@ -20,7 +22,12 @@ pub struct CountingKeyProvider<P> {
 
 impl<P> CountingKeyProvider<P> {
     pub fn new(inner: P) -> Self {
-        Self { inner, generates: AtomicU64::new(0), decrypts: AtomicU64::new(0), re_encrypts: AtomicU64::new(0) }
+        Self {
+            inner,
+            generates: AtomicU64::new(0),
+            decrypts: AtomicU64::new(0),
+            re_encrypts: AtomicU64::new(0),
+        }
     }
 
     /// All calls so far.
@@ -40,11 +47,20 @@ impl<P: KeyProvider> KeyProvider for CountingKeyProvider<P> {
         self.generates.fetch_add(1, Ordering::Relaxed);
         self.inner.generate_data_key(ctx).await
     }
-    async fn decrypt_data_key(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<Arc<PlainDataKey>, EnvelopeError> {
+    async fn decrypt_data_key(
+        &self,
+        edk: &EncryptedDataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Arc<PlainDataKey>, EnvelopeError> {
         self.decrypts.fetch_add(1, Ordering::Relaxed);
         self.inner.decrypt_data_key(edk, ctx).await
     }
-    async fn re_encrypt(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext, to: &str) -> Result<EncryptedDataKey, EnvelopeError> {
+    async fn re_encrypt(
+        &self,
+        edk: &EncryptedDataKey,
+        ctx: &EncryptionContext,
+        to: &str,
+    ) -> Result<EncryptedDataKey, EnvelopeError> {
         self.re_encrypts.fetch_add(1, Ordering::Relaxed);
         self.inner.re_encrypt(edk, ctx, to).await
     }
@@ -119,14 +135,18 @@ impl<P> FaultyKeyProvider<P> {
 
     fn check_generate(&self) -> Result<(), EnvelopeError> {
         match self.fault.load(Ordering::SeqCst) {
-            3 => Err(EnvelopeError::Unavailable("injected: generate unavailable".into())),
+            3 => Err(EnvelopeError::Unavailable(
+                "injected: generate unavailable".into(),
+            )),
             _ => self.check(),
         }
     }
 
     fn check(&self) -> Result<(), EnvelopeError> {
         match self.fault.load(Ordering::SeqCst) {
-            1 => Err(EnvelopeError::Unavailable("injected: key provider unavailable".into())),
+            1 => Err(EnvelopeError::Unavailable(
+                "injected: key provider unavailable".into(),
+            )),
             2 => Err(EnvelopeError::AccessDenied),
             _ => Ok(()),
         }
@@ -143,12 +163,21 @@ impl<P: KeyProvider> KeyProvider for FaultyKeyProvider<P> {
         self.check_generate()?;
         self.inner.generate_data_key(ctx).await
     }
-    async fn decrypt_data_key(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext) -> Result<Arc<PlainDataKey>, EnvelopeError> {
+    async fn decrypt_data_key(
+        &self,
+        edk: &EncryptedDataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Arc<PlainDataKey>, EnvelopeError> {
         self.stall().await;
         self.check()?;
         self.inner.decrypt_data_key(edk, ctx).await
     }
-    async fn re_encrypt(&self, edk: &EncryptedDataKey, ctx: &EncryptionContext, to: &str) -> Result<EncryptedDataKey, EnvelopeError> {
+    async fn re_encrypt(
+        &self,
+        edk: &EncryptedDataKey,
+        ctx: &EncryptionContext,
+        to: &str,
+    ) -> Result<EncryptedDataKey, EnvelopeError> {
         self.stall().await;
         self.check()?;
         self.inner.re_encrypt(edk, ctx, to).await
