@@ -302,6 +302,9 @@ async fn purged_generation_does_not_open(store: &InstallationStore, raw: Raw) {
         matches!(read, Err(StoreError::NotInstalled)),
         "a purged generation's record must not open: {read:?}"
     );
+    // Purging again (Slack's retry of app_uninstalled) finishes the job.
+    assert_eq!(store.purge_tenant(&a).await.unwrap(), 1);
+    assert!(store.list_tenant(a.key()).await.unwrap().is_empty());
 
     // A reinstall opens generation + 1; the old item written over it does not open.
     install_at(store, "TG", 2, store.clock().now_secs() + 1).await;
