@@ -30,17 +30,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
 use tokenkeep_events::{EventsState, MentionReplier, Metric, MetricsSink};
-use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_installations::testing::{FaultyRepository, ManualClock};
 use tokenkeep_installations::{
-    Clock, EmbeddedRepository, InstallationStore, Outcome, ReadContext, Repository, Status, StoreConfig, SystemClock,
-    TenantKey,
+    Clock, EmbeddedRepository, InstallationStore, Outcome, ReadContext, Repository, Status,
+    StoreConfig, SystemClock, TenantKey,
 };
 use tokenkeep_oauth::OAuthState;
-use tokenkeep_rotation::{sweep, SweepConfig};
-use tokenkeep_slack_api::fake::{sign_request, FakeSlack, FakeSlackConfig, InstallSpec};
+use tokenkeep_rotation::{SweepConfig, sweep};
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{RequestVerifier, SigningSecret};
 
 /// TEST value, for this file only.
@@ -116,7 +116,10 @@ impl Soak {
         let metrics = Arc::new(Counts::default());
         let mut processes = vec![];
         for _ in 0..PROCESSES {
-            let cached: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(local.clone(), CacheLimits::default()));
+            let cached: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(
+                local.clone(),
+                CacheLimits::default(),
+            ));
             let keys = Arc::new(FaultyKeyProvider::new(cached).with_stall_limit(STALL));
             let faults = Arc::new(FaultyRepository::new(repo.clone() as Arc<dyn Repository>));
             let mut cfg = StoreConfig::new(FakeSlackConfig::default().client_id);
@@ -129,9 +132,13 @@ impl Soak {
             // spans two jumps outlives it and exercises the lease check before Slack.
             cfg.lease_secs = LIFETIME * 3 / 2;
             let store = Arc::new(
-                InstallationStore::new(faults.clone() as Arc<dyn Repository>, keys.clone() as Arc<dyn KeyProvider>, cfg)
-                    .with_clock(clock.clone() as Arc<dyn Clock>)
-                    .with_refresher(Arc::new(slack.client())),
+                InstallationStore::new(
+                    faults.clone() as Arc<dyn Repository>,
+                    keys.clone() as Arc<dyn KeyProvider>,
+                    cfg,
+                )
+                .with_clock(clock.clone() as Arc<dyn Clock>)
+                .with_refresher(Arc::new(slack.client())),
             );
             let oauth = tokenkeep_oauth::router(OAuthState {
                 store: store.clone(),
@@ -146,7 +153,9 @@ impl Soak {
                 EventsState {
                     store: store.clone(),
                     verifier: RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)),
-                    handler: Arc::new(MentionReplier { slack: slack.client() }),
+                    handler: Arc::new(MentionReplier {
+                        slack: slack.client(),
+                    }),
                     clock: Arc::new(SystemClock),
                 },
                 metrics.clone(),
@@ -154,7 +163,12 @@ impl Soak {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(async move { axum::serve(listener, oauth.merge(events)).await });
-            processes.push(Process { store, base, faults, keys });
+            processes.push(Process {
+                store,
+                base,
+                faults,
+                keys,
+            });
         }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -183,7 +197,12 @@ impl Soak {
     }
 
     fn count(&self, what: &'static str, status: u16) {
-        *self.statuses.lock().unwrap().entry((what, status)).or_default() += 1;
+        *self
+            .statuses
+            .lock()
+            .unwrap()
+            .entry((what, status))
+            .or_default() += 1;
     }
 
     /// Installs tenant `i`, again until it works: an install that failed on an
@@ -203,27 +222,50 @@ impl Soak {
     async fn try_install(&self, i: usize) -> bool {
         let _epoch = self.epoch_lock.read().await;
         let code = format!("soak-code-{}", self.codes.fetch_add(1, Ordering::Relaxed));
-        self.slack.add_install(&code, InstallSpec::workspace(&team(i)));
+        self.slack
+            .add_install(&code, InstallSpec::workspace(&team(i)));
         let p = self.process();
-        let start = self.http.get(format!("{}/slack/install", p.base)).send().await.unwrap();
+        let start = self
+            .http
+            .get(format!("{}/slack/install", p.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(start.status(), 302);
-        let cookie = start.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let cookie = start.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
         let state = cookie.split_once('=').unwrap().1.to_owned();
         let p = self.process();
         let done = self
             .http
-            .get(format!("{}/slack/oauth_redirect?code={code}&state={state}", p.base))
+            .get(format!(
+                "{}/slack/oauth_redirect?code={code}&state={state}",
+                p.base
+            ))
             .header("cookie", cookie)
             .send()
             .await
             .unwrap();
         self.count("install", done.status().as_u16());
-        assert!(matches!(done.status().as_u16(), 200 | 500), "install of {}: {}", team(i), done.status());
+        assert!(
+            matches!(done.status().as_u16(), 200 | 500),
+            "install of {}: {}",
+            team(i),
+            done.status()
+        );
         done.status() == 200
     }
 
     async fn post_event(&self, what: &'static str, body: String) -> u16 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let sig = sign_request(&SigningSecret::new(SIGNING_SECRET), now, body.as_bytes());
         let resp = self
             .http
@@ -277,7 +319,8 @@ impl Soak {
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
     let mut h = KEYS.get_or_init(Default::default).build_hasher();
     h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
     h.finish()
@@ -293,7 +336,10 @@ fn hex_id() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
-    let secs: u64 = std::env::var("TOKENKEEP_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let secs: u64 = std::env::var("TOKENKEEP_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let soak = Soak::start().await;
 
     // Given 200 installed tenants
@@ -314,7 +360,9 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     for w in 0..LIFECYCLE_WORKERS {
         let (soak, stop) = (soak.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mine: Vec<usize> = (0..TENANTS).filter(|i| i % LIFECYCLE_WORKERS == w).collect();
+            let mine: Vec<usize> = (0..TENANTS)
+                .filter(|i| i % LIFECYCLE_WORKERS == w)
+                .collect();
             while !stop.load(Ordering::Relaxed) {
                 let i = mine[below(mine.len())];
                 let live = soak.live[i].lock().unwrap().unwrap_or(false);
@@ -370,7 +418,13 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     let mut sweeps = 0;
     while Instant::now() < deadline {
         let p = &soak.processes[below(PROCESSES)];
-        let report = sweep(&p.store, soak.clock.now_secs(), None, &SweepConfig::default()).await;
+        let report = sweep(
+            &p.store,
+            soak.clock.now_secs(),
+            None,
+            &SweepConfig::default(),
+        )
+        .await;
         assert_eq!(report.query_errors, 0, "{report:?}");
         sweeps += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -379,8 +433,16 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     for t in tasks {
         t.await.unwrap();
     }
-    let injected_writes: u64 = soak.processes.iter().map(|p| p.faults.injected.load(Ordering::SeqCst)).sum();
-    let stalls: u64 = soak.processes.iter().map(|p| p.keys.stalled.load(Ordering::SeqCst)).sum();
+    let injected_writes: u64 = soak
+        .processes
+        .iter()
+        .map(|p| p.faults.injected.load(Ordering::SeqCst))
+        .sum();
+    let stalls: u64 = soak
+        .processes
+        .iter()
+        .map(|p| p.keys.stalled.load(Ordering::SeqCst))
+        .sum();
     for p in &soak.processes {
         p.keys.set_fault(Fault::None);
     }
@@ -395,8 +457,14 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
         soak.metrics.unknown_tenant.load(Ordering::Relaxed),
         soak.metrics.handler_failed.load(Ordering::Relaxed),
     );
-    assert!(epochs >= 1 && counters.refreshes > 0, "the soak refreshed nothing: {counters:?}");
-    assert!(injected_writes > 0 && stalls > 0, "no faults were injected: {injected_writes} writes, {stalls} stalls");
+    assert!(
+        epochs >= 1 && counters.refreshes > 0,
+        "the soak refreshed nothing: {counters:?}"
+    );
+    assert!(
+        injected_writes > 0 && stalls > 0,
+        "no faults were injected: {injected_writes} writes, {stalls} stalls"
+    );
 
     // And every live installation opens and is active; every uninstalled one is gone, with a tombstone
     let store = &soak.processes[0].store;
@@ -408,30 +476,61 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
         match is_live {
             true => {
                 live += 1;
-                assert!(!records.is_empty(), "{}: live tenant has no record", team(i));
+                assert!(
+                    !records.is_empty(),
+                    "{}: live tenant has no record",
+                    team(i)
+                );
                 for r in &records {
                     assert_eq!(r.meta.status, Status::Active, "{}", team(i));
-                    store.verify_record(r, &ReadContext::new("soak", "soak-final", "verify")).await.unwrap_or_else(|e| panic!("{}: {e}", team(i)));
+                    store
+                        .verify_record(r, &ReadContext::new("soak", "soak-final", "verify"))
+                        .await
+                        .unwrap_or_else(|e| panic!("{}: {e}", team(i)));
                 }
             }
             false => {
                 gone += 1;
-                assert!(records.is_empty(), "{}: uninstalled tenant still has records", team(i));
-                assert!(soak.repo.tenant_state(&pk).await.unwrap().unwrap().purged, "{}: no tombstone", team(i));
+                assert!(
+                    records.is_empty(),
+                    "{}: uninstalled tenant still has records",
+                    team(i)
+                );
+                assert!(
+                    soak.repo.tenant_state(&pk).await.unwrap().unwrap().purged,
+                    "{}: no tombstone",
+                    team(i)
+                );
             }
         }
     }
-    assert!(live > 0 && gone > 0, "the soak exercised both ends: {live} live, {gone} gone");
+    assert!(
+        live > 0 && gone > 0,
+        "the soak exercised both ends: {live} live, {gone} gone"
+    );
 
     // And no refresh token was spent twice, no grant condemned, no tenant
     // refreshed more often than its tokens expired
-    assert_eq!(counters.refresh_failures, 0, "a refresh token was used twice: {counters:?}");
+    assert_eq!(
+        counters.refresh_failures, 0,
+        "a refresh token was used twice: {counters:?}"
+    );
     for p in &soak.processes {
-        assert_eq!(p.store.refresh_metrics().needs_reinstall.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            p.store
+                .refresh_metrics()
+                .needs_reinstall
+                .load(Ordering::SeqCst),
+            0
+        );
     }
     for i in 0..TENANTS {
         let n = soak.slack.refreshes_for(&team(i));
-        assert!(n <= epochs, "{}: {n} refreshes over {epochs} expiries", team(i));
+        assert!(
+            n <= epochs,
+            "{}: {n} refreshes over {epochs} expiries",
+            team(i)
+        );
     }
 
     // And one audit record per event token read (every mention reads the bot token once),
@@ -439,9 +538,23 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     let audit = soak.repo.query_audit(None, 0, 10_000_000).await.unwrap();
     let event_reads = audit.iter().filter(|a| a.actor == "events").count() as u64;
     assert_eq!(event_reads, soak.mentions_sent.load(Ordering::SeqCst));
-    let refresh_reads = audit.iter().filter(|a| a.actor == "tokenkeep-refresh" && a.outcome == Outcome::Ok).count() as u64;
-    assert!(refresh_reads <= counters.refreshes, "{refresh_reads} audited refreshes, {} at Slack", counters.refreshes);
-    let unaudited = counters.refreshes - audit.iter().filter(|a| a.actor == "tokenkeep-refresh").count() as u64;
+    let refresh_reads = audit
+        .iter()
+        .filter(|a| a.actor == "tokenkeep-refresh" && a.outcome == Outcome::Ok)
+        .count() as u64;
+    assert!(
+        refresh_reads <= counters.refreshes,
+        "{refresh_reads} audited refreshes, {} at Slack",
+        counters.refreshes
+    );
+    let unaudited = counters.refreshes
+        - audit
+            .iter()
+            .filter(|a| a.actor == "tokenkeep-refresh")
+            .count() as u64;
     assert_eq!(unaudited, 0, "refreshes at Slack without an audit record");
-    assert!(statuses.keys().all(|(_, s)| *s == 200 || *s == 500), "{statuses:?}");
+    assert!(
+        statuses.keys().all(|(_, s)| *s == 200 || *s == 500),
+        "{statuses:?}"
+    );
 }

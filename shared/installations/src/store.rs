@@ -364,16 +364,13 @@ impl InstallationStore {
         written: &mut Vec<RecordKey>,
     ) -> Result<(), StoreError> {
         let pk = tenant.key().pk();
-        if let Some(state) = self.repo.tenant_state(&pk).await? {
-            if state.purged
-                && state
-                    .purged_at
-                    .is_some_and(|at_ms| at_ms > inst.exchange_started_ms)
-            {
-                tracing::warn!(tenant = %tenant.key(), purged_at_ms = state.purged_at, exchange_started_ms = inst.exchange_started_ms,
-                    metric = "InstallRacedUninstall", "tenant purged after this install's code exchange; not reopening it");
-                return Err(StoreError::PurgedDuringInstall);
-            }
+        let overtaken = |t: &crate::TenantState| {
+            t.purged && t.purged_at.is_some_and(|ms| ms > inst.exchange_started_ms)
+        };
+        if let Some(state) = self.repo.tenant_state(&pk).await?.filter(overtaken) {
+            tracing::warn!(tenant = %tenant.key(), purged_at_ms = state.purged_at, exchange_started_ms = inst.exchange_started_ms,
+                metric = "InstallRacedUninstall", "tenant purged after this install's code exchange; not reopening it");
+            return Err(StoreError::PurgedDuringInstall);
         }
         let generation = self.repo.open_generation(&pk).await?;
 

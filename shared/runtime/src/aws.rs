@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use aws_config::timeout::TimeoutConfig;
 use aws_config::SdkConfig;
+use aws_config::timeout::TimeoutConfig;
 
 /// TCP + TLS to a regional endpoint: well under a second when healthy.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,7 +49,11 @@ mod tests {
         let lease = Duration::from_secs(store.lease_secs as u64);
         // Then Slack's call (inside refresh_reserve) plus one full write
         // operation end before the lease does.
-        assert!(store.refresh_reserve + OPERATION_TIMEOUT < lease, "{:?} + {OPERATION_TIMEOUT:?} >= {lease:?}", store.refresh_reserve);
+        assert!(
+            store.refresh_reserve + OPERATION_TIMEOUT < lease,
+            "{:?} + {OPERATION_TIMEOUT:?} >= {lease:?}",
+            store.refresh_reserve
+        );
         assert!(tokenkeep_slack_api::client::DEFAULT_TIMEOUT < store.refresh_reserve);
         assert!(ATTEMPT_TIMEOUT < OPERATION_TIMEOUT && CONNECT_TIMEOUT < ATTEMPT_TIMEOUT);
     }

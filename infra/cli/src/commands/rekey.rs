@@ -15,16 +15,16 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use tokenkeep_envelope::{EncryptedDataKey, EncryptionContext};
 use tokenkeep_installations::{Expect, InstallationStore, RepoError, StoredRecord};
 
 use super::{all_records, describe_record};
-use crate::exit::{Failure, FAILED, INCOMPLETE};
-use crate::output::{now_secs, progress, Table};
+use crate::exit::{FAILED, Failure, INCOMPLETE};
+use crate::output::{Table, now_secs, progress};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
@@ -79,7 +79,9 @@ async fn rekey_one(
             return Step::AlreadyUnderKey;
         }
         let now = now_secs();
-        if record.lease_until.is_some_and(|u| u >= now) && record.lease_owner.as_deref() != Some(owner) {
+        if record.lease_until.is_some_and(|u| u >= now)
+            && record.lease_owner.as_deref() != Some(owner)
+        {
             return Step::Leased;
         }
         if !reserved {
@@ -89,7 +91,17 @@ async fn rekey_one(
             reserved = true;
         }
         let lease_until = now + store.config().lease_secs;
-        match repo.try_lease(&key, record.version, record.generation, owner, now, lease_until).await {
+        match repo
+            .try_lease(
+                &key,
+                record.version,
+                record.generation,
+                owner,
+                now,
+                lease_until,
+            )
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 // The version moved, the lease was taken, or the record is gone: look again.
@@ -109,15 +121,22 @@ async fn rekey_one(
             release().await;
             return Step::Failed("malformed wrapped data key");
         };
-        let edk = EncryptedDataKey { key_id: record.data_key_id.clone(), blob };
+        let edk = EncryptedDataKey {
+            key_id: record.data_key_id.clone(),
+            blob,
+        };
         let ctx = EncryptionContext::for_installation(&store.config().app_id, &record.pk);
         let rewrapped = match store.key_provider().re_encrypt(&edk, &ctx, to_key).await {
             Ok(r) => r,
             Err(e) => {
                 release().await;
                 return Step::Failed(match e {
-                    tokenkeep_envelope::EnvelopeError::Decrypt => "data key failed to decrypt under its key and context",
-                    tokenkeep_envelope::EnvelopeError::AccessDenied => "key provider denied re-encrypt",
+                    tokenkeep_envelope::EnvelopeError::Decrypt => {
+                        "data key failed to decrypt under its key and context"
+                    }
+                    tokenkeep_envelope::EnvelopeError::AccessDenied => {
+                        "key provider denied re-encrypt"
+                    }
                     tokenkeep_envelope::EnvelopeError::Unavailable(_) => "key provider unavailable",
                     _ => "key provider error",
                 });
@@ -129,7 +148,11 @@ async fn rekey_one(
         next.lease_owner = None;
         next.lease_until = None;
         // Same version: the data key (and so every sealed field and its AAD) is unchanged.
-        let expect = Expect::Leased { version: record.version, generation: record.generation, owner: owner.to_owned() };
+        let expect = Expect::Leased {
+            version: record.version,
+            generation: record.generation,
+            owner: owner.to_owned(),
+        };
         match repo.put(&next, expect).await {
             Ok(()) => return Step::Rekeyed,
             Err(RepoError::ConditionFailed) => match repo.get(&key).await {
@@ -152,18 +175,28 @@ async fn resolve_target(op: &crate::store::OperatorStore, to_key: &str) -> Resul
     match &op.backend {
         crate::store::Backend::Embedded { .. } => {
             if !to_key.starts_with("local:") {
-                return Err(Failure::config("the embedded store uses local keys: --to-key local:<name>"));
+                return Err(Failure::config(
+                    "the embedded store uses local keys: --to-key local:<name>",
+                ));
             }
         }
         crate::store::Backend::DynamoDb { .. } => {
-            let aws = op.aws.as_ref().ok_or_else(|| Failure::msg("no AWS config"))?;
+            let aws = op
+                .aws
+                .as_ref()
+                .ok_or_else(|| Failure::msg("no AWS config"))?;
             // Records name the key by the ARN KMS returns; the operator may give an id or alias.
             let out = aws_sdk_kms::Client::new(aws)
                 .describe_key()
                 .key_id(to_key)
                 .send()
                 .await
-                .map_err(|e| Failure::msg(format!("KMS key {to_key} can't be used: {}", aws_sdk_kms::error::DisplayErrorContext(e))))?;
+                .map_err(|e| {
+                    Failure::msg(format!(
+                        "KMS key {to_key} can't be used: {}",
+                        aws_sdk_kms::error::DisplayErrorContext(e)
+                    ))
+                })?;
             if let Some(meta) = out.key_metadata() {
                 names.push(meta.key_id().to_owned());
                 if let Some(arn) = meta.arn() {
@@ -185,7 +218,11 @@ pub async fn rekey(
     let store = &op.store;
     let target = resolve_target(op, to_key).await?;
     let records = all_records(store.repository().as_ref()).await?;
-    let owner = format!("tokenkeep-rekey-{}-{:08x}", std::process::id(), rand_suffix());
+    let owner = format!(
+        "tokenkeep-rekey-{}-{:08x}",
+        std::process::id(),
+        rand_suffix()
+    );
     let budget = AtomicUsize::new(0);
     let limit = limit.unwrap_or(usize::MAX);
     let bar = progress(records.len() as u64, "rekey");
@@ -226,7 +263,10 @@ pub async fn rekey(
     // function's policy), or those installations stop opening.
     let mut left: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for (r, s) in &results {
-        if matches!(s, Step::Leased | Step::Contended | Step::NotAttempted | Step::Failed(_)) {
+        if matches!(
+            s,
+            Step::Leased | Step::Contended | Step::NotAttempted | Step::Failed(_)
+        ) {
             *left.entry(r.data_key_id.as_str()).or_default() += 1;
         }
     }
@@ -234,7 +274,9 @@ pub async fn rekey(
 
     if json {
         let list = |v: &[(&StoredRecord, &'static str)]| {
-            v.iter().map(|(r, why)| json!({"tenant": r.pk, "sk": r.sk, "reason": why})).collect::<Vec<_>>()
+            v.iter()
+                .map(|(r, why)| json!({"tenant": r.pk, "sk": r.sk, "reason": why}))
+                .collect::<Vec<_>>()
         };
         println!(
             "{}",
@@ -260,7 +302,11 @@ pub async fn rekey(
             results.len(),
             pending.len(),
             failed.len(),
-            if not_attempted > 0 { format!(", {not_attempted} not attempted (--limit)") } else { String::new() }
+            if not_attempted > 0 {
+                format!(", {not_attempted} not attempted (--limit)")
+            } else {
+                String::new()
+            }
         );
         if left_total > 0 {
             let keys: Vec<String> = left.iter().map(|(k, n)| format!("{k} ({n})")).collect();
@@ -288,6 +334,8 @@ pub async fn rekey(
 }
 
 fn rand_suffix() -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     nanos ^ std::process::id().rotate_left(16)
 }

@@ -2,16 +2,16 @@
 //! away. Finds records that were tampered with in the table, moved between
 //! tenants, or wrapped under a key this deployment can't use.
 
-use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use tokenkeep_envelope::{EncryptedDataKey, EncryptionContext, EnvelopeError};
 use tokenkeep_installations::{InstallationStore, ReadContext, StoreError, StoredRecord};
 
 use super::{all_records, describe_record};
-use crate::exit::{Failure, FAILED};
-use crate::output::{progress, Table};
+use crate::exit::{FAILED, Failure};
+use crate::output::{Table, progress};
 
 /// Why a record failed, without any secret: error kinds only.
 fn envelope_reason(e: &EnvelopeError) -> &'static str {
@@ -24,7 +24,11 @@ fn envelope_reason(e: &EnvelopeError) -> &'static str {
     }
 }
 
-async fn check(store: &InstallationStore, record: &StoredRecord, run: &ReadContext) -> Result<(), &'static str> {
+async fn check(
+    store: &InstallationStore,
+    record: &StoredRecord,
+    run: &ReadContext,
+) -> Result<(), &'static str> {
     if record.key().is_err() {
         return Err("malformed record key");
     }
@@ -34,22 +38,41 @@ async fn check(store: &InstallationStore, record: &StoredRecord, run: &ReadConte
     // Unwrap the data key on its own first, so the report can tell a key or
     // context problem from a sealed field that fails authentication. The
     // store's key cache makes verify_record reuse this unwrap.
-    let blob = B64.decode(&record.data_key).map_err(|_| "malformed wrapped data key")?;
-    let edk = EncryptedDataKey { key_id: record.data_key_id.clone(), blob };
+    let blob = B64
+        .decode(&record.data_key)
+        .map_err(|_| "malformed wrapped data key")?;
+    let edk = EncryptedDataKey {
+        key_id: record.data_key_id.clone(),
+        blob,
+    };
     let ctx = EncryptionContext::for_installation(&store.config().app_id, &record.pk);
-    store.key_provider().decrypt_data_key(&edk, &ctx).await.map_err(|e| envelope_reason(&e))?;
+    store
+        .key_provider()
+        .decrypt_data_key(&edk, &ctx)
+        .await
+        .map_err(|e| envelope_reason(&e))?;
     store.verify_record(record, run).await.map_err(|e| match e {
-        StoreError::Integrity => "sealed field failed authentication (tampered ciphertext or bound attribute)",
+        StoreError::Integrity => {
+            "sealed field failed authentication (tampered ciphertext or bound attribute)"
+        }
         StoreError::Envelope(e) => envelope_reason(&e),
         StoreError::Repository(_) => "storage error (the audit record could not be written)",
         _ => "storage error",
     })
 }
 
-pub async fn verify(store: &InstallationStore, json: bool, concurrency: usize) -> Result<(), Failure> {
+pub async fn verify(
+    store: &InstallationStore,
+    json: bool,
+    concurrency: usize,
+) -> Result<(), Failure> {
     let records = all_records(store.repository().as_ref()).await?;
     // Every record opened is audited under this run's id (reason `verify`).
-    let run_id = format!("verify-{}-{}", std::process::id(), store.clock().now_millis());
+    let run_id = format!(
+        "verify-{}-{}",
+        std::process::id(),
+        store.clock().now_millis()
+    );
     let run = ReadContext::new("tokenkeep verify", run_id, "verify");
     let bar = progress(records.len() as u64, "verify");
     let results: Vec<(usize, Result<(), &'static str>)> = stream::iter(records.iter().enumerate())
@@ -65,8 +88,10 @@ pub async fn verify(store: &InstallationStore, json: bool, concurrency: usize) -
         .collect()
         .await;
     bar.finish_and_clear();
-    let mut failed: Vec<(&StoredRecord, &'static str)> =
-        results.into_iter().filter_map(|(i, r)| r.err().map(|why| (&records[i], why))).collect();
+    let mut failed: Vec<(&StoredRecord, &'static str)> = results
+        .into_iter()
+        .filter_map(|(i, r)| r.err().map(|why| (&records[i], why)))
+        .collect();
     failed.sort_by(|a, b| (&a.0.pk, &a.0.sk).cmp(&(&b.0.pk, &b.0.sk)));
 
     if json {
@@ -82,11 +107,24 @@ pub async fn verify(store: &InstallationStore, json: bool, concurrency: usize) -
         if !failed.is_empty() {
             let mut table = Table::new(&["FAILED RECORD", "KEY", "REASON"]);
             for (r, why) in &failed {
-                table.row(vec![describe_record(r), r.data_key_id.clone(), (*why).to_owned()]);
+                table.row(vec![
+                    describe_record(r),
+                    r.data_key_id.clone(),
+                    (*why).to_owned(),
+                ]);
             }
             print!("{}", table.render());
         }
-        println!("verified {} record(s): {} ok, {} failed", records.len(), records.len() - failed.len(), failed.len());
+        println!(
+            "verified {} record(s): {} ok, {} failed",
+            records.len(),
+            records.len() - failed.len(),
+            failed.len()
+        );
     }
-    if failed.is_empty() { Ok(()) } else { Err(Failure::silent(FAILED)) }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::silent(FAILED))
+    }
 }
