@@ -54,7 +54,10 @@ fn oauth_response(n: usize) -> OAuthV2Response {
 async fn install(store: &InstallationStore, n: usize) {
     let resp = oauth_response(n);
     let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
-    let inst = Installation::from_oauth_response(resp, now()).unwrap();
+    let mut inst = Installation::from_oauth_response(resp, now()).unwrap();
+    // As the OAuth callback does: the exchange started now, to the millisecond
+    // (a purge after it would refuse the install).
+    inst.exchange_started_ms = store.clock().now_millis();
     store.store_installation(&tenant, &inst).await.unwrap();
 }
 
