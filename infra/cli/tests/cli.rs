@@ -394,6 +394,15 @@ async fn purge_asks_first_and_tombstones_like_an_uninstall() {
     assert_code(&out, 0);
     assert_eq!(json_out(&out)["already_purged"], true);
     assert!(job_tenant(&store, 3).await.is_some());
+    // A tenant with no records left (tokens_revoked took them) is tombstoned too.
+    let t3 = job_tenant(&store, 3).await.unwrap();
+    store.delete_bot(&t3).await.unwrap();
+    store.delete_installation(&t3, "U0003").await.unwrap();
+    assert!(!store.repository().tenant_state(&pk(3)).await.unwrap().unwrap().purged);
+    let out = run(dir.path(), &["--json", "purge", "--team", "T0003", "--yes"]);
+    assert_code(&out, 0);
+    assert_eq!(json_out(&out)["purged_records"], 0, "{}", stdout(&out));
+    assert!(store.repository().tenant_state(&pk(3)).await.unwrap().unwrap().purged, "no tombstone");
 }
 
 #[test]

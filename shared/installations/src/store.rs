@@ -690,6 +690,19 @@ impl InstallationStore {
         Ok(n)
     }
 
+    /// The operator's purge (`tokenkeep purge`): tombstones the tenant by its
+    /// key even when no record is left (a `tokens_revoked` took them, or a
+    /// half-done uninstall), so importing an older export can't bring it
+    /// back. Same repository path as [`Self::purge_tenant`].
+    pub async fn purge_tenant_key(&self, tenant: &TenantKey) -> Result<usize, StoreError> {
+        let n = self
+            .repo
+            .purge_tenant(&tenant.pk(), self.clock.now_millis())
+            .await?;
+        tracing::info!(tenant = %tenant, records = n, "tenant purged by an operator");
+        Ok(n)
+    }
+
     /// `app_uninstalled`: purges the tenant (tombstone) unless the event is a
     /// retry already applied, or older than the installation now stored (the
     /// user reinstalled after Slack sent it). The event id is recorded once
