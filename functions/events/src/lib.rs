@@ -13,8 +13,10 @@
 //! 4. `url_verification` is answered with its challenge.
 //! 5. **Lifecycle**: `app_uninstalled` purges the tenant (tombstone);
 //!    `tokens_revoked` deletes the named user installations, and the bot
-//!    installation when `tokens.bot` is non-empty. All idempotent and
-//!    order-free, so they run on every delivery, retries included.
+//!    installation when `tokens.bot` is non-empty. Idempotent and order-free;
+//!    an event older than the installation it names (`event_time` before the
+//!    reinstall) or already applied (`event_id`) changes nothing
+//!    ([`InstallationStore::apply_app_uninstalled`]).
 //! 6. **Authorize**: the tenant comes from the signed body
 //!    ([`VerifiedTenant::from_signed_request`]); its bot token is read through
 //!    the store (audited, reason = event type). No installation: 200 without
@@ -48,7 +50,9 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokenkeep_installations::{Clock, InstallationStore, ReadContext, StoreError, VerifiedTenant};
+use tokenkeep_installations::{
+    Clock, InstallationStore, LifecycleEvent, ReadContext, StoreError, VerifiedTenant,
+};
 use tokenkeep_slack_api::{RequestVerifier, VerifiedRequest, VerifyError};
 
 pub use handler::{
@@ -126,6 +130,7 @@ fn ack() -> Response {
 
 async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let request_id = request_id_of(&req);
+    let deadline = invocation_deadline(&req);
     let (parts, body) = req.into_parts();
 
     // 1. Size, while reading.
@@ -173,6 +178,7 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
         shared: &shared,
         verified: &verified,
         request_id: &request_id,
+        deadline,
     };
 
     match inbound {
@@ -239,6 +245,21 @@ fn request_id_of(req: &Request) -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
+/// When the Lambda invocation ends: token reads that would refresh are
+/// bounded by it (see `ReadContext::with_deadline`). `None` outside Lambda.
+fn invocation_deadline(req: &Request) -> Option<std::time::Instant> {
+    use lambda_http::RequestExt as _;
+    let deadline_ms = req.lambda_context_ref()?.deadline;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    Some(
+        std::time::Instant::now()
+            + std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms)),
+    )
+}
+
 /// A signed body, parsed by its content type.
 enum Inbound {
     Events(EventsEnvelope),
@@ -253,6 +274,7 @@ struct EventsEnvelope {
     kind: String,
     challenge: Option<String>,
     event_id: Option<String>,
+    event_time: Option<i64>,
     event: Option<Value>,
 }
 
@@ -309,6 +331,7 @@ struct Flow<'a> {
     shared: &'a Shared,
     verified: &'a VerifiedRequest,
     request_id: &'a str,
+    deadline: Option<std::time::Instant>,
 }
 
 impl Flow<'_> {
@@ -349,9 +372,14 @@ impl Flow<'_> {
                     return refuse(StatusCode::BAD_REQUEST, self.request_id);
                 };
                 tracing::info!(request_id = %self.request_id, %event_id, %event_type, retry_num, "event received");
+                // Slack always sends event_time; without one an event can't be judged stale, so it applies.
+                let lifecycle = LifecycleEvent {
+                    event_id: &event_id,
+                    event_time: envelope.event_time.unwrap_or(i64::MAX),
+                };
                 match event_type.as_str() {
-                    "app_uninstalled" => self.uninstalled().await,
-                    "tokens_revoked" => self.tokens_revoked(&event).await,
+                    "app_uninstalled" => self.uninstalled(&lifecycle).await,
+                    "tokens_revoked" => self.tokens_revoked(&event, &lifecycle).await,
                     _ => {
                         self.dispatch(EventSource::EventsApi, event_type, event, Some(event_id))
                             .await
@@ -367,21 +395,21 @@ impl Flow<'_> {
         }
     }
 
-    async fn uninstalled(&self) -> Response {
+    async fn uninstalled(&self, lifecycle: &LifecycleEvent<'_>) -> Response {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };
-        match self.store().purge_tenant(&tenant).await {
-            Ok(records) => {
-                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), records, "app_uninstalled: tenant purged");
+        match self.store().apply_app_uninstalled(&tenant, lifecycle).await {
+            Ok(outcome) => {
+                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), ?outcome, "app_uninstalled handled");
                 ack()
             }
-            Err(e) => self.store_failed("purge_tenant", &e),
+            Err(e) => self.store_failed("apply_app_uninstalled", &e),
         }
     }
 
     /// `tokens.oauth` lists user ids, `tokens.bot` bot user ids (never tokens).
-    async fn tokens_revoked(&self, event: &Value) -> Response {
+    async fn tokens_revoked(&self, event: &Value, lifecycle: &LifecycleEvent<'_>) -> Response {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };
@@ -398,27 +426,17 @@ impl Flow<'_> {
                 .unwrap_or_default()
         };
         let (users, bots) = (ids("oauth"), ids("bot"));
-        for user in &users {
-            match self.store().delete_installation(&tenant, user).await {
-                Ok(existed) => {
-                    tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), user_id = %user, existed, "tokens_revoked: user installation deleted");
-                }
-                // A signed event naming a malformed id can't match a record; retrying won't help.
-                Err(StoreError::Invalid(why)) => {
-                    tracing::warn!(request_id = %self.request_id, tenant = %tenant.key(), why, "tokens_revoked: skipped a malformed user id");
-                }
-                Err(e) => return self.store_failed("delete_installation", &e),
+        match self
+            .store()
+            .apply_tokens_revoked(&tenant, lifecycle, &users, !bots.is_empty())
+            .await
+        {
+            Ok(outcome) => {
+                tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), ?outcome, "tokens_revoked handled");
+                ack()
             }
+            Err(e) => self.store_failed("apply_tokens_revoked", &e),
         }
-        if !bots.is_empty() {
-            match self.store().delete_bot(&tenant).await {
-                Ok(existed) => {
-                    tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), existed, "tokens_revoked: bot installation deleted");
-                }
-                Err(e) => return self.store_failed("delete_bot", &e),
-            }
-        }
-        ack()
     }
 
     /// Steps 6–8: tenant, audited token read, dedupe (Events API only), handler.
@@ -436,7 +454,10 @@ impl Flow<'_> {
             EventSource::EventsApi => event_type.as_str(),
             other => other.as_str(),
         };
-        let ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        let mut ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        if let Some(deadline) = self.deadline {
+            ctx = ctx.with_deadline(deadline);
+        }
         let bot_token = match self.store().bot_token(&tenant, &ctx).await {
             Ok(token) => token,
             Err(StoreError::NotInstalled) => {

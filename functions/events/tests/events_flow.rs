@@ -151,6 +151,10 @@ impl Repository for CountingRepository {
         self.tick();
         self.inner.record_event(event_id, now, expires_at).await
     }
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+        self.tick();
+        self.inner.event_seen(event_id, now).await
+    }
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
         self.tick();
         self.inner.append_audit(record, expires_at).await

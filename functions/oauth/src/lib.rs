@@ -440,6 +440,10 @@ async fn complete_install(
         .filter(|c| !c.is_empty())
         .ok_or(OAuthError::BadRequest("missing code"))?;
 
+    // Taken before the exchange: the store refuses the install if the tenant
+    // was uninstalled at or after this moment (the uninstall overtook it).
+    let started_ms = state.store.clock().now_millis();
+    let now = started_ms.div_euclid(1000);
     let resp = state
         .slack
         .exchange_code(&code, state.redirect_uri.as_deref())
@@ -448,9 +452,9 @@ async fn complete_install(
     let tenant = VerifiedTenant::from_oauth_response(&resp)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
     let app_id = resp.app_id.clone();
-    let now = state.store.clock().now_secs();
-    let installation = Installation::from_oauth_response(resp, now)
+    let mut installation = Installation::from_oauth_response(resp, now)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
+    installation.exchange_started_ms = started_ms;
     state
         .store
         .store_installation(&tenant, &installation)

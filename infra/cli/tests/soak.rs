@@ -6,10 +6,14 @@
 //! For the run's duration, 200 tenants are installed, sent signed events,
 //! uninstalled and reinstalled concurrently, rotation sweeps run on every
 //! process, and the store's clock jumps past every token's expiry at a fixed
-//! pace so refreshes race with all of it. Afterwards:
+//! pace so refreshes race with all of it. Faults are injected all along: a
+//! process's next record writes fail (500s past the SDK's retries) and its
+//! key provider stalls (KMS answering late, across a lease expiry). A failed
+//! install or uninstall is retried, as the user and Slack would. Afterwards:
 //!
-//! - every live installation opens (`verify_record`) and is active;
-//! - every uninstalled tenant has no record left and a tombstone;
+//! - faults were injected, and every live installation opens
+//!   (`verify_record`) and is active (none lost);
+//! - every uninstalled tenant has no record left and a tombstone (none resurrected);
 //! - no token was refreshed twice per expiry: the fake Slack's refresh
 //!   tokens are single-use, so a duplicate shows as a refresh failure, and
 //!   no tenant was refreshed more often than its tokens expired;
@@ -26,12 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
 use tokenkeep_events::{EventsState, MentionReplier, Metric, MetricsSink};
-use tokenkeep_installations::testing::ManualClock;
+use tokenkeep_installations::testing::{FaultyRepository, ManualClock};
 use tokenkeep_installations::{
-    Clock, EmbeddedRepository, InstallationStore, Outcome, Repository, Status, StoreConfig,
-    SystemClock, TenantKey,
+    Clock, EmbeddedRepository, InstallationStore, Outcome, ReadContext, Repository, Status,
+    StoreConfig, SystemClock, TenantKey,
 };
 use tokenkeep_oauth::OAuthState;
 use tokenkeep_rotation::{SweepConfig, sweep};
@@ -48,6 +53,11 @@ const LIFETIME: i64 = 43_200;
 const START: i64 = 1_700_000_000;
 /// How often the store's clock jumps past every token's expiry.
 const EPOCH: Duration = Duration::from_millis(1500);
+/// The longest a stalled key-provider call hangs; stalls span clock jumps,
+/// so a stalled refresh holder's lease runs out under it.
+const STALL: Duration = Duration::from_millis(3200);
+/// Attempts of an install or uninstall before the soak gives up on it.
+const RETRIES: usize = 100;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -67,6 +77,9 @@ impl MetricsSink for Counts {
 struct Process {
     store: Arc<InstallationStore>,
     base: String,
+    /// This process's view of the shared store and keys, with faults on demand.
+    faults: Arc<FaultyRepository>,
+    keys: Arc<FaultyKeyProvider<Arc<dyn KeyProvider>>>,
 }
 
 struct Soak {
@@ -103,18 +116,29 @@ impl Soak {
         let metrics = Arc::new(Counts::default());
         let mut processes = vec![];
         for _ in 0..PROCESSES {
-            let keys: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(
+            let cached: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(
                 local.clone(),
                 CacheLimits::default(),
             ));
+            let keys = Arc::new(FaultyKeyProvider::new(cached).with_stall_limit(STALL));
+            let faults = Arc::new(FaultyRepository::new(repo.clone() as Arc<dyn Repository>));
             let mut cfg = StoreConfig::new(FakeSlackConfig::default().client_id);
             // As in Lambda: the sweep refreshes due tokens, requests only expired ones.
             cfg.background_refresh = false;
-            cfg.lease_secs = 10;
+            // The clock jumps LIFETIME + 1 per epoch, which real time never does
+            // to a lease. A lease of 1.5 x LIFETIME survives one jump and runs out
+            // at the second: a refresh retrying its write (well under an epoch)
+            // keeps it, as it keeps a real 30 s lease, while a KMS stall that
+            // spans two jumps outlives it and exercises the lease check before Slack.
+            cfg.lease_secs = LIFETIME * 3 / 2;
             let store = Arc::new(
-                InstallationStore::new(repo.clone() as Arc<dyn Repository>, keys, cfg)
-                    .with_clock(clock.clone() as Arc<dyn Clock>)
-                    .with_refresher(Arc::new(slack.client())),
+                InstallationStore::new(
+                    faults.clone() as Arc<dyn Repository>,
+                    keys.clone() as Arc<dyn KeyProvider>,
+                    cfg,
+                )
+                .with_clock(clock.clone() as Arc<dyn Clock>)
+                .with_refresher(Arc::new(slack.client())),
             );
             let oauth = tokenkeep_oauth::router(OAuthState {
                 store: store.clone(),
@@ -139,7 +163,12 @@ impl Soak {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(async move { axum::serve(listener, oauth.merge(events)).await });
-            processes.push(Process { store, base });
+            processes.push(Process {
+                store,
+                base,
+                faults,
+                keys,
+            });
         }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -176,8 +205,21 @@ impl Soak {
             .or_default() += 1;
     }
 
-    /// The OAuth flow a browser goes through, on a random process.
+    /// Installs tenant `i`, again until it works: an install that failed on an
+    /// injected fault left nothing behind, and the user would just retry.
     async fn install(&self, i: usize) {
+        for _ in 0..RETRIES {
+            if self.try_install(i).await {
+                *self.live[i].lock().unwrap() = Some(true);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("install of {} kept failing", team(i));
+    }
+
+    /// The OAuth flow a browser goes through, on a random process.
+    async fn try_install(&self, i: usize) -> bool {
         let _epoch = self.epoch_lock.read().await;
         let code = format!("soak-code-{}", self.codes.fetch_add(1, Ordering::Relaxed));
         self.slack
@@ -210,8 +252,13 @@ impl Soak {
             .await
             .unwrap();
         self.count("install", done.status().as_u16());
-        assert_eq!(done.status(), 200, "install of {}", team(i));
-        *self.live[i].lock().unwrap() = Some(true);
+        assert!(
+            matches!(done.status().as_u16(), 200 | 500),
+            "install of {}: {}",
+            team(i),
+            done.status()
+        );
+        done.status() == 200
     }
 
     async fn post_event(&self, what: &'static str, body: String) -> u16 {
@@ -245,16 +292,18 @@ impl Soak {
         .to_string()
     }
 
+    /// `app_uninstalled`, redelivered until acknowledged (as Slack retries).
     async fn uninstall(&self, i: usize) {
         let _epoch = self.epoch_lock.read().await;
-        let status = self
-            .post_event(
-                "uninstall",
-                Self::callback(i, serde_json::json!({ "type": "app_uninstalled" })),
-            )
-            .await;
-        assert_eq!(status, 200, "uninstall of {}", team(i));
-        *self.live[i].lock().unwrap() = Some(false);
+        let body = Self::callback(i, serde_json::json!({ "type": "app_uninstalled" }));
+        for _ in 0..RETRIES {
+            if self.post_event("uninstall", body.clone()).await == 200 {
+                *self.live[i].lock().unwrap() = Some(false);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("uninstall of {} kept failing", team(i));
     }
 
     async fn mention(&self, i: usize) {
@@ -347,6 +396,23 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
             }
         }));
     }
+    // Faults: a process's next writes fail, or its key provider stalls.
+    {
+        let (soak, stop) = (soak.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(150 + below(300) as u64)).await;
+                let p = &soak.processes[below(PROCESSES)];
+                if below(2) == 0 {
+                    p.faults.fail_next_puts(1 + below(3) as u64);
+                } else {
+                    p.keys.set_fault(Fault::Stall);
+                    tokio::time::sleep(Duration::from_millis(200 + below(3000) as u64)).await;
+                    p.keys.set_fault(Fault::None);
+                }
+            }
+        }));
+    }
     // Rotation sweeps, on a random process each time, from this task (the
     // sweep future borrows the store, so it isn't spawned).
     let mut sweeps = 0;
@@ -367,13 +433,26 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     for t in tasks {
         t.await.unwrap();
     }
+    let injected_writes: u64 = soak
+        .processes
+        .iter()
+        .map(|p| p.faults.injected.load(Ordering::SeqCst))
+        .sum();
+    let stalls: u64 = soak
+        .processes
+        .iter()
+        .map(|p| p.keys.stalled.load(Ordering::SeqCst))
+        .sum();
+    for p in &soak.processes {
+        p.keys.set_fault(Fault::None);
+    }
 
     // Then: the numbers, for a long run's log
     let epochs = soak.epochs.load(Ordering::SeqCst);
     let counters = soak.slack.counters();
     let statuses = soak.statuses.lock().unwrap().clone();
     println!(
-        "soak: {secs}s, {epochs} expiries, {sweeps} sweeps, {} mentions, statuses {statuses:?}, slack {counters:?}, unknown-tenant {}, handler failures {}",
+        "soak: {secs}s, {epochs} expiries, {sweeps} sweeps, {} mentions, {injected_writes} failed writes and {stalls} KMS stalls injected, statuses {statuses:?}, slack {counters:?}, unknown-tenant {}, handler failures {}",
         soak.mentions_sent.load(Ordering::SeqCst),
         soak.metrics.unknown_tenant.load(Ordering::Relaxed),
         soak.metrics.handler_failed.load(Ordering::Relaxed),
@@ -381,6 +460,10 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     assert!(
         epochs >= 1 && counters.refreshes > 0,
         "the soak refreshed nothing: {counters:?}"
+    );
+    assert!(
+        injected_writes > 0 && stalls > 0,
+        "no faults were injected: {injected_writes} writes, {stalls} stalls"
     );
 
     // And every live installation opens and is active; every uninstalled one is gone, with a tombstone
@@ -401,7 +484,7 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
                 for r in &records {
                     assert_eq!(r.meta.status, Status::Active, "{}", team(i));
                     store
-                        .verify_record(r)
+                        .verify_record(r, &ReadContext::new("soak", "soak-final", "verify"))
                         .await
                         .unwrap_or_else(|e| panic!("{}: {e}", team(i)));
                 }

@@ -6,6 +6,11 @@
 //! drops (eviction, expiry, or the end of the request using them). Only
 //! successful decrypts are cached: a failure always goes back to the provider.
 //! Generation is never cached: every record write gets its own data key.
+//!
+//! Expired entries are also evicted on a timer (a task on the tokio runtime
+//! the cache was made on, every half `max_age`), so a key nobody asks for
+//! again is zeroized within its lifetime rather than held until the next
+//! lookup or until the cache fills.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,10 +71,43 @@ struct Entry {
 pub struct CachingKeyProvider<P> {
     inner: P,
     limits: CacheLimits,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    /// Shared with the eviction timer, which holds it weakly and stops once
+    /// the cache is dropped.
+    entries: Arc<Mutex<HashMap<[u8; 32], Entry>>>,
     hits: AtomicU64,
     misses: AtomicU64,
-    evictions: AtomicU64,
+    evictions: Arc<AtomicU64>,
+}
+
+type Entries = Mutex<HashMap<[u8; 32], Entry>>;
+
+/// Drops entries older than `max_age`; returns how many.
+fn evict_expired(entries: &Entries, max_age: Duration, evictions: &AtomicU64) -> usize {
+    let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+    let before = entries.len();
+    entries.retain(|_, e| e.created.elapsed() < max_age);
+    let n = before - entries.len();
+    evictions.fetch_add(n as u64, Ordering::Relaxed);
+    n
+}
+
+/// Runs [`evict_expired`] every half `max_age` while the cache lives. Without
+/// a tokio runtime (a sync caller) there is no timer; lookups still evict.
+fn spawn_eviction_timer(entries: &Arc<Entries>, max_age: Duration, evictions: &Arc<AtomicU64>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (entries, evictions) = (Arc::downgrade(entries), evictions.clone());
+    let every = (max_age / 2).clamp(Duration::from_millis(10), Duration::from_secs(60));
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(entries) = entries.upgrade() else {
+                return;
+            };
+            evict_expired(&entries, max_age, &evictions);
+        }
+    });
 }
 
 impl<P: std::fmt::Debug> std::fmt::Debug for CachingKeyProvider<P> {
@@ -84,14 +122,35 @@ impl<P: std::fmt::Debug> std::fmt::Debug for CachingKeyProvider<P> {
 
 impl<P> CachingKeyProvider<P> {
     pub fn new(inner: P, limits: CacheLimits) -> Self {
+        let (entries, evictions) = (
+            Arc::new(Mutex::new(HashMap::new())),
+            Arc::new(AtomicU64::new(0)),
+        );
+        if limits.enabled {
+            spawn_eviction_timer(&entries, limits.max_age, &evictions);
+        }
         Self {
             inner,
             limits,
-            entries: Mutex::new(HashMap::new()),
+            entries,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
+            evictions,
         }
+    }
+
+    /// Drops expired entries now (the timer does this on its own); returns how many.
+    pub fn evict_expired(&self) -> usize {
+        evict_expired(&self.entries, self.limits.max_age, &self.evictions)
+    }
+
+    /// How many keys are cached.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn inner(&self) -> &P {

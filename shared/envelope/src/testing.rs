@@ -75,6 +75,10 @@ pub enum Fault {
     AccessDenied = 2,
     /// Only `generate_data_key` fails (Unavailable); decrypts still work.
     GenerateUnavailable = 3,
+    /// Every call hangs until the fault is lifted (`set_fault(Fault::None)`) or
+    /// the stall limit passes ([`FaultyKeyProvider::with_stall_limit`]), then
+    /// passes through: KMS answering late, as a stalled connection looks.
+    Stall = 4,
 }
 
 /// Passes calls through until told to fail; switchable at run time so a test
@@ -83,6 +87,11 @@ pub enum Fault {
 pub struct FaultyKeyProvider<P> {
     inner: P,
     fault: AtomicU8,
+    /// Wakes stalled calls when the fault changes.
+    changed: tokio::sync::Notify,
+    stall_limit: std::time::Duration,
+    /// Calls that have started stalling (tests wait for the first one).
+    pub stalled: AtomicU64,
 }
 
 impl<P> FaultyKeyProvider<P> {
@@ -90,11 +99,38 @@ impl<P> FaultyKeyProvider<P> {
         Self {
             inner,
             fault: AtomicU8::new(Fault::None as u8),
+            changed: tokio::sync::Notify::new(),
+            stall_limit: std::time::Duration::from_secs(60),
+            stalled: AtomicU64::new(0),
         }
+    }
+
+    /// The longest a `Fault::Stall` call hangs (default 60 s).
+    pub fn with_stall_limit(mut self, limit: std::time::Duration) -> Self {
+        self.stall_limit = limit;
+        self
     }
 
     pub fn set_fault(&self, fault: Fault) {
         self.fault.store(fault as u8, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    async fn stall(&self) {
+        if self.fault.load(Ordering::SeqCst) != Fault::Stall as u8 {
+            return;
+        }
+        self.stalled.fetch_add(1, Ordering::SeqCst);
+        let lifted = async {
+            loop {
+                let changed = self.changed.notified();
+                if self.fault.load(Ordering::SeqCst) != Fault::Stall as u8 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        let _ = tokio::time::timeout(self.stall_limit, lifted).await;
     }
 
     fn check_generate(&self) -> Result<(), EnvelopeError> {
@@ -123,6 +159,7 @@ impl<P: KeyProvider> KeyProvider for FaultyKeyProvider<P> {
         self.inner.key_id()
     }
     async fn generate_data_key(&self, ctx: &EncryptionContext) -> Result<DataKey, EnvelopeError> {
+        self.stall().await;
         self.check_generate()?;
         self.inner.generate_data_key(ctx).await
     }
@@ -131,6 +168,7 @@ impl<P: KeyProvider> KeyProvider for FaultyKeyProvider<P> {
         edk: &EncryptedDataKey,
         ctx: &EncryptionContext,
     ) -> Result<Arc<PlainDataKey>, EnvelopeError> {
+        self.stall().await;
         self.check()?;
         self.inner.decrypt_data_key(edk, ctx).await
     }
@@ -140,6 +178,7 @@ impl<P: KeyProvider> KeyProvider for FaultyKeyProvider<P> {
         ctx: &EncryptionContext,
         to: &str,
     ) -> Result<EncryptedDataKey, EnvelopeError> {
+        self.stall().await;
         self.check()?;
         self.inner.re_encrypt(edk, ctx, to).await
     }

@@ -196,6 +196,42 @@ async fn cache_answers_repeat_decrypts_and_respects_limits() {
     );
 }
 
+/// An expired key is dropped (and zeroized) by the cache's timer, not only
+/// when someone asks for it again.
+#[tokio::test]
+async fn expired_cache_entries_are_evicted_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalKeyProvider::open(dir.path(), "default").unwrap();
+    let ctx = EncryptionContext::for_installation("A1", "T#-#T1");
+    let dk = local.generate_data_key(&ctx).await.unwrap();
+    let max_age = std::time::Duration::from_millis(60);
+    let cache = CachingKeyProvider::new(
+        local,
+        CacheLimits {
+            max_age,
+            ..CacheLimits::default()
+        },
+    );
+    let key = cache.decrypt_data_key(&dk.encrypted, &ctx).await.unwrap();
+    let weak = Arc::downgrade(&key);
+    drop(key);
+    assert_eq!(cache.len(), 1);
+
+    // When nobody looks the key up again, within a few timer periods...
+    let started = std::time::Instant::now();
+    while !cache.is_empty() {
+        assert!(
+            started.elapsed() < max_age * 10,
+            "the expired entry is still cached"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // ...it is gone, and its last reference with it (zeroized on drop).
+    assert!(weak.upgrade().is_none(), "the plaintext key is still alive");
+    assert_eq!(cache.stats().evictions, 1);
+    assert_eq!(cache.stats().misses, 1, "evicted without a lookup");
+}
+
 #[tokio::test]
 async fn cache_expires_by_age_and_can_be_disabled() {
     let dir = tempfile::tempdir().unwrap();

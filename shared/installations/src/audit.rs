@@ -1,6 +1,10 @@
 //! Audit records: one per token read, successful or not.
 
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
+
+use crate::{RecordKey, RecordKind};
 
 /// Which token a read asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -9,6 +13,16 @@ pub enum TokenKind {
     Bot,
     User,
     IncomingWebhook,
+}
+
+impl TokenKind {
+    /// The access token a record holds: the bot's or a user's.
+    pub fn of_record(key: &RecordKey) -> Self {
+        match key.kind {
+            RecordKind::Bot => TokenKind::Bot,
+            RecordKind::User(_) => TokenKind::User,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +60,10 @@ pub struct ReadContext {
     pub request_id: String,
     /// Why: the event type, `refresh`, an operator's reason.
     pub reason: String,
+    /// When the caller's invocation ends (a Lambda's deadline). A read that
+    /// would have to refresh starts the Slack call only if the refresh can
+    /// also be written before then; see [`ReadContext::with_deadline`].
+    pub deadline: Option<Instant>,
 }
 
 impl ReadContext {
@@ -58,7 +76,19 @@ impl ReadContext {
             actor: actor.into(),
             request_id: request_id.into(),
             reason: reason.into(),
+            deadline: None,
         }
+    }
+
+    /// Bounds the read by the invocation's deadline. Once Slack answers a
+    /// refresh the old refresh token is spent and the new pair exists only in
+    /// memory until it is written, so a refresh the invocation can't finish
+    /// (Slack's timeout plus the write's retries,
+    /// [`crate::StoreConfig::refresh_reserve`]) is not started: the read fails
+    /// with `Expired` and the next request, or the rotation sweep, refreshes.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 }
 
@@ -81,6 +111,32 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The one way an audit record is built: who (`ctx`), what (`key`,
+    /// `kind`), when, and how it went.
+    pub fn new(
+        key: &RecordKey,
+        kind: TokenKind,
+        ctx: &ReadContext,
+        at_ms: i64,
+        outcome: Outcome,
+        version: u64,
+    ) -> Self {
+        Self {
+            tenant: key.pk(),
+            at_ms,
+            token_kind: kind,
+            user_id: match &key.kind {
+                RecordKind::User(u) => Some(u.clone()),
+                RecordKind::Bot => None,
+            },
+            actor: ctx.actor.clone(),
+            request_id: ctx.request_id.clone(),
+            reason: ctx.reason.clone(),
+            outcome,
+            version,
+        }
+    }
+
     /// Sort key: time first (queries by `since`), then request id and a random
     /// suffix so two reads in one millisecond don't collide.
     pub fn sort_key(&self, nonce: u32) -> String {

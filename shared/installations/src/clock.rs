@@ -32,6 +32,9 @@ impl ManualClock {
     pub fn advance_secs(&self, secs: i64) {
         self.0.fetch_add(secs * 1000, Ordering::SeqCst);
     }
+    pub fn advance_millis(&self, millis: i64) {
+        self.0.fetch_add(millis, Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {

@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, DeleteRequest,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType,
+    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
+use futures::StreamExt;
 
 use crate::schema::{self, GSI_EXPIRY_PK, GSI_EXPIRY_SK, PK, SK, SK_TENANT, TTL_ATTRIBUTE};
 use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
@@ -149,6 +150,60 @@ impl DynamoRepository {
     }
 }
 
+/// BatchWriteItem calls a purge keeps in flight.
+const PURGE_BATCHES_IN_FLIGHT: usize = 4;
+
+impl DynamoRepository {
+    /// Deletes up to 25 records of one tenant in one BatchWriteItem, retrying
+    /// what DynamoDB leaves unprocessed (throttling) with backoff and jitter.
+    async fn delete_batch(&self, pk: &str, sks: &[String]) -> Result<usize, RepoError> {
+        use backon::BackoffBuilder;
+        let mut pending: Vec<WriteRequest> = sks
+            .iter()
+            .map(|sk| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key_of(pk.to_owned(), sk.clone())))
+                    .build()
+                    .map_err(|e| RepoError::Backend(Box::new(e)))?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<_, RepoError>>()?;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(20))
+            .with_max_delay(std::time::Duration::from_millis(500))
+            .with_jitter()
+            .with_max_times(8)
+            .build();
+        loop {
+            let sent = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending.clone())
+                .send()
+                .await
+                .map_err(classify);
+            let last_error = match sent {
+                Ok(out) => {
+                    pending = out
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(&self.table))
+                        .unwrap_or_default();
+                    if pending.is_empty() {
+                        return Ok(sks.len());
+                    }
+                    RepoError::Unavailable("batch delete left items unprocessed".into())
+                }
+                Err(e @ RepoError::Unavailable(_)) => e,
+                Err(e) => return Err(e),
+            };
+            match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(last_error),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Repository for DynamoRepository {
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
@@ -162,6 +217,44 @@ impl Repository for DynamoRepository {
             .await
             .map_err(classify)?;
         out.item.map(from_item).transpose()
+    }
+
+    async fn get_with_tenant(
+        &self,
+        key: &RecordKey,
+    ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
+        let pk = key.pk();
+        let keys = KeysAndAttributes::builder()
+            .keys(key_of(pk.clone(), key.sk()))
+            .keys(key_of(pk.clone(), SK_TENANT.to_owned()))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| RepoError::Backend(Box::new(e)))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(classify)?;
+        if out.unprocessed_keys.as_ref().is_some_and(|u| !u.is_empty()) {
+            // Throttled part-way: read the two items one by one instead.
+            let (record, tenant) = tokio::join!(self.get(key), self.tenant_state(&pk));
+            return Ok((record?, tenant?));
+        }
+        let (mut record, mut tenant) = (None, None);
+        for item in out
+            .responses
+            .and_then(|mut r| r.remove(&self.table))
+            .unwrap_or_default()
+        {
+            match item.get(SK).and_then(|v| v.as_s().ok()).map(String::as_str) {
+                Some(SK_TENANT) => tenant = Some(tenant_from_item(&item)?),
+                Some(_) => record = Some(from_item(item)?),
+                None => return Err(RepoError::Corrupt("item without a sort key".into())),
+            }
+        }
+        Ok((record, tenant))
     }
 
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
@@ -318,24 +411,30 @@ impl Repository for DynamoRepository {
             .send()
             .await
             .map_err(classify)?;
-        let mut deleted = 0;
-        for item in self.query_pk(pk).await? {
-            let Some(sk) = item
-                .get(SK)
-                .and_then(|v| v.as_s().ok())
-                .filter(|sk| is_installation_sk(sk))
-            else {
-                continue;
-            };
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(key_of(pk.to_owned(), sk.clone())))
-                .send()
-                .await
-                .map_err(classify)?;
-            deleted += 1;
-        }
+        let sks: Vec<String> = self
+            .query_pk(pk)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                item.get(SK)
+                    .and_then(|v| v.as_s().ok())
+                    .filter(|sk| is_installation_sk(sk))
+                    .cloned()
+            })
+            .collect();
+        // Batches of 25 (BatchWriteItem's limit), a few at a time: a tenant
+        // with thousands of user records is gone well inside Slack's 3 s. If
+        // the process stops part-way the tombstone is already there, so what
+        // is left never opens (reads check the generation) and Slack's retry,
+        // or an operator's purge, deletes the rest.
+        let batches: Vec<Vec<String>> = sks.chunks(25).map(<[String]>::to_vec).collect();
+        let deleted = futures::stream::iter(batches)
+            .map(|chunk| async move { self.delete_batch(pk, &chunk).await })
+            .buffer_unordered(PURGE_BATCHES_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .sum::<Result<usize, RepoError>>()?;
         Ok(deleted)
     }
 
@@ -355,7 +454,7 @@ impl Repository for DynamoRepository {
             .set_key(Some(key_of(key.pk(), key.sk())))
             .update_expression("SET lease_owner = :o, lease_until = :u")
             .condition_expression(
-                "attribute_exists(#pk) AND version = :v AND generation = :g AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+                "attribute_exists(#pk) AND version = :v AND generation = :g AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o)",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":o", s(owner))
@@ -592,6 +691,25 @@ impl Repository for DynamoRepository {
             Err(RepoError::ConditionFailed) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(format!("EVT#{event_id}"), "EVT".to_owned())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        // TTL deletion is lazy, so expiry is checked here too.
+        let ttl = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get(TTL_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok()?.parse::<i64>().ok());
+        Ok(ttl.is_some_and(|t| t > now))
     }
 
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {

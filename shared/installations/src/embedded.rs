@@ -401,7 +401,7 @@ impl Repository for EmbeddedRepository {
             .prepare_cached(
                 "UPDATE records SET lease_owner = ?1, lease_until = ?2
                  WHERE pk = ?3 AND sk = ?4 AND version = ?5 AND generation = ?6
-                   AND (lease_until IS NULL OR lease_until < ?7)",
+                   AND (lease_until IS NULL OR lease_until < ?7 OR lease_owner = ?1)",
             )
             .map_err(backend)?
             .execute(params![
@@ -564,6 +564,17 @@ impl Repository for EmbeddedRepository {
             .execute(params![event_id, expires_at, now])
             .map_err(backend)?;
         Ok(n == 1)
+    }
+
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+        let conn = self.conn();
+        let ttl: Option<i64> = conn
+            .prepare_cached("SELECT ttl FROM events WHERE event_id = ?1")
+            .map_err(backend)?
+            .query_row([event_id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        Ok(ttl.is_some_and(|t| t > now))
     }
 
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {

@@ -33,6 +33,11 @@ pub enum StoreError {
     /// The token expired and could not be refreshed in time.
     #[error("token expired and was not refreshed")]
     Expired,
+    /// The tenant was uninstalled (purged) after this install's code exchange
+    /// started: its tokens are revoked, and the tenant stays closed. The user
+    /// installs again.
+    #[error("tenant was uninstalled while the install was in flight")]
+    PurgedDuringInstall,
     /// Another writer changed the record first.
     #[error("concurrent update")]
     Conflict,

@@ -14,6 +14,7 @@ mod dynamo;
 mod embedded;
 mod error;
 mod import;
+mod lifecycle;
 mod model;
 mod record;
 mod refresh;
@@ -30,7 +31,10 @@ pub use dynamo::{DynamoRepository, create_tables};
 pub use embedded::EmbeddedRepository;
 pub use error::{RepoError, StoreError};
 pub use import::{ImportOutcome, ImportedRecord, SourceMetadata};
-pub use model::{Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens};
+pub use lifecycle::{LifecycleEvent, LifecycleOutcome};
+pub use model::{
+    Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens,
+};
 pub use record::{Expect, StoredRecord, TenantState};
 pub use refresh::{RefreshMetrics, RotateOutcome};
 pub use repository::Repository;

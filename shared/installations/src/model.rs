@@ -135,6 +135,11 @@ pub struct Installation {
     pub bot_refresh_token: Option<RefreshToken>,
     pub user: Option<UserTokens>,
     pub incoming_webhook_url: Option<WebhookUrl>,
+    /// When the code exchange started, unix milliseconds: a tenant purged
+    /// after it refuses this install ([`crate::StoreError::PurgedDuringInstall`]).
+    /// `from_oauth_response` sets the start of `installed_at`'s second; the
+    /// OAuth callback sets the exact time it read before calling Slack.
+    pub exchange_started_ms: i64,
 }
 
 fn split_scopes(s: Option<&str>) -> Vec<String> {
@@ -194,6 +199,7 @@ impl Installation {
             bot_refresh_token: resp.refresh_token,
             user,
             incoming_webhook_url: webhook.map(|w| w.url),
+            exchange_started_ms: now_secs * 1000,
         })
     }
 }

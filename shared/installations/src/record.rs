@@ -36,6 +36,13 @@ pub struct StoredRecord {
     /// Sealed fields (base64 of the sealed bytes), by field name.
     #[serde(default)]
     pub sealed: BTreeMap<String, String>,
+    /// How the fields' AAD is built. From [`RECORD_FORMAT`] on, every field's
+    /// AAD names the whole set of sealed fields, so deleting one (say the
+    /// refresh token, to have an expired token served as if it didn't rotate)
+    /// makes the others fail to open. Items written before carry no attribute
+    /// (format 1) and open as they were sealed; their next write re-seals.
+    #[serde(default = "legacy_format")]
+    pub format: u8,
     /// Expiry index keys; present only when the record holds a rotating token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp_shard: Option<String>,
@@ -46,6 +53,13 @@ pub struct StoredRecord {
     pub lease_owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<i64>,
+}
+
+/// The record format new writes use (see [`StoredRecord::format`]).
+pub const RECORD_FORMAT: u8 = 2;
+
+fn legacy_format() -> u8 {
+    1
 }
 
 impl StoredRecord {
@@ -64,6 +78,9 @@ impl StoredRecord {
 pub struct TenantState {
     pub generation: u64,
     pub purged: bool,
+    /// When the generation was first purged, unix milliseconds (an install
+    /// whose code exchange started before it is refused). Tombstones written
+    /// by older versions hold seconds, which read as long ago: they refuse nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged_at: Option<i64>,
 }

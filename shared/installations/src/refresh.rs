@@ -13,19 +13,40 @@
 //!    holding the lease (so an uninstall, which deletes the record, wins). The
 //!    new pair is durable before any caller sees the new token. Others re-read
 //!    until the version moves or the lease expires (then they take it over).
+//!
+//! Between Slack's answer and the write the new pair exists only in this
+//! process: the old refresh token is spent. So, in order:
+//!
+//! - everything that can stall or fail (opening the record, the new data key)
+//!   happens before the Slack call;
+//! - right before it the lease is renewed (a holder whose lease ran out while
+//!   KMS stalled finds someone else took over and never sends the token), and
+//!   a request-path refresh starts only if its deadline leaves
+//!   [`StoreConfig::refresh_reserve`](crate::StoreConfig::refresh_reserve);
+//! - after it the conditional write is retried with backoff and jitter on any
+//!   transient error for as long as the lease (and the caller's deadline)
+//!   allows, and the lease is kept if it still fails: releasing it would let
+//!   the next reader send the spent token and condemn the installation.
+//!
+//! The window no design closes: the process dying (or the write failing for
+//! the whole lease) with the only copy of the new pair in memory. It is kept
+//! to one Slack round trip plus the write, and every AWS call has a timeout
+//! that fits inside the lease (`tokenkeep_runtime::aws`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
 
 use tokenkeep_slack_api::{RefreshToken, SlackOAuth};
 use zeroize::Zeroizing;
 
 use crate::record::field;
 use crate::{
-    AuditRecord, Expect, InstallationStore, Outcome, RecordKey, RecordKind, RepoError, Status,
-    StoreError, StoredRecord, TokenKind,
+    Expect, InstallationStore, Outcome, ReadContext, RecordKey, RepoError, Status, StoreError,
+    StoredRecord, TokenKind,
 };
 
 /// Counters for tests, benchmarks and metrics.
@@ -39,12 +60,81 @@ pub struct RefreshMetrics {
     pub needs_reinstall: AtomicU64,
 }
 
+type LockMap = Arc<Mutex<HashMap<RecordKey, Arc<tokio::sync::Mutex<()>>>>>;
+
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RefreshState {
     pub(crate) slack: Option<Arc<dyn SlackOAuth>>,
-    locks: Arc<Mutex<HashMap<RecordKey, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: LockMap,
     owner: Arc<OwnerId>,
     pub(crate) metrics: Arc<RefreshMetrics>,
+}
+
+/// The in-process lock on one record (level 1 of the single flight). Dropping
+/// it unlocks and removes the map entry when nobody else is queued, so the map
+/// only holds records being refreshed right now.
+struct KeyLock {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    locks: LockMap,
+    key: RecordKey,
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map holds it: nobody else is queued for this key.
+        if locks
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+impl RefreshState {
+    fn entry(&self, key: &RecordKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key.clone()).or_default().clone()
+    }
+
+    fn guard(&self, key: &RecordKey, guard: tokio::sync::OwnedMutexGuard<()>) -> KeyLock {
+        KeyLock {
+            guard: Some(guard),
+            locks: self.locks.clone(),
+            key: key.clone(),
+        }
+    }
+
+    /// Waits for the record's lock; `true` alongside when another task held it first.
+    async fn lock(&self, key: &RecordKey) -> (KeyLock, bool) {
+        let entry = self.entry(key);
+        match entry.clone().try_lock_owned() {
+            Ok(g) => (self.guard(key, g), false),
+            Err(_) => (self.guard(key, entry.lock_owned().await), true),
+        }
+    }
+
+    /// The record's lock if nobody in this process holds it.
+    fn try_lock(&self, key: &RecordKey) -> Option<KeyLock> {
+        let lock = self
+            .entry(key)
+            .try_lock_owned()
+            .ok()
+            .map(|g| self.guard(key, g));
+        if lock.is_none() {
+            // Drops the entry again if it was created just now for nothing.
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            if locks
+                .get(key)
+                .is_some_and(|l| Arc::strong_count(l) == 1 && l.try_lock().is_ok())
+            {
+                locks.remove(key);
+            }
+        }
+        lock
+    }
 }
 
 /// Lease owner id: random per store instance (per Lambda sandbox / process).
@@ -71,6 +161,10 @@ pub enum RotateOutcome {
 /// How long a loser waits between re-reads while another process refreshes.
 const POLL: Duration = Duration::from_millis(50);
 
+/// The new pair's write stops retrying this long before the lease runs out,
+/// so a retry never lands after another process could have taken the lease.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
 enum Need {
     /// Refresh if expired; wait for another holder (request path).
     Expired,
@@ -85,22 +179,45 @@ enum Step {
     NotDue,
 }
 
+/// What one lease-holding attempt came to.
+enum Attempt {
+    Refreshed(Box<StoredRecord>),
+    /// Our lease ran out before the Slack call and someone else holds or used
+    /// it: nothing was sent; re-read.
+    LeaseLost,
+}
+
+/// A failed attempt, and whether the lease may be released. After Slack
+/// answered it may not: the stored refresh token is spent, and a reader that
+/// took the lease would send it again.
+struct Failed {
+    error: StoreError,
+    release_lease: bool,
+}
+
+impl From<StoreError> for Failed {
+    fn from(error: StoreError) -> Self {
+        Self {
+            error,
+            release_lease: true,
+        }
+    }
+}
+
+impl From<RepoError> for Failed {
+    fn from(e: RepoError) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+/// Retried with backoff: the write failed without a verdict on its condition.
+fn transient(e: &RepoError) -> bool {
+    matches!(e, RepoError::Unavailable(_) | RepoError::Backend(_))
+}
+
 impl InstallationStore {
     pub fn refresh_metrics(&self) -> &RefreshMetrics {
         &self.refresh.metrics
-    }
-
-    fn key_lock(&self, key: &RecordKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.refresh.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(key.clone()).or_default().clone()
-    }
-
-    fn drop_key_lock(&self, key: &RecordKey) {
-        let mut locks = self.refresh.locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map and no waiter hold it: nobody else is queued for this key.
-        if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(key);
-        }
     }
 
     /// Request path: the token expired; returns the new token (and version) or fails.
@@ -108,8 +225,9 @@ impl InstallationStore {
         &self,
         key: &RecordKey,
         seen: StoredRecord,
+        deadline: Option<Instant>,
     ) -> Result<(String, u64), StoreError> {
-        let record = match self.refresh_record(key, seen, Need::Expired).await? {
+        let record = match self.refresh_record(key, seen, deadline).await? {
             Step::Fresh(r) => r,
             Step::HeldElsewhere | Step::NotDue => return Err(StoreError::Expired),
         };
@@ -126,22 +244,16 @@ impl InstallationStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        // Fix: the per-key lock is taken here, before spawning, and handed to
-        // the task. Checking it with a `try_lock` that was dropped at once let
-        // every concurrent reader pass the check before the first task ran, so
-        // a burst of N reads spawned N rotations (each a table read and a lease
-        // attempt, only the first of them useful).
-        let lock = self.key_lock(&key);
-        let Ok(guard) = lock.clone().try_lock_owned() else {
+        // The lock is taken before spawning and moves into the task: a burst of
+        // readers must start one rotation, not one each.
+        let Some(lock) = self.refresh.try_lock(&key) else {
             // Someone in this process is already refreshing it: nothing to start.
             return;
         };
-        drop(lock);
         let store = self.clone();
         tokio::spawn(async move {
             let result = store.rotate_locked(&key).await;
-            drop(guard);
-            store.drop_key_lock(&key);
+            drop(lock);
             if let Err(e) = result {
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, "background refresh failed");
             }
@@ -151,14 +263,8 @@ impl InstallationStore {
     /// Rotation sweep: refreshes the record if it is due, unless another
     /// process holds its lease. Same single-flight path as the request path.
     pub async fn rotate(&self, key: &RecordKey) -> Result<RotateOutcome, StoreError> {
-        let lock = self.key_lock(key);
-        let result = {
-            let _one_per_process = lock.lock().await;
-            self.rotate_locked(key).await
-        };
-        drop(lock);
-        self.drop_key_lock(key);
-        result
+        let (_one_per_process, _) = self.refresh.lock(key).await;
+        self.rotate_locked(key).await
     }
 
     /// `rotate` with the per-key lock held: the record is read under the lock,
@@ -171,7 +277,10 @@ impl InstallationStore {
             return Ok(RotateOutcome::Gone);
         }
         let version = seen.version;
-        match self.refresh_under_lock(key, seen, Need::Due, false).await {
+        match self
+            .refresh_under_lock(key, seen, Need::Due, false, None)
+            .await
+        {
             Ok(Step::Fresh(r)) if r.version > version => Ok(RotateOutcome::Refreshed),
             Ok(Step::Fresh(_)) | Ok(Step::NotDue) => Ok(RotateOutcome::NotDue),
             Ok(Step::HeldElsewhere) => Ok(RotateOutcome::HeldElsewhere),
@@ -195,25 +304,15 @@ impl InstallationStore {
         &self,
         key: &RecordKey,
         seen: StoredRecord,
-        need: Need,
+        deadline: Option<Instant>,
     ) -> Result<Step, StoreError> {
-        let lock = self.key_lock(key);
-        let result = {
-            // Fix: a caller that had to queue behind another refresh in this
-            // process re-reads before deciding. `seen` predates that refresh;
-            // acting on it made every queued caller fail its lease attempt on
-            // the stale version and then sleep a full POLL while still holding
-            // the lock, so N readers of one expired token waited ~N x 50 ms in
-            // turn (64 readers: over 3 s, past Slack's 3 s ack deadline).
-            let (_one_per_process, queued) = match lock.try_lock() {
-                Ok(guard) => (guard, false),
-                Err(_) => (lock.lock().await, true),
-            };
-            self.refresh_under_lock(key, seen, need, queued).await
-        };
-        drop(lock);
-        self.drop_key_lock(key);
-        result
+        // A caller that queued behind another refresh in this process re-reads:
+        // `seen` predates that refresh, and acting on it would fail the lease
+        // on a stale version and sleep a POLL with the lock held, one caller
+        // after another.
+        let (_one_per_process, queued) = self.refresh.lock(key).await;
+        self.refresh_under_lock(key, seen, Need::Expired, queued, deadline)
+            .await
     }
 
     async fn refresh_under_lock(
@@ -222,10 +321,11 @@ impl InstallationStore {
         mut record: StoredRecord,
         need: Need,
         reread: bool,
+        deadline: Option<Instant>,
     ) -> Result<Step, StoreError> {
         let lease_secs = self.config().lease_secs;
         // Bounded wait: one full lease (a dead holder's lease runs out) plus slack.
-        let deadline = self.clock().now_millis() + (lease_secs + 5) * 1000;
+        let wait_until = self.clock().now_millis() + (lease_secs + 5) * 1000;
         let mut first = !reread;
         loop {
             if !first {
@@ -259,15 +359,20 @@ impl InstallationStore {
                 )
                 .await?
             {
-                return self
-                    .refresh_with_lease(key, record, owner)
-                    .await
-                    .map(|r| Step::Fresh(Box::new(r)));
+                match self
+                    .refresh_with_lease(key, &record, owner, deadline)
+                    .await?
+                {
+                    Attempt::Refreshed(r) => return Ok(Step::Fresh(r)),
+                    Attempt::LeaseLost => {}
+                }
             }
             if matches!(need, Need::Due) {
                 return Ok(Step::HeldElsewhere);
             }
-            if self.clock().now_millis() >= deadline {
+            if self.clock().now_millis() >= wait_until
+                || deadline.is_some_and(|d| Instant::now() + POLL >= d)
+            {
                 return Err(StoreError::Expired);
             }
             tokio::time::sleep(POLL).await;
@@ -278,55 +383,51 @@ impl InstallationStore {
     async fn refresh_with_lease(
         &self,
         key: &RecordKey,
-        record: StoredRecord,
+        record: &StoredRecord,
         owner: &str,
-    ) -> Result<StoredRecord, StoreError> {
-        let slack = self.refresh.slack.clone().ok_or(StoreError::Expired);
-        let outcome = match slack {
-            Ok(slack) => {
-                self.call_slack_and_persist(&*slack, key, &record, owner)
+        deadline: Option<Instant>,
+    ) -> Result<Attempt, StoreError> {
+        let outcome = match self.refresh.slack.clone() {
+            Some(slack) => {
+                self.call_slack_and_persist(&*slack, key, record, owner, deadline)
                     .await
             }
-            Err(e) => Err(e),
+            None => Err(StoreError::Expired.into()),
         };
-        if outcome.is_err() {
-            // Fix: a failure before the Slack call (KMS down while opening the
-            // refresh token) or after it (sealing, the write) returned with the
-            // lease still held, so every reader of the expired token polled
-            // until it ran out (lease_secs + 5 s, far past Slack's 3 s ack) even
-            // once KMS was back. Releasing is idempotent and only drops our
-            // own lease; the paths that already released it are unaffected.
+        if let Err(Failed {
+            release_lease: true,
+            ..
+        }) = &outcome
+        {
+            // A failure before Slack answered: let the next reader try at once
+            // rather than wait out the lease. Only drops our own lease.
             if let Err(e) = self.repository().release_lease(key, owner).await {
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, "could not release the refresh lease");
             }
         }
+        if matches!(outcome, Ok(Attempt::LeaseLost)) {
+            // Nothing was read past the record we already had, and nothing sent.
+            return Ok(Attempt::LeaseLost);
+        }
         let audit_outcome = match &outcome {
             Ok(_) => Outcome::Ok,
-            Err(StoreError::Integrity) => Outcome::DecryptFailed,
+            Err(Failed {
+                error: StoreError::Integrity,
+                ..
+            }) => Outcome::DecryptFailed,
             Err(_) => Outcome::RefreshFailed,
         };
-        let user_id = match &key.kind {
-            RecordKind::User(u) => Some(u.clone()),
-            RecordKind::Bot => None,
-        };
         // The refresh token was read: that is audited like any token read.
-        self.audit(AuditRecord {
-            tenant: key.pk(),
-            at_ms: self.clock().now_millis(),
-            token_kind: if user_id.is_some() {
-                TokenKind::User
-            } else {
-                TokenKind::Bot
-            },
-            user_id,
-            actor: "tokenkeep-refresh".into(),
-            request_id: owner.to_owned(),
-            reason: "refresh".into(),
-            outcome: audit_outcome,
-            version: record.version,
-        })
+        let ctx = ReadContext::new("tokenkeep-refresh", owner, "refresh");
+        self.audit(self.audit_record(
+            key,
+            TokenKind::of_record(key),
+            &ctx,
+            audit_outcome,
+            record.version,
+        ))
         .await?;
-        outcome
+        outcome.map_err(|f| f.error)
     }
 
     async fn call_slack_and_persist(
@@ -335,7 +436,8 @@ impl InstallationStore {
         key: &RecordKey,
         record: &StoredRecord,
         owner: &str,
-    ) -> Result<StoredRecord, StoreError> {
+        deadline: Option<Instant>,
+    ) -> Result<Attempt, Failed> {
         let mut fields: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
         for name in record.sealed.keys() {
             if let Some(v) = self.open_field(record, name).await? {
@@ -353,6 +455,38 @@ impl InstallationStore {
         // refresh token is spent, so nothing that can fail (KMS) may stand
         // between Slack's answer and the conditional write.
         let data_key = self.new_data_key(key).await?;
+
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < self.config().refresh_reserve {
+                tracing::warn!(tenant = %key.pk(), sk = %key.sk(), left_ms = left.as_millis() as u64,
+                    "too little time left to refresh and write the new pair; not calling slack");
+                return Err(StoreError::Expired.into());
+            }
+        }
+        // Renew the lease right before the call: the opens above may have
+        // stalled past it, and if someone else took over since, the token we
+        // hold may already be spent.
+        let now = self.clock().now_secs();
+        let lease_secs = self.config().lease_secs;
+        if !self
+            .repository()
+            .try_lease(
+                key,
+                record.version,
+                record.generation,
+                owner,
+                now,
+                now + lease_secs,
+            )
+            .await?
+        {
+            tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshLeaseLost",
+                "refresh lease lost before the slack call (a stall outlived it); not calling slack");
+            return Ok(Attempt::LeaseLost);
+        }
+        let lease_ends = Instant::now() + Duration::from_secs(lease_secs.max(0) as u64);
+
         let response = match slack.refresh(&refresh_token).await {
             Ok(r) => r,
             Err(e) if e.is_revoked() => {
@@ -365,7 +499,7 @@ impl InstallationStore {
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshFailed", slack_error = %e,
                     "refresh refused by slack; installation needs reinstall");
                 self.mark_needs_reinstall(key, record, owner).await?;
-                return Err(StoreError::Refresh(e));
+                return Err(StoreError::Refresh(e).into());
             }
             Err(e) => {
                 // Not retried: the refresh token is single-use and Slack may have
@@ -376,16 +510,23 @@ impl InstallationStore {
                 self.refresh.metrics.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshFailed", slack_error = %e,
                     ambiguous = e.is_ambiguous(), "refresh failed");
-                self.repository().release_lease(key, owner).await?;
-                return Err(StoreError::Refresh(e));
+                return Err(StoreError::Refresh(e).into());
             }
+        };
+        // From here on the stored refresh token is spent.
+        let spent = |error: StoreError| Failed {
+            error,
+            release_lease: false,
         };
         let (Some(access), Some(refresh)) = (
             response.access_token.as_ref(),
             response.refresh_token.as_ref(),
         ) else {
-            self.repository().release_lease(key, owner).await?;
-            return Err(StoreError::Invalid("refresh answer without a token pair"));
+            tracing::error!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshPairLost",
+                "slack's refresh answer has no token pair; the stored refresh token may be spent");
+            return Err(spent(StoreError::Invalid(
+                "refresh answer without a token pair",
+            )));
         };
         let now = self.clock().now_secs();
         let mut meta = record.meta.clone();
@@ -395,39 +536,69 @@ impl InstallationStore {
             let value = match name.as_str() {
                 field::TOKEN => access.expose_secret(),
                 field::REFRESH_TOKEN => refresh.expose_secret(),
-                _ => std::str::from_utf8(value).map_err(|_| StoreError::Integrity)?,
+                _ => std::str::from_utf8(value).map_err(|_| spent(StoreError::Integrity))?,
             };
             secrets.push((name.as_str(), value));
         }
-        let next = self.seal_record_with(
-            Some(data_key),
-            key,
-            meta,
-            record.version + 1,
-            record.generation,
-            &secrets,
-        )?;
+        let next = self
+            .seal_record_with(
+                Some(data_key),
+                key,
+                meta,
+                record.version + 1,
+                record.generation,
+                &secrets,
+            )
+            .map_err(spent)?;
         let expect = Expect::Leased {
             version: record.version,
             generation: record.generation,
             owner: owner.to_owned(),
         };
-        match self.repository().put(&next, expect).await {
+
+        // Retry until the lease (less a margin) or the caller's deadline ends.
+        let write_until = deadline
+            .map_or(lease_ends, |d| d.min(lease_ends))
+            .checked_sub(LEASE_MARGIN)
+            .unwrap_or(lease_ends);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(25))
+            .with_max_delay(Duration::from_millis(800))
+            .with_jitter()
+            .without_max_times();
+        let mut attempts = 0u32;
+        let written = (|| {
+            attempts += 1;
+            self.repository().put(&next, expect.clone())
+        })
+        .retry(backoff)
+        .when(|e| transient(e) && Instant::now() < write_until)
+        .notify(|e, wait| {
+            tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, retry_in_ms = wait.as_millis() as u64,
+                "writing the refreshed pair failed; retrying under the lease");
+        })
+        .await;
+        match written {
             Ok(()) => {
                 self.refresh
                     .metrics
                     .refreshed
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(tenant = %key.pk(), sk = %key.sk(), version = next.version, "token refreshed");
-                Ok(next)
+                tracing::info!(tenant = %key.pk(), sk = %key.sk(), version = next.version, attempts, "token refreshed");
+                Ok(Attempt::Refreshed(Box::new(next)))
             }
-            // Uninstalled (record deleted) or lease lost while we were at Slack:
-            // the uninstall wins and nothing is resurrected.
+            // Uninstalled (record deleted) while we were at Slack: the
+            // uninstall wins and nothing is resurrected.
             Err(RepoError::ConditionFailed) => {
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), "refresh result discarded: record changed or gone");
-                Err(StoreError::NotInstalled)
+                Err(spent(StoreError::NotInstalled))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                self.refresh.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(tenant = %key.pk(), sk = %key.sk(), error = %e, attempts, metric = "RefreshPairLost",
+                    "the refreshed pair could not be written within the lease; the lease is kept until it runs out");
+                Err(spent(e.into()))
+            }
         }
     }
 

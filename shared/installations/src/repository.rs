@@ -13,6 +13,18 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// Strongly consistent read of one record.
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError>;
 
+    /// A record and its tenant's state, read together (the token read checks
+    /// the record belongs to the live generation). Strongly consistent; the
+    /// default makes both reads concurrently, DynamoDB makes one round trip.
+    async fn get_with_tenant(
+        &self,
+        key: &RecordKey,
+    ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
+        let pk = key.pk();
+        let (record, tenant) = tokio::join!(self.get(key), self.tenant_state(&pk));
+        Ok((record?, tenant?))
+    }
+
     /// Every installation record (bot and users) of a tenant partition.
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError>;
 
@@ -30,13 +42,20 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// a new one (previous + 1) when the tenant is purged or unknown.
     async fn open_generation(&self, pk: &str) -> Result<u64, RepoError>;
 
-    /// Marks the tenant purged (tombstone) and deletes all its records.
-    /// Idempotent; returns how many records were deleted.
-    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError>;
+    /// Marks the tenant purged (tombstone, `purged_at` = `now_ms` unless
+    /// already set) and deletes all its records. Idempotent; returns how many
+    /// records were deleted.
+    async fn purge_tenant(&self, pk: &str, now_ms: i64) -> Result<usize, RepoError>;
 
     /// Takes the refresh lease on a record at `version`/`generation` if nobody
-    /// holds an unexpired one. Does not change the version. `Ok(false)` when the
+    /// else holds an unexpired one, or renews it (new `until`) if `owner`
+    /// already holds it. Does not change the version. `Ok(false)` when the
     /// version moved, the record is gone, or someone else holds the lease.
+    ///
+    /// Renewal is what the refresh path calls right before Slack: a holder
+    /// whose lease ran out during a stalled KMS call learns here that someone
+    /// else took over (the version moved or their lease is live) and never
+    /// sends the refresh token they may have spent already.
     async fn try_lease(
         &self,
         key: &RecordKey,
@@ -87,6 +106,10 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, RepoError>;
+
+    /// Whether an unexpired event id was recorded, without recording it
+    /// (lifecycle events are recorded only once they took effect).
+    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError>;
 
     /// Durably appends one audit record.
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError>;

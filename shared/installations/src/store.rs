@@ -1,6 +1,5 @@
 //! `InstallationStore`: the API functions and apps use.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -9,12 +8,13 @@ use tokenkeep_envelope::{Aad, EncryptedDataKey, EncryptionContext, KeyProvider, 
 use tokenkeep_slack_api::{AccessToken, WebhookUrl};
 use zeroize::Zeroizing;
 
-use crate::record::field;
+use crate::record::{RECORD_FORMAT, field};
 use crate::schema;
 use crate::{
     AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta,
-    InstallationQuery, Outcome, ReadContext, RecordKey, RecordKind, RepoError, Repository, Status,
-    StoreError, StoredRecord, SystemClock, TenantKey, TokenKind, VerifiedTenant,
+    InstallationQuery, LifecycleEvent, LifecycleOutcome, Outcome, ReadContext, RecordKey,
+    RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey, TokenKind,
+    VerifiedTenant,
 };
 use crate::{ImportOutcome, ImportedRecord};
 
@@ -25,8 +25,14 @@ pub struct StoreConfig {
     pub app_id: String,
     /// A rotating token is due for refresh this long before it expires.
     pub refresh_window_secs: i64,
-    /// How long a refresh lease holds; longer than the Slack call's timeout.
+    /// How long a refresh lease holds. It must cover the Slack call's timeout
+    /// plus the new pair's write retries; every AWS call's own timeout fits
+    /// inside it (`tokenkeep_runtime::aws`).
     pub lease_secs: i64,
+    /// The time a request-path refresh needs: Slack's call timeout plus room
+    /// for the new pair's write. A read whose [`ReadContext::deadline`] leaves
+    /// less does not start a refresh (see [`ReadContext::with_deadline`]).
+    pub refresh_reserve: std::time::Duration,
     /// Refresh due-but-valid tokens on a background task after answering.
     /// Off in Lambda: the sandbox freezes once the response is sent, so the
     /// task would stall holding its lease; the rotation sweep covers it there.
@@ -39,6 +45,8 @@ impl StoreConfig {
             app_id: app_id.into(),
             refresh_window_secs: 120 * 60,
             lease_secs: 30,
+            // Slack's default call timeout (10 s) plus two seconds for the write.
+            refresh_reserve: std::time::Duration::from_secs(12),
             background_refresh: true,
         }
     }
@@ -53,16 +61,31 @@ pub struct InstallationStore {
     clock: Arc<dyn Clock>,
     config: StoreConfig,
     pub(crate) refresh: crate::refresh::RefreshState,
+    lifecycle_stale: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
-    Aad::new()
+    let aad = Aad::new()
         .part("pk", record.pk.as_bytes())
         .part("sk", record.sk.as_bytes())
         .part("field", field.as_bytes())
         .part("version", &record.version.to_be_bytes())
         .part("generation", &record.generation.to_be_bytes())
-        .part("attributes", bound)
+        .part("attributes", bound);
+    match record.format {
+        1 => aad,
+        // The field set: names are `[a-z_]+`, so joining them is unambiguous.
+        _ => aad.part("format", &[record.format]).part(
+            "fields",
+            record
+                .sealed
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_bytes(),
+        ),
+    }
 }
 
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
@@ -88,6 +111,7 @@ impl InstallationStore {
             clock: Arc::new(SystemClock),
             config,
             refresh: Default::default(),
+            lifecycle_stale: Default::default(),
         }
     }
 
@@ -173,11 +197,16 @@ impl InstallationStore {
             meta,
             data_key: String::new(),
             data_key_id: String::new(),
-            sealed: BTreeMap::new(),
+            sealed: secrets
+                .iter()
+                .map(|(name, _)| ((*name).to_owned(), String::new()))
+                .collect(),
+            format: RECORD_FORMAT,
             lease_owner: None,
             lease_until: None,
         };
         let Some(dk) = dk.filter(|_| !secrets.is_empty()) else {
+            record.sealed.clear();
             return Ok(record);
         };
         let bound = record.meta.bound_bytes();
@@ -218,11 +247,40 @@ impl InstallationStore {
 
     /// Opens every sealed field of a record without returning any of them:
     /// `tokenkeep verify` uses it to find tampered or undecryptable records.
-    pub async fn verify_record(&self, record: &StoredRecord) -> Result<(), StoreError> {
+    /// The plaintext exists in memory for a moment, so it is audited like any
+    /// token read (one audit record per record, `ctx.reason` e.g. `verify`),
+    /// and fails if the audit record can't be written.
+    pub async fn verify_record(
+        &self,
+        record: &StoredRecord,
+        ctx: &ReadContext,
+    ) -> Result<(), StoreError> {
+        let key = record
+            .key()
+            .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+        let mut result = Ok(());
         for name in record.sealed.keys() {
-            self.open_field(record, name).await?;
+            if let Err(e) = self.open_field(record, name).await {
+                result = Err(e);
+                break;
+            }
         }
-        Ok(())
+        let outcome = match &result {
+            Ok(()) => Outcome::Ok,
+            Err(StoreError::Integrity) => Outcome::DecryptFailed,
+            Err(_) => Outcome::Failed,
+        };
+        if !record.sealed.is_empty() {
+            self.audit(self.audit_record(
+                &key,
+                TokenKind::of_record(&key),
+                ctx,
+                outcome,
+                record.version,
+            ))
+            .await?;
+        }
+        result
     }
 
     // ---- install -----------------------------------------------------------
@@ -231,32 +289,90 @@ impl InstallationStore {
     /// A reinstall replaces the tokens and bumps the version; an install after
     /// a purge opens a new generation.
     ///
-    /// A write that loses a race (a refresh bumped the version, an uninstall
-    /// purged the tenant between our read and our write) is redone from a
-    /// fresh read: the user just authorized the app, and their new grant wins.
+    /// A tenant purged after `inst.exchange_started_ms` (an `app_uninstalled`
+    /// that overtook this install) fails it with
+    /// [`StoreError::PurgedDuringInstall`] and is never reopened: the tokens
+    /// in hand are the ones Slack revoked with the uninstall. A
+    /// write that loses a race to a refresh is redone from a fresh read.
+    ///
+    /// A failed install leaves nothing half-done: records this call wrote are
+    /// removed (never a bot record without its user record), and when the
+    /// store has a Slack client ([`Self::with_refresher`]) the new tokens are
+    /// revoked (`auth.revoke`), so no live grant is left that nothing holds.
+    /// The user sees an error and installs again.
     pub async fn store_installation(
         &self,
         tenant: &VerifiedTenant,
         inst: &Installation,
     ) -> Result<(), StoreError> {
         const ATTEMPTS: usize = 4;
+        let mut written = Vec::new();
+        let mut result = Err(StoreError::Conflict);
         for attempt in 1..=ATTEMPTS {
-            match self.try_store_installation(tenant, inst).await {
+            result = self
+                .try_store_installation(tenant, inst, &mut written)
+                .await;
+            match &result {
                 Err(StoreError::Conflict) if attempt < ATTEMPTS => {
                     tracing::info!(tenant = %tenant.key(), attempt, "install raced another writer; retrying");
                 }
-                other => return other,
+                _ => break,
             }
         }
-        Err(StoreError::Conflict)
+        if let Err(e) = &result {
+            tracing::warn!(tenant = %tenant.key(), error = %e, records_written = written.len(), "install failed; undoing it");
+            self.undo_install(tenant, inst, &written).await;
+        }
+        result
+    }
+
+    /// Removes what a failed install wrote and revokes its tokens at Slack.
+    /// Best effort, each step logged: the install has already failed.
+    async fn undo_install(
+        &self,
+        tenant: &VerifiedTenant,
+        inst: &Installation,
+        written: &[RecordKey],
+    ) {
+        for key in written {
+            if let Err(e) = self.repo.delete(key).await {
+                tracing::error!(tenant = %tenant.key(), sk = %key.sk(), error = %e, "could not remove a half-written install");
+            }
+        }
+        let Some(slack) = self.refresh.slack.as_ref() else {
+            tracing::warn!(tenant = %tenant.key(), "no slack client configured: the failed install's tokens are not revoked");
+            return;
+        };
+        let user_token = inst.user.as_ref().and_then(|u| u.token.as_ref());
+        for (which, token) in [("bot", inst.bot_token.as_ref()), ("user", user_token)] {
+            let Some(token) = token else { continue };
+            match slack.revoke(token).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %tenant.key(), which, "failed install's token revoked at slack")
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.key(), which, slack_error = %e, metric = "InstallRevokeFailed",
+                    "could not revoke a failed install's token")
+                }
+            }
+        }
     }
 
     async fn try_store_installation(
         &self,
         tenant: &VerifiedTenant,
         inst: &Installation,
+        written: &mut Vec<RecordKey>,
     ) -> Result<(), StoreError> {
         let pk = tenant.key().pk();
+        let overtaken = |t: &crate::TenantState| {
+            t.purged && t.purged_at.is_some_and(|ms| ms > inst.exchange_started_ms)
+        };
+        if let Some(state) = self.repo.tenant_state(&pk).await?.filter(overtaken) {
+            tracing::warn!(tenant = %tenant.key(), purged_at_ms = state.purged_at, exchange_started_ms = inst.exchange_started_ms,
+                metric = "InstallRacedUninstall", "tenant purged after this install's code exchange; not reopening it");
+            return Err(StoreError::PurgedDuringInstall);
+        }
         let generation = self.repo.open_generation(&pk).await?;
 
         if let Some(bot_token) = &inst.bot_token {
@@ -272,6 +388,9 @@ impl InstallationStore {
             }
             self.write_replacing(&key, meta, generation, &secrets)
                 .await?;
+            if !written.contains(&key) {
+                written.push(key);
+            }
         }
         if let Some(user) = inst.user.as_ref().filter(|u| u.token.is_some()) {
             let key = RecordKey::user(tenant.key().clone(), &user.user_id)
@@ -293,6 +412,9 @@ impl InstallationStore {
             }
             self.write_replacing(&key, meta, generation, &secrets)
                 .await?;
+            if !written.contains(&key) {
+                written.push(key);
+            }
         }
         Ok(())
     }
@@ -429,7 +551,7 @@ impl InstallationStore {
         name: &str,
         ctx: &ReadContext,
     ) -> Result<String, StoreError> {
-        let (result, version) = self.read_secret_unaudited(key, name).await;
+        let (result, version) = self.read_secret_unaudited(key, name, ctx.deadline).await;
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(StoreError::NotInstalled) => Outcome::NotInstalled,
@@ -439,23 +561,21 @@ impl InstallationStore {
             Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
             Err(_) => Outcome::Failed,
         };
-        let user_id = match &key.kind {
-            RecordKind::User(u) => Some(u.clone()),
-            RecordKind::Bot => None,
-        };
-        self.audit(AuditRecord {
-            tenant: key.pk(),
-            at_ms: self.clock.now_millis(),
-            token_kind: kind,
-            user_id,
-            actor: ctx.actor.clone(),
-            request_id: ctx.request_id.clone(),
-            reason: ctx.reason.clone(),
-            outcome,
-            version,
-        })
-        .await?;
+        self.audit(self.audit_record(key, kind, ctx, outcome, version))
+            .await?;
         result
+    }
+
+    /// An audit record of a read of `key` now.
+    pub(crate) fn audit_record(
+        &self,
+        key: &RecordKey,
+        kind: TokenKind,
+        ctx: &ReadContext,
+        outcome: Outcome,
+        version: u64,
+    ) -> AuditRecord {
+        AuditRecord::new(key, kind, ctx, self.clock.now_millis(), outcome, version)
     }
 
     /// Appends an audit record and logs it. An unaudited token read must not
@@ -469,15 +589,38 @@ impl InstallationStore {
         })
     }
 
+    /// The record at `key` if it belongs to its tenant's live generation.
+    ///
+    /// The tenant item is read alongside (one round trip on DynamoDB): a
+    /// record of a purged generation (a purge stopped half-way, an old item
+    /// written back) or of another generation than the live one never opens.
+    async fn live_record(&self, key: &RecordKey) -> Result<Option<StoredRecord>, StoreError> {
+        let pk = key.pk();
+        let (record, tenant) = self.repo.get_with_tenant(key).await?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        match tenant {
+            Some(t) if !t.purged && t.generation == record.generation => Ok(Some(record)),
+            tenant => {
+                tracing::error!(tenant = %pk, sk = %record.sk, record_generation = record.generation,
+                    live_generation = tenant.map(|t| t.generation), purged = tenant.is_some_and(|t| t.purged),
+                    metric = "StaleGenerationRecord", "record of a purged or superseded generation refused");
+                Ok(None)
+            }
+        }
+    }
+
     async fn read_secret_unaudited(
         &self,
         key: &RecordKey,
         name: &str,
+        deadline: Option<std::time::Instant>,
     ) -> (Result<String, StoreError>, u64) {
-        let record = match self.repo.get(key).await {
+        let record = match self.live_record(key).await {
             Ok(Some(r)) => r,
             Ok(None) => return (Err(StoreError::NotInstalled), 0),
-            Err(e) => return (Err(e.into()), 0),
+            Err(e) => return (Err(e), 0),
         };
         let version = record.version;
         if record.meta.status == Status::NeedsReinstall {
@@ -488,7 +631,7 @@ impl InstallationStore {
             match record.meta.token_expires_at {
                 // Expired: only a refresh can produce a usable token; never hand out the old one.
                 Some(t) if t <= now => {
-                    return match self.refresh_blocking(key, record).await {
+                    return match self.refresh_blocking(key, record, deadline).await {
                         Ok((token, v)) => (Ok(token), v),
                         Err(e) => (Err(e), version),
                     };
@@ -542,7 +685,7 @@ impl InstallationStore {
     pub async fn purge_tenant(&self, tenant: &VerifiedTenant) -> Result<usize, StoreError> {
         let n = self
             .repo
-            .purge_tenant(&tenant.key().pk(), self.clock.now_secs())
+            .purge_tenant(&tenant.key().pk(), self.clock.now_millis())
             .await?;
         tracing::info!(tenant = %tenant.key(), records = n, "tenant purged");
         Ok(n)
@@ -562,14 +705,22 @@ impl InstallationStore {
     /// - an existing record is replaced only when the import is newer (see
     ///   [`ImportedRecord::is_newer_than`]), so a rerun writes nothing and a
     ///   token tokenkeep refreshed since is never replaced by a spent one.
-    pub async fn import_record(&self, record: &ImportedRecord, ctx: &ReadContext) -> Result<ImportOutcome, StoreError> {
+    pub async fn import_record(
+        &self,
+        record: &ImportedRecord,
+        ctx: &ReadContext,
+    ) -> Result<ImportOutcome, StoreError> {
         let key = &record.key;
         let pk = key.pk();
         for _ in 0..4 {
             if self.repo.tenant_state(&pk).await?.is_none() {
                 // Opens generation 1 only over nothing: a purge that lands
                 // meanwhile leaves its tombstone, and the write below fails.
-                let first = crate::TenantState { generation: 1, purged: false, purged_at: None };
+                let first = crate::TenantState {
+                    generation: 1,
+                    purged: false,
+                    purged_at: None,
+                };
                 self.repo.restore_tenant(&pk, first).await?;
             }
             let (outcome, existing, state) = self.decide_import(record).await?;
@@ -577,7 +728,14 @@ impl InstallationStore {
                 return Ok(outcome);
             }
             let (version, generation, expect) = match (&existing, state) {
-                (Some(e), _) => (e.version + 1, e.generation, Expect::Version { version: e.version, generation: e.generation }),
+                (Some(e), _) => (
+                    e.version + 1,
+                    e.generation,
+                    Expect::Version {
+                        version: e.version,
+                        generation: e.generation,
+                    },
+                ),
                 (None, Some(s)) => (1, s.generation, Expect::Absent),
                 (None, None) => continue,
             };
@@ -591,7 +749,9 @@ impl InstallationStore {
             if let Some(m) = &record.source_metadata {
                 secrets.push((field::SOURCE_METADATA, m.expose()));
             }
-            let sealed = self.seal_record(key, record.meta.clone(), version, generation, &secrets).await?;
+            let sealed = self
+                .seal_record(key, record.meta.clone(), version, generation, &secrets)
+                .await?;
             match self.repo.put(&sealed, expect).await {
                 Ok(()) => {}
                 // Someone wrote first or the tenant was purged: decide again from a fresh read.
@@ -641,7 +801,10 @@ impl InstallationStore {
             RecordKind::Bot => TokenKind::Bot,
             RecordKind::User(_) => TokenKind::User,
         };
-        let token = AccessToken::new(self.read_secret(key, kind.clone(), field::TOKEN, ctx).await?);
+        let token = AccessToken::new(
+            self.read_secret(key, kind.clone(), field::TOKEN, ctx)
+                .await?,
+        );
         let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
         let mut fields: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
         for name in record.sealed.keys().filter(|n| n.as_str() != field::TOKEN) {
@@ -655,20 +818,40 @@ impl InstallationStore {
                 "token exchange failed; the record keeps its long-lived token");
             StoreError::Refresh(e)
         })?;
-        let (Some(access), Some(refresh), Some(expires_in)) =
-            (response.access_token.as_ref(), response.refresh_token.as_ref(), response.expires_in)
-        else {
-            return Err(StoreError::Invalid("exchange answer without a rotating pair"));
+        let (Some(access), Some(refresh), Some(expires_in)) = (
+            response.access_token.as_ref(),
+            response.refresh_token.as_ref(),
+            response.expires_in,
+        ) else {
+            return Err(StoreError::Invalid(
+                "exchange answer without a rotating pair",
+            ));
         };
         let mut meta = record.meta.clone();
         meta.token_expires_at = Some(self.clock.now_secs() + expires_in);
-        let mut secrets = vec![(field::TOKEN, access.expose_secret()), (field::REFRESH_TOKEN, refresh.expose_secret())];
+        let mut secrets = vec![
+            (field::TOKEN, access.expose_secret()),
+            (field::REFRESH_TOKEN, refresh.expose_secret()),
+        ];
         for (name, value) in &fields {
-            secrets.push((name.as_str(), std::str::from_utf8(value).map_err(|_| StoreError::Integrity)?));
+            secrets.push((
+                name.as_str(),
+                std::str::from_utf8(value).map_err(|_| StoreError::Integrity)?,
+            ));
         }
         let version = record.version + 1;
-        let next = self.seal_record_with(Some(data_key), key, meta, version, record.generation, &secrets)?;
-        let expect = Expect::Version { version: record.version, generation: record.generation };
+        let next = self.seal_record_with(
+            Some(data_key),
+            key,
+            meta,
+            version,
+            record.generation,
+            &secrets,
+        )?;
+        let expect = Expect::Version {
+            version: record.version,
+            generation: record.generation,
+        };
         match self.repo.put(&next, expect).await {
             Ok(()) => {}
             // Reinstalled or purged meanwhile: that write wins; the new pair is dropped.
@@ -702,7 +885,14 @@ impl InstallationStore {
     async fn decide_import(
         &self,
         record: &ImportedRecord,
-    ) -> Result<(ImportOutcome, Option<StoredRecord>, Option<crate::TenantState>), StoreError> {
+    ) -> Result<
+        (
+            ImportOutcome,
+            Option<StoredRecord>,
+            Option<crate::TenantState>,
+        ),
+        StoreError,
+    > {
         let state = self.repo.tenant_state(&record.key.pk()).await?;
         if state.is_some_and(|s| s.purged) {
             return Ok((ImportOutcome::Refused, None, state));
@@ -715,6 +905,130 @@ impl InstallationStore {
             Some(_) => ImportOutcome::KeptNewer,
         };
         Ok((outcome, existing, state))
+    /// The operator's purge (`tokenkeep purge`): tombstones the tenant by its
+    /// key even when no record is left (a `tokens_revoked` took them, or a
+    /// half-done uninstall), so importing an older export can't bring it
+    /// back. Same repository path as [`Self::purge_tenant`].
+    pub async fn purge_tenant_key(&self, tenant: &TenantKey) -> Result<usize, StoreError> {
+        let n = self
+            .repo
+            .purge_tenant(&tenant.pk(), self.clock.now_millis())
+            .await?;
+        tracing::info!(tenant = %tenant, records = n, "tenant purged by an operator");
+        Ok(n)
+    }
+
+    /// `app_uninstalled`: purges the tenant (tombstone) unless the event is a
+    /// retry already applied, or older than the installation now stored (the
+    /// user reinstalled after Slack sent it). The event id is recorded once
+    /// the purge took effect, so a failed purge is retried by Slack for real.
+    ///
+    /// Residual: the check and the purge are two calls, so a reinstall landing
+    /// between them (milliseconds) is purged; that user installs again.
+    pub async fn apply_app_uninstalled(
+        &self,
+        tenant: &VerifiedTenant,
+        event: &LifecycleEvent<'_>,
+    ) -> Result<LifecycleOutcome, StoreError> {
+        if self
+            .repo
+            .event_seen(event.event_id, self.clock.now_secs())
+            .await?
+        {
+            return Ok(LifecycleOutcome::Duplicate);
+        }
+        let records = self.repo.list_tenant(&tenant.key().pk()).await?;
+        if let Some(newest) = records
+            .iter()
+            .map(|r| r.meta.installed_at)
+            .max()
+            .filter(|t| *t > event.event_time)
+        {
+            self.stale_event(tenant, event, newest, "app_uninstalled");
+            return Ok(LifecycleOutcome::Stale);
+        }
+        let n = self.purge_tenant(tenant).await?;
+        self.remember_lifecycle_event(event).await;
+        Ok(LifecycleOutcome::Applied { records: n })
+    }
+
+    /// `tokens_revoked`: deletes the named users' installations and, when
+    /// `bot` is set, the bot installation, skipping each one installed after
+    /// the event was sent. Malformed user ids can't match a record and are
+    /// skipped (logged). Recorded as `app_uninstalled` is.
+    pub async fn apply_tokens_revoked(
+        &self,
+        tenant: &VerifiedTenant,
+        event: &LifecycleEvent<'_>,
+        user_ids: &[String],
+        bot: bool,
+    ) -> Result<LifecycleOutcome, StoreError> {
+        if self
+            .repo
+            .event_seen(event.event_id, self.clock.now_secs())
+            .await?
+        {
+            return Ok(LifecycleOutcome::Duplicate);
+        }
+        let mut keys = Vec::new();
+        for user in user_ids {
+            match RecordKey::user(tenant.key().clone(), user) {
+                Ok(key) => keys.push(key),
+                Err(_) => {
+                    tracing::warn!(tenant = %tenant.key(), "tokens_revoked: skipped a malformed user id")
+                }
+            }
+        }
+        if bot {
+            keys.push(RecordKey::bot(tenant.key().clone()));
+        }
+        let (mut removed, mut stale) = (0, 0);
+        for key in &keys {
+            let Some(record) = self.repo.get(key).await? else {
+                continue;
+            };
+            if record.meta.installed_at > event.event_time {
+                self.stale_event(tenant, event, record.meta.installed_at, "tokens_revoked");
+                stale += 1;
+                continue;
+            }
+            if self.repo.delete(key).await? {
+                removed += 1;
+            }
+            tracing::info!(tenant = %tenant.key(), sk = %key.sk(), "tokens_revoked: installation deleted");
+        }
+        self.remember_lifecycle_event(event).await;
+        Ok(match (removed, stale) {
+            (0, s) if s > 0 => LifecycleOutcome::Stale,
+            (n, _) => LifecycleOutcome::Applied { records: n },
+        })
+    }
+
+    fn stale_event(
+        &self,
+        tenant: &VerifiedTenant,
+        event: &LifecycleEvent<'_>,
+        installed_at: i64,
+        what: &'static str,
+    ) {
+        self.lifecycle_stale
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(tenant = %tenant.key(), event_id = %event.event_id, event_time = event.event_time, installed_at,
+            event_type = what, metric = "StaleLifecycleEvent", "lifecycle event older than the installation; not applied");
+    }
+
+    /// Lifecycle events that were older than the installation they named.
+    pub fn stale_lifecycle_events(&self) -> u64 {
+        self.lifecycle_stale
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records an applied lifecycle event. A failure is only logged: the event
+    /// took effect, and a retry of it is harmless or caught as stale.
+    async fn remember_lifecycle_event(&self, event: &LifecycleEvent<'_>) {
+        if let Err(e) = self.record_event(event.event_id).await {
+            tracing::warn!(event_id = %event.event_id, error = %e, "could not record an applied lifecycle event");
+        }
     }
 
     // ---- OAuth state and event dedupe --------------------------------------

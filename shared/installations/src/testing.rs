@@ -195,6 +195,10 @@ pub struct FaultyRepository {
     timeout: Duration,
     /// Calls that failed because of an injected fault.
     pub injected: AtomicU64,
+    /// The next this many `put` calls fail with `Unavailable` (see [`Self::fail_next_puts`]).
+    failing_puts: AtomicU64,
+    /// Writes that still pass before `failing_puts` apply.
+    passing_puts: AtomicU64,
 }
 
 impl FaultyRepository {
@@ -204,6 +208,45 @@ impl FaultyRepository {
             fault: AtomicU8::new(RepoFault::None as u8),
             timeout: Duration::from_millis(200),
             injected: AtomicU64::new(0),
+            failing_puts: AtomicU64::new(0),
+            passing_puts: AtomicU64::new(0),
+        }
+    }
+
+    /// After `pass` more record writes succeed, the next `n` fail (see
+    /// [`Self::fail_next_puts`]): fails the second write of an install.
+    pub fn fail_puts_after(&self, pass: u64, n: u64) {
+        self.passing_puts.store(pass, Ordering::SeqCst);
+        self.failing_puts.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` record writes (`put`) fail with `Unavailable` without
+    /// reaching storage, as a write does that got 500s past the SDK's retries;
+    /// every other call passes. Adds to any failures still pending.
+    pub fn fail_next_puts(&self, n: u64) {
+        self.failing_puts.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Injected put failures not yet spent.
+    pub fn pending_put_failures(&self) -> u64 {
+        self.failing_puts.load(Ordering::SeqCst)
+    }
+
+    fn take_put_failure(&self) -> Result<(), RepoError> {
+        if self
+            .passing_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let took = self
+            .failing_puts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        match took {
+            true => Err(self.unavailable("injected: internal server error")),
+            false => Ok(()),
         }
     }
 
@@ -262,7 +305,7 @@ macro_rules! forward_repository {
         tenant_state: $ts:expr, open_generation: $og:expr, purge_tenant: $purge:expr,
         try_lease: $lease:expr, release_lease: $release:expr, query_due: $due:expr,
         scan_records: $scan:expr, scan_tenants: $scant:expr, restore_tenant: $restore:expr,
-        put_state: $ps:expr, consume_state: $cs:expr, record_event: $re:expr,
+        put_state: $ps:expr, consume_state: $cs:expr, record_event: $re:expr, event_seen: $es:expr,
         append_audit: $aa:expr, query_audit: $qa:expr $(,)?
     }) => {
         #[async_trait]
@@ -375,6 +418,11 @@ macro_rules! forward_repository {
                 $re;
                 self.inner.record_event(event_id, now, expires_at).await
             }
+            async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
+                let $this = self;
+                $es;
+                self.inner.event_seen(event_id, now).await
+            }
             async fn append_audit(
                 &self,
                 record: &AuditRecord,
@@ -404,14 +452,14 @@ forward_repository!(CountingRepository, |c| {
     purge_tenant: c.write("purge_tenant"), try_lease: c.write("try_lease"), release_lease: c.write("release_lease"),
     query_due: c.read("query_due"), scan_records: c.read("scan_records"), scan_tenants: c.read("scan_tenants"),
     restore_tenant: c.write("restore_tenant"), put_state: c.write("put_state"), consume_state: c.write("consume_state"),
-    record_event: c.write("record_event"),
+    record_event: c.write("record_event"), event_seen: c.read("event_seen"),
     append_audit: { c.read("append_audit"); c.calls.audit_appends.fetch_add(1, Ordering::SeqCst) },
     query_audit: c.read("query_audit"),
 });
 
 forward_repository!(FaultyRepository, |f| {
     get: f.any_call().await?, list_tenant: f.any_call().await?,
-    put: f.conditional_write().await?, delete: f.any_call().await?,
+    put: { f.take_put_failure()?; f.conditional_write().await? }, delete: f.any_call().await?,
     tenant_state: f.any_call().await?, open_generation: f.any_call().await?,
     purge_tenant: f.any_call().await?,
     // A lost lease race is `Ok(false)` in the trait's contract, not an error.
@@ -425,7 +473,7 @@ forward_repository!(FaultyRepository, |f| {
     release_lease: f.any_call().await?, query_due: f.any_call().await?,
     scan_records: f.any_call().await?, scan_tenants: f.any_call().await?,
     restore_tenant: f.any_call().await?, put_state: f.any_call().await?,
-    consume_state: f.any_call().await?, record_event: f.any_call().await?,
+    consume_state: f.any_call().await?, record_event: f.any_call().await?, event_seen: f.any_call().await?,
     append_audit: {
         f.any_call().await?;
         if f.fault() == RepoFault::AuditFails {

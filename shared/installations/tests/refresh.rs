@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{KeyProvider, KmsKeyProvider};
 use tokenkeep_installations::testing::{
-    emulator_config, emulator_kms_key, emulator_repository, local_keys,
+    FaultyRepository, emulator_config, emulator_kms_key, emulator_repository, local_keys,
 };
 use tokenkeep_installations::{
     Clock, DynamoRepository, EmbeddedRepository, Installation, InstallationStore, ManualClock,
@@ -74,7 +75,33 @@ impl Shared {
         slack: Arc<dyn SlackOAuth>,
         cfg: StoreConfig,
     ) -> InstallationStore {
-        let (repo, keys): (Arc<dyn Repository>, Arc<dyn KeyProvider>) = match self.backend {
+        let (repo, keys) = self.parts().await;
+        InstallationStore::new(repo, keys, cfg)
+            .with_clock(clock.clone() as Arc<dyn Clock>)
+            .with_refresher(slack)
+    }
+
+    /// A store whose repository injects write faults and whose key provider stalls on demand.
+    async fn faulty_store(
+        &self,
+        clock: &Arc<ManualClock>,
+        slack: Arc<dyn SlackOAuth>,
+    ) -> (
+        InstallationStore,
+        Arc<FaultyRepository>,
+        Arc<FaultyKeyProvider<Arc<dyn KeyProvider>>>,
+    ) {
+        let (repo, keys) = self.parts().await;
+        let repo = Arc::new(FaultyRepository::new(repo));
+        let keys = Arc::new(FaultyKeyProvider::new(keys));
+        let store = InstallationStore::new(repo.clone(), keys.clone(), StoreConfig::new(APP_ID))
+            .with_clock(clock.clone() as Arc<dyn Clock>)
+            .with_refresher(slack);
+        (store, repo, keys)
+    }
+
+    async fn parts(&self) -> (Arc<dyn Repository>, Arc<dyn KeyProvider>) {
+        match self.backend {
             Backend::Embedded => (
                 self.embedded.clone().unwrap(),
                 self.local_keys.clone().unwrap(),
@@ -91,10 +118,7 @@ impl Shared {
                     Arc::new(KmsKeyProvider::new(aws_sdk_kms::Client::new(&aws), key)),
                 )
             }
-        };
-        InstallationStore::new(repo, keys, cfg)
-            .with_clock(clock.clone() as Arc<dyn Clock>)
-            .with_refresher(slack)
+        }
     }
 }
 
@@ -552,6 +576,155 @@ async fn slack_timeout_releases_the_lease(backend: Backend) {
     assert!(case.slack.is_token_active(&token));
 }
 
+/// Slack answered the refresh, then the conditional write of the new pair got
+/// three 500s: the write is retried under the lease, the pair reaches the
+/// table, and the next read (any process) uses it without another refresh.
+async fn write_errors_after_slack_answered_lose_no_pair(backend: Backend) {
+    let case = Case::new(backend, FakeSlackConfig::default()).await;
+    let (store, repo, _) = case
+        .shared
+        .faulty_store(&case.clock, Arc::new(case.slack.client()))
+        .await;
+    let case = Case { store, ..case };
+    let tenant = case.install("T1").await;
+    case.expire();
+    repo.fail_next_puts(3);
+
+    let token = case
+        .store
+        .bot_token(&tenant, &ctx(1))
+        .await
+        .expect("the read survives transient write errors");
+    assert_eq!(
+        repo.pending_put_failures(),
+        0,
+        "all three injected failures were hit"
+    );
+    assert_eq!(case.slack.refreshes_for("T1"), 1);
+    assert!(case.slack.is_token_active(&token));
+    let key = RecordKey::bot(tenant.key().clone());
+    let stored = case.store.repository().get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.version,
+            stored.meta.status,
+            stored.lease_owner.as_deref()
+        ),
+        (2, Status::Active, None)
+    );
+
+    // Another process reads the stored pair; nothing is refreshed again.
+    let other = case
+        .shared
+        .store(
+            &case.clock,
+            Arc::new(case.slack.client()),
+            StoreConfig::new(APP_ID),
+        )
+        .await;
+    assert_eq!(
+        other
+            .bot_token(&tenant, &ctx(2))
+            .await
+            .unwrap()
+            .expose_secret(),
+        token.expose_secret()
+    );
+    assert_eq!(case.slack.refreshes_for("T1"), 1);
+    // And the stored refresh token is the live one: the next rotation works.
+    case.expire();
+    let next = other.bot_token(&tenant, &ctx(3)).await.unwrap();
+    assert!(case.slack.is_token_active(&next));
+    assert_eq!(case.slack.refreshes_for("T1"), 2);
+}
+
+/// KMS stalls while the lease holder prepares the refresh, past its lease;
+/// another process takes over and refreshes. When the stall ends, the first
+/// holder finds its lease gone and never sends the (now spent) refresh token.
+async fn lease_lost_in_a_kms_stall_is_not_spent_twice(backend: Backend) {
+    let case = Case::new(backend, FakeSlackConfig::default()).await;
+    let (stalling, _, keys) = case
+        .shared
+        .faulty_store(&case.clock, Arc::new(case.slack.client()))
+        .await;
+    let tenant = case.install("T1").await;
+    case.expire();
+    keys.set_fault(Fault::Stall);
+
+    let first = {
+        let (store, tenant) = (stalling.clone(), tenant.clone());
+        tokio::spawn(async move { store.bot_token(&tenant, &ctx(1)).await })
+    };
+    let stalled = std::sync::atomic::Ordering::SeqCst;
+    wait_until("the lease holder stalls in KMS", || {
+        keys.stalled.load(stalled) > 0
+    })
+    .await;
+    let key = RecordKey::bot(tenant.key().clone());
+    let leased = case.store.repository().get(&key).await.unwrap().unwrap();
+    assert!(
+        leased.lease_owner.is_some(),
+        "the stalled store holds the lease"
+    );
+
+    // Its lease runs out; another process takes over and refreshes.
+    case.clock.advance_secs(case.store.config().lease_secs + 1);
+    let token = case.store.bot_token(&tenant, &ctx(2)).await.unwrap();
+    assert_eq!(case.slack.refreshes_for("T1"), 1);
+
+    keys.set_fault(Fault::None);
+    let late = tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        late.expect("the stalled reader gets the new token")
+            .expose_secret(),
+        token.expose_secret()
+    );
+    assert_eq!(
+        case.slack.refreshes_for("T1"),
+        1,
+        "the stalled holder did not refresh again"
+    );
+    assert_eq!(
+        case.slack.counters().refresh_failures,
+        0,
+        "no spent refresh token was sent"
+    );
+    let stored = case.store.repository().get(&key).await.unwrap().unwrap();
+    assert_eq!(stored.meta.status, Status::Active);
+    assert!(case.slack.is_token_active(&token));
+}
+
+/// A request whose invocation ends before a refresh could be written does not
+/// start one: the refresh token stays unspent and the next read refreshes.
+async fn request_deadline_too_short_spends_nothing(backend: Backend) {
+    let case = Case::new(backend, FakeSlackConfig::default()).await;
+    let tenant = case.install("T1").await;
+    case.expire();
+    let short = ctx(1).with_deadline(Instant::now() + Duration::from_secs(3));
+
+    let read = case.store.bot_token(&tenant, &short).await;
+    assert!(matches!(read, Err(StoreError::Expired)), "{read:?}");
+    assert_eq!(
+        case.slack.refreshes_for("T1") + case.slack.counters().refresh_failures,
+        0,
+        "slack was not called"
+    );
+    let key = RecordKey::bot(tenant.key().clone());
+    let record = case.store.repository().get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        record.lease_owner, None,
+        "the lease was released for the next reader"
+    );
+
+    let roomy = ctx(2).with_deadline(Instant::now() + Duration::from_secs(30));
+    let token = case.store.bot_token(&tenant, &roomy).await.unwrap();
+    assert!(case.slack.is_token_active(&token));
+    assert_eq!(case.slack.refreshes_for("T1"), 1);
+}
+
 // ---- the matrix -----------------------------------------------------------------
 
 macro_rules! on_both {
@@ -585,4 +758,7 @@ on_both!(
     uninstall_during_refresh_wins,
     revoked_grant_needs_reinstall,
     slack_timeout_releases_the_lease,
+    write_errors_after_slack_answered_lose_no_pair,
+    lease_lost_in_a_kms_stall_is_not_spent_twice,
+    request_deadline_too_short_spends_nothing,
 );

@@ -27,6 +27,7 @@ fn record(key: &RecordKey, version: u64, generation: u64, expires_at: Option<i64
         data_key: "ZGs=".into(),
         data_key_id: "local:test".into(),
         sealed: BTreeMap::from([("token".to_owned(), "c2VhbGVk".to_owned())]),
+        format: 2,
         exp_shard: expires_at.map(|_| schema::expiry_shard(&key.pk())),
         expires_at,
         lease_owner: None,
@@ -255,8 +256,17 @@ async fn leases(repo: &dyn Repository) {
         .await,
         Err(RepoError::ConditionFailed)
     ));
-    // After expiry another caller takes over; the first holder's write then fails.
-    assert!(repo.try_lease(&key, 1, g, "b", 131, 160).await.unwrap());
+    // The holder renews its own live lease (the check right before Slack).
+    assert!(
+        repo.try_lease(&key, 1, g, "a", 120, 131).await.unwrap(),
+        "renewed by its holder"
+    );
+    // After expiry another caller takes over; the first holder can neither renew nor write.
+    assert!(repo.try_lease(&key, 1, g, "b", 132, 160).await.unwrap());
+    assert!(
+        !repo.try_lease(&key, 1, g, "a", 133, 163).await.unwrap(),
+        "taken over: no renewal"
+    );
     assert!(matches!(
         repo.put(
             &record(&key, 2, g, Some(2000)),
@@ -348,8 +358,48 @@ async fn states_are_single_use(repo: Arc<dyn Repository>) {
     assert_eq!(wins, 1);
 }
 
+/// A tenant with many user records (past one 25-item batch) is purged
+/// whole, inside Slack's 3 s acknowledgement window.
+async fn large_tenant_purge(repo: &dyn Repository) {
+    let tenant = team("T9LARGE");
+    let g = repo.open_generation(&tenant.pk()).await.unwrap();
+    repo.put(
+        &record(&RecordKey::bot(tenant.clone()), 1, g, None),
+        Expect::Absent,
+    )
+    .await
+    .unwrap();
+    for u in 0..60 {
+        let key = RecordKey::user(tenant.clone(), &format!("U{u:04}")).unwrap();
+        repo.put(&record(&key, 1, g, None), Expect::Absent)
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(repo.purge_tenant(&tenant.pk(), 500).await.unwrap(), 61);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "purge took {:?}",
+        started.elapsed()
+    );
+    assert!(repo.list_tenant(&tenant.pk()).await.unwrap().is_empty());
+    assert!(
+        repo.tenant_state(&tenant.pk())
+            .await
+            .unwrap()
+            .unwrap()
+            .purged
+    );
+}
+
 async fn events_dedupe(repo: &dyn Repository) {
+    assert!(!repo.event_seen("Ev1", 100).await.unwrap(), "unknown id");
     assert!(repo.record_event("Ev1", 100, 200).await.unwrap());
+    assert!(
+        repo.event_seen("Ev1", 150).await.unwrap(),
+        "seen within ttl"
+    );
+    assert!(!repo.event_seen("Ev1", 250).await.unwrap(), "not after ttl");
     assert!(
         !repo.record_event("Ev1", 150, 250).await.unwrap(),
         "retry within ttl"
@@ -424,6 +474,7 @@ async fn suite(repo: Arc<dyn Repository>) {
     expiry_index(repo.as_ref()).await;
     states_are_single_use(repo.clone()).await;
     events_dedupe(repo.as_ref()).await;
+    large_tenant_purge(repo.as_ref()).await;
     audit_trail(repo.as_ref()).await;
     scans(repo.as_ref()).await;
 }

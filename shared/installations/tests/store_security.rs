@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_no_plaintext, ctx, embedded_store, install};
+use common::{assert_no_plaintext, ctx, embedded_store, install, install_at};
 
 use tokenkeep_envelope::KmsKeyProvider;
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
@@ -147,6 +147,21 @@ async fn tamper_matrix(store: &InstallationStore) {
             "enterprise flag",
             Box::new(|r| r.meta.is_enterprise_install = true),
         ),
+        // Without its refresh token the record would read as non-rotating and
+        // its expired token be served as is.
+        (
+            "refresh token deleted",
+            Box::new(|r| {
+                r.sealed.remove("refresh_token");
+            }),
+        ),
+        (
+            "webhook deleted",
+            Box::new(|r| {
+                r.sealed.remove("incoming_webhook_url");
+            }),
+        ),
+        ("format downgraded", Box::new(|r| r.format = 1)),
     ];
     for (name, edit) in cases {
         let current = repo.get(&bot_a).await.unwrap().unwrap();
@@ -196,8 +211,125 @@ async fn tamper_matrix(store: &InstallationStore) {
             .iter()
             .filter(|r| r.outcome == Outcome::DecryptFailed)
             .count(),
-        13
+        16
     );
+}
+
+/// Table access that bypasses the repository, as someone with write access
+/// to the table (or a partial restore) has.
+enum Raw {
+    Embedded(std::path::PathBuf),
+    Dynamo(aws_sdk_dynamodb::Client, String),
+}
+
+enum RawItem {
+    Row(
+        String,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        Option<i64>,
+        String,
+    ),
+    Item(std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>),
+}
+
+impl Raw {
+    async fn snapshot(&self, key: &RecordKey) -> RawItem {
+        match self {
+            Raw::Embedded(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row(
+                    "SELECT pk, sk, version, generation, exp_shard, expires_at, body FROM records WHERE pk = ?1 AND sk = ?2",
+                    [key.pk(), key.sk()],
+                    |r| Ok(RawItem::Row(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                )
+                .unwrap()
+            }
+            Raw::Dynamo(client, table) => {
+                let out = client
+                    .get_item()
+                    .table_name(table)
+                    .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(key.pk()))
+                    .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(key.sk()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .unwrap();
+                RawItem::Item(out.item.unwrap())
+            }
+        }
+    }
+
+    async fn put_back(&self, item: &RawItem) {
+        match (self, item) {
+            (Raw::Embedded(path), RawItem::Row(pk, sk, v, g, shard, exp, body)) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.execute(
+                    "INSERT OR REPLACE INTO records (pk, sk, version, generation, exp_shard, expires_at, lease_owner, lease_until, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7)",
+                    rusqlite::params![pk, sk, v, g, shard, exp, body],
+                )
+                .unwrap();
+            }
+            (Raw::Dynamo(client, table), RawItem::Item(item)) => {
+                client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(item.clone()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            _ => unreachable!("snapshot and put_back on the same backend"),
+        }
+    }
+}
+
+/// A consistent item of a purged or superseded generation written back never
+/// opens: the read checks the tenant's live generation.
+async fn purged_generation_does_not_open(store: &InstallationStore, raw: Raw) {
+    let a = install(store, "TG", 1).await;
+    let bot = RecordKey::bot(a.key().clone());
+    let old = raw.snapshot(&bot).await;
+    store.purge_tenant(&a).await.unwrap();
+
+    // Back under the purged generation (a purge that stopped half-way looks the same).
+    raw.put_back(&old).await;
+    let read = store.bot_token(&a, &ctx()).await;
+    assert!(
+        matches!(read, Err(StoreError::NotInstalled)),
+        "a purged generation's record must not open: {read:?}"
+    );
+    // Purging again (Slack's retry of app_uninstalled) finishes the job.
+    assert_eq!(store.purge_tenant(&a).await.unwrap(), 1);
+    assert!(store.list_tenant(a.key()).await.unwrap().is_empty());
+
+    // A reinstall opens generation + 1; the old item written over it does not open.
+    install_at(store, "TG", 2, store.clock().now_secs() + 1).await;
+    assert_eq!(
+        store.bot_token(&a, &ctx()).await.unwrap().expose_secret(),
+        "xoxb-bot-TG-2"
+    );
+    raw.put_back(&old).await;
+    let read = store.bot_token(&a, &ctx()).await;
+    assert!(
+        matches!(read, Err(StoreError::NotInstalled)),
+        "an older generation's record must not open: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn purged_generation_does_not_open_embedded() {
+    let (store, dir, _k) = embedded_store().await;
+    purged_generation_does_not_open(&store, Raw::Embedded(dir.path().join("store.db"))).await;
+}
+
+#[tokio::test]
+async fn purged_generation_does_not_open_dynamodb() {
+    let (store, client, table) = dynamo_store().await;
+    purged_generation_does_not_open(&store, Raw::Dynamo(client, table)).await;
 }
 
 #[tokio::test]
@@ -364,10 +496,12 @@ async fn org_wide_install_and_bolt_lookup_rules() {
         "ok": true, "access_token": "xoxb-org-3", "team": null, "enterprise": {"id": "E1"}, "is_enterprise_install": true
     }))
     .unwrap();
+    // The exchange started after the purge (a purge at or after it would refuse the install).
+    let exchanged_at = store.clock().now_secs() + 1;
     store
         .store_installation(
             &tenant,
-            &Installation::from_oauth_response(third, 2).unwrap(),
+            &Installation::from_oauth_response(third, exchanged_at).unwrap(),
         )
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 //! environment (names in DESIGN.md), secrets from Secrets Manager or the
 //! environment, AWS clients and the store built once per cold start, tracing.
 
+pub mod aws;
 mod config;
 mod metrics;
 
@@ -29,9 +30,12 @@ pub struct App {
 }
 
 /// The AWS SDK config: region and endpoint (`AWS_ENDPOINT_URL`, e.g. the local
-/// emulator) from the environment, as the SDK reads them.
+/// emulator) from the environment, as the SDK reads them; timeouts from [`aws`].
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(aws::timeout_config())
+        .load()
+        .await
 }
 
 impl App {
@@ -56,6 +60,7 @@ impl App {
                 (Arc::new(repo), Arc::new(keys))
             }
             (StoreKind::DynamoDb, Some(aws)) => {
+                let aws = &aws::with_timeouts(aws);
                 let key_id = config
                     .kms_key_id
                     .clone()

@@ -333,7 +333,13 @@ pub trait SlackOAuth: Send + Sync + std::fmt::Debug {
     /// a rotating pair, once the app has token rotation on. NEVER retried
     /// internally, for the same reason as [`refresh`](Self::refresh): Slack
     /// may have issued the pair without us seeing the answer.
-    async fn exchange_long_lived(&self, token: &AccessToken) -> Result<OAuthV2Response, SlackError>;
+    async fn exchange_long_lived(&self, token: &AccessToken)
+    -> Result<OAuthV2Response, SlackError>;
+
+    /// auth.revoke: kills a token Slack just issued that could not be stored
+    /// (a failed install), so no live grant exists that nothing holds. Safe
+    /// to repeat; a token that is already dead counts as revoked.
+    async fn revoke(&self, token: &AccessToken) -> Result<(), SlackError>;
 }
 
 #[async_trait::async_trait]
@@ -362,10 +368,20 @@ impl SlackOAuth for SlackClient {
             .await
     }
 
-    async fn exchange_long_lived(&self, token: &AccessToken) -> Result<OAuthV2Response, SlackError> {
+    async fn exchange_long_lived(
+        &self,
+        token: &AccessToken,
+    ) -> Result<OAuthV2Response, SlackError> {
         tracing::debug!(method = "oauth.v2.exchange", token = %token.fingerprint(), "slack token exchange");
         let form = [("token", token.expose_secret())];
         self.call("oauth.v2.exchange", Auth::Client, &Payload::Form(&form))
             .await
+    }
+
+    async fn revoke(&self, token: &AccessToken) -> Result<(), SlackError> {
+        match self.auth_revoke(token).await {
+            Err(e) if e.is_revoked() => Ok(()),
+            other => other,
+        }
     }
 }

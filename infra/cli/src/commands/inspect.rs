@@ -116,7 +116,7 @@ pub async fn list(store: &InstallationStore, json: bool, purged: bool) -> Result
             t.row(vec![
                 pk.clone(),
                 s.generation.to_string(),
-                s.purged_at.map_or("-".into(), utc),
+                s.purged_at.map_or("-".into(), |ms| utc(ms / 1000)),
             ]);
         }
         print!("\n{}", t.render());
@@ -143,7 +143,7 @@ pub async fn show(store: &InstallationStore, json: bool, args: &TenantArgs) -> R
             Some(s) if s.purged => println!(
                 "tenant {tenant}: PURGED (generation {}, at {})",
                 s.generation,
-                s.purged_at.map_or("-".into(), utc)
+                s.purged_at.map_or("-".into(), |ms| utc(ms / 1000))
             ),
             Some(s) => println!("tenant {tenant}: live, generation {}", s.generation),
         }

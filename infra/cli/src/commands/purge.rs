@@ -18,21 +18,24 @@ pub async fn purge(
     yes: bool,
 ) -> Result<(), Failure> {
     let tenant = resolve_tenant(store.repository().as_ref(), args).await?;
-    let Some(verified) = store.tenant_for_job(&tenant).await? else {
-        let state = store.repository().tenant_state(&tenant.pk()).await?;
-        let already = state.is_some_and(|s| s.purged);
+    // A tenant with no records left is still tombstoned: that is what keeps an
+    // older export from bringing it back on import.
+    if store
+        .repository()
+        .tenant_state(&tenant.pk())
+        .await?
+        .is_some_and(|s| s.purged)
+    {
         if json {
             println!(
                 "{}",
-                json!({"tenant": tenant.pk(), "purged_records": 0, "already_purged": already})
+                json!({"tenant": tenant.pk(), "purged_records": 0, "already_purged": true})
             );
-        } else if already {
-            println!("tenant {tenant} is already purged; nothing to do");
         } else {
-            println!("tenant {tenant} has no installation records; nothing to do");
+            println!("tenant {tenant} is already purged; nothing to do");
         }
         return Ok(());
-    };
+    }
     let records = store.list_tenant(&tenant).await?;
     if !yes {
         // Confirmation is typed, not a y/N: a tenant id can't be confirmed by reflex.
@@ -57,7 +60,7 @@ pub async fn purge(
             return Err(Failure::msg("confirmation did not match; nothing purged"));
         }
     }
-    let n = store.purge_tenant(&verified).await?;
+    let n = store.purge_tenant_key(&tenant).await?;
     if json {
         println!(
             "{}",

@@ -258,6 +258,19 @@ pub async fn rekey(
     }
     pending.sort_by(|a, b| (&a.0.pk, &a.0.sk).cmp(&(&b.0.pk, &b.0.sk)));
     failed.sort_by(|a, b| (&a.0.pk, &a.0.sk).cmp(&(&b.0.pk, &b.0.sk)));
+    // What is left to do: records still wrapped under another key, by key.
+    // Until this is empty the old key must stay usable (kms:Decrypt in every
+    // function's policy), or those installations stop opening.
+    let mut left: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (r, s) in &results {
+        if matches!(
+            s,
+            Step::Leased | Step::Contended | Step::NotAttempted | Step::Failed(_)
+        ) {
+            *left.entry(r.data_key_id.as_str()).or_default() += 1;
+        }
+    }
+    let left_total: usize = left.values().sum();
 
     if json {
         let list = |v: &[(&StoredRecord, &'static str)]| {
@@ -271,6 +284,8 @@ pub async fn rekey(
                 "to_key": to_key, "total": results.len(), "rekeyed": rekeyed, "already_under_key": already,
                 "nothing_sealed": nothing, "gone": gone, "not_attempted": not_attempted,
                 "pending": list(&pending), "failed": list(&failed),
+                "left_under_old_keys": left.iter().map(|(k, n)| json!({"key_id": k, "records": n})).collect::<Vec<_>>(),
+                "left_total": left_total,
             })
         );
     } else {
@@ -293,10 +308,19 @@ pub async fn rekey(
                 String::new()
             }
         );
+        if left_total > 0 {
+            let keys: Vec<String> = left.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+            println!(
+                "left to do: {left_total} record(s) still under the old key(s): {}. Keep kms:Decrypt on those keys in \
+                 every function's policy until a rerun reports none left.",
+                keys.join(", ")
+            );
+        }
         if failed.is_empty() && pending.is_empty() && not_attempted == 0 {
             println!(
                 "done. Point TOKENKEEP_KMS_KEY_ID at {to_key} so new writes use it, then rerun rekey to catch \
-                 records written under the old key meanwhile."
+                 records written under the old key meanwhile; the functions' policies must keep the old key \
+                 until that rerun reports nothing left."
             );
         }
     }

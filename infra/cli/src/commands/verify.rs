@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use tokenkeep_envelope::{EncryptedDataKey, EncryptionContext, EnvelopeError};
-use tokenkeep_installations::{InstallationStore, StoreError, StoredRecord};
+use tokenkeep_installations::{InstallationStore, ReadContext, StoreError, StoredRecord};
 
 use super::{all_records, describe_record};
 use crate::exit::{FAILED, Failure};
@@ -24,7 +24,11 @@ fn envelope_reason(e: &EnvelopeError) -> &'static str {
     }
 }
 
-async fn check(store: &InstallationStore, record: &StoredRecord) -> Result<(), &'static str> {
+async fn check(
+    store: &InstallationStore,
+    record: &StoredRecord,
+    run: &ReadContext,
+) -> Result<(), &'static str> {
     if record.key().is_err() {
         return Err("malformed record key");
     }
@@ -47,11 +51,12 @@ async fn check(store: &InstallationStore, record: &StoredRecord) -> Result<(), &
         .decrypt_data_key(&edk, &ctx)
         .await
         .map_err(|e| envelope_reason(&e))?;
-    store.verify_record(record).await.map_err(|e| match e {
+    store.verify_record(record, run).await.map_err(|e| match e {
         StoreError::Integrity => {
             "sealed field failed authentication (tampered ciphertext or bound attribute)"
         }
         StoreError::Envelope(e) => envelope_reason(&e),
+        StoreError::Repository(_) => "storage error (the audit record could not be written)",
         _ => "storage error",
     })
 }
@@ -62,12 +67,19 @@ pub async fn verify(
     concurrency: usize,
 ) -> Result<(), Failure> {
     let records = all_records(store.repository().as_ref()).await?;
+    // Every record opened is audited under this run's id (reason `verify`).
+    let run_id = format!(
+        "verify-{}-{}",
+        std::process::id(),
+        store.clock().now_millis()
+    );
+    let run = ReadContext::new("tokenkeep verify", run_id, "verify");
     let bar = progress(records.len() as u64, "verify");
     let results: Vec<(usize, Result<(), &'static str>)> = stream::iter(records.iter().enumerate())
         .map(|(i, r)| {
-            let bar = &bar;
+            let (bar, run) = (&bar, &run);
             async move {
-                let result = check(store, r).await;
+                let result = check(store, r, run).await;
                 bar.inc(1);
                 (i, result)
             }

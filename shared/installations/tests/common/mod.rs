@@ -38,9 +38,21 @@ pub fn oauth_response(team: &str, n: usize) -> OAuthV2Response {
 }
 
 pub async fn install(store: &InstallationStore, team: &str, n: usize) -> VerifiedTenant {
+    install_at(store, team, n, store.clock().now_secs()).await
+}
+
+/// An install whose code exchange started at `exchanged_at` (unix seconds).
+/// A tenant purged in that second or later refuses it, so a test that
+/// reinstalls right after a purge passes the next second.
+pub async fn install_at(
+    store: &InstallationStore,
+    team: &str,
+    n: usize,
+    exchanged_at: i64,
+) -> VerifiedTenant {
     let resp = oauth_response(team, n);
     let tenant = VerifiedTenant::from_oauth_response(&resp).unwrap();
-    let inst = Installation::from_oauth_response(resp, store.clock().now_secs()).unwrap();
+    let inst = Installation::from_oauth_response(resp, exchanged_at).unwrap();
     store.store_installation(&tenant, &inst).await.unwrap();
     tenant
 }
