@@ -59,9 +59,9 @@ opener = urllib.request.build_opener(NoRedirect)
 def status(req):
     try:
         with opener.open(req, timeout=10) as r:
-            return r.status, dict(r.headers)
+            return r.status, r.headers
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers)
+        return e.code, e.headers
 
 code, headers = status(urllib.request.Request(f"{base}/slack/install"))
 assert code == 302, f"install answered {code}"

@@ -201,6 +201,10 @@ impl InstallationIn {
                 expires_at: u.expires_at,
             }),
             incoming_webhook_url: webhook.map(|w| w.url),
+            // Bolt exchanged the code at a time we can't know; the token was
+            // just proven live by auth.test, so Slack has not revoked it and a
+            // purge that came earlier may be superseded by this install.
+            exchange_started_ms: now_secs * 1000,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::schema;
 use crate::{
     AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta,
     InstallationQuery, LifecycleEvent, LifecycleOutcome, Outcome, ReadContext, RecordKey,
-    RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey, TokenKind,
+    RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey, TokenKind,
     VerifiedTenant,
 };
 use crate::{ImportOutcome, ImportedRecord};
@@ -905,6 +905,8 @@ impl InstallationStore {
             Some(_) => ImportOutcome::KeptNewer,
         };
         Ok((outcome, existing, state))
+    }
+
     /// The operator's purge (`tokenkeep purge`): tombstones the tenant by its
     /// key even when no record is left (a `tokens_revoked` took them, or a
     /// half-done uninstall), so importing an older export can't bring it

@@ -54,7 +54,7 @@ async fn import_rules(store: &InstallationStore) {
     let dump = serde_json::to_string(&stored).unwrap();
     assert_no_plaintext(&dump, "imported record");
     assert!(!dump.contains("sk-not-for-the-table"), "custom values never in plaintext attributes");
-    store.verify_record(&stored).await.unwrap();
+    store.verify_record(&stored, &ctx()).await.unwrap();
     let audit = repo.query_audit(Some(&first.key.pk()), 0, 100).await.unwrap();
     assert_eq!(audit.iter().filter(|a| a.actor == "test" && a.version == 1).count(), 2, "import + read audited: {audit:?}");
 

@@ -364,8 +364,10 @@ async fn wipe_verified(
             scan.candidates.iter().filter(|c| c.record.key.tenant == tenant).map(|c| c.record.key.sk()).collect();
         let stored = store.repository().list_tenant(&tenant.pk()).await?;
         let mut good = wanted.iter().all(|sk| stored.iter().any(|r| &r.sk == sk));
+        // Opening each record reads its secrets: audited, as every read is.
+        let ctx = ReadContext::new("tokenkeep migrate", tenant.pk(), "verify before wipe-source");
         for record in stored.iter().filter(|r| wanted.contains(&r.sk)) {
-            if store.verify_record(record).await.is_err() {
+            if store.verify_record(record, &ctx).await.is_err() {
                 good = false;
             }
         }
