@@ -8,8 +8,10 @@
 //!    failure 401 with a generic body. Until this passes nothing in the body is
 //!    parsed, looked up or logged except its length: an unsigned body is
 //!    attacker-controlled, and parsing it would widen what an attacker reaches.
-//! 3. **Parse** by content type (JSON: Events API; form: `payload=` for
-//!    interactivity, else a slash command). Malformed after a valid signature: 400.
+//! 3. **Parse**, once, where the verifier lives ([`tokenkeep_slack_api::VerifiedRequest::parse`]):
+//!    kind, tenant ids and payload by content type (JSON: Events API; form:
+//!    `payload=` for interactivity, else a slash command). Tenant resolution and
+//!    dispatch both read that one result. Malformed after a valid signature: 400.
 //! 4. `url_verification` is answered with its challenge.
 //! 5. **Lifecycle**: `app_uninstalled` purges the tenant (tombstone);
 //!    `tokens_revoked` deletes the named user installations, and the bot
@@ -46,10 +48,9 @@ use axum::routing::post;
 use axum::Json;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokenkeep_installations::{Clock, InstallationStore, ReadContext, StoreError, VerifiedTenant};
-use tokenkeep_slack_api::{RequestVerifier, VerifiedRequest, VerifyError};
+use tokenkeep_slack_api::{EventsEnvelope, Payload, RequestVerifier, SignedPayload, VerifyError};
 
 pub use handler::{mention_reply_text, AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier};
 pub use metrics::{EmfStdout, Metric, MetricsSink};
@@ -144,24 +145,25 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
         }
     };
 
-    // 3. Parse.
-    let inbound = match Inbound::parse(&parts.headers, verified.body()) {
-        Ok(inbound) => inbound,
+    // 3. Parse, once: kind, tenant ids and payload come from this one result.
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let signed = match verified.parse(content_type) {
+        Ok(signed) => signed,
         Err(what) => {
-            tracing::warn!(%request_id, body_bytes, what, "signed request is malformed");
+            tracing::warn!(%request_id, body_bytes, what = %what, "signed request is malformed");
             return refuse(StatusCode::BAD_REQUEST, &request_id);
         }
     };
     let retry_num = parts.headers.get("x-slack-retry-num").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let flow = Flow { shared: &shared, verified: &verified, request_id: &request_id };
+    let flow = Flow { shared: &shared, signed: &signed, request_id: &request_id };
 
-    match inbound {
-        Inbound::Events(envelope) => flow.events_api(envelope, retry_num).await,
-        Inbound::Interactivity(payload) => {
+    match signed.payload().clone() {
+        Payload::Events(envelope) => flow.events_api(envelope, retry_num).await,
+        Payload::Interactivity(payload) => {
             let event_type = payload.get("type").and_then(Value::as_str).unwrap_or("interactivity").to_owned();
             flow.dispatch(EventSource::Interactivity, event_type, payload, None).await
         }
-        Inbound::SlashCommand(fields) => {
+        Payload::SlashCommand(fields) => {
             flow.dispatch(EventSource::SlashCommand, "slash_command".to_owned(), fields, None).await
         }
     }
@@ -206,67 +208,10 @@ fn request_id_of(req: &Request) -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
-/// A signed body, parsed by its content type.
-enum Inbound {
-    Events(EventsEnvelope),
-    Interactivity(Value),
-    SlashCommand(Value),
-}
-
-/// The outer Events API object; `event` stays a `Value` for the handler.
-#[derive(Deserialize)]
-struct EventsEnvelope {
-    #[serde(rename = "type")]
-    kind: String,
-    challenge: Option<String>,
-    event_id: Option<String>,
-    event: Option<Value>,
-}
-
-impl Inbound {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, &'static str> {
-        let media_type = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        match media_type.as_str() {
-            "application/json" => serde_json::from_slice(body).map(Inbound::Events).map_err(|_| "json body"),
-            "application/x-www-form-urlencoded" => Self::parse_form(body),
-            _ => Err("content type"),
-        }
-    }
-
-    fn parse_form(body: &[u8]) -> Result<Self, &'static str> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| "form body")?;
-        let mut fields = Map::new();
-        for (name, value) in pairs {
-            // Slack never repeats a field; a repeat would let the tenant lookup
-            // and the handler read different values.
-            if fields.insert(name, Value::String(value)).is_some() {
-                return Err("repeated form field");
-            }
-        }
-        if let Some(payload) = fields.get("payload") {
-            let payload = payload.as_str().unwrap_or_default();
-            let payload: Value = serde_json::from_str(payload).map_err(|_| "interactivity payload")?;
-            if !payload.is_object() {
-                return Err("interactivity payload");
-            }
-            return Ok(Inbound::Interactivity(payload));
-        }
-        if fields.get("command").and_then(Value::as_str).is_some_and(|c| !c.is_empty()) {
-            return Ok(Inbound::SlashCommand(Value::Object(fields)));
-        }
-        Err("form is neither interactivity nor a slash command")
-    }
-}
-
 /// One verified request on its way through steps 4–8.
 struct Flow<'a> {
     shared: &'a Shared,
-    verified: &'a VerifiedRequest,
+    signed: &'a SignedPayload,
     request_id: &'a str,
 }
 
@@ -281,7 +226,7 @@ impl Flow<'_> {
 
     /// The tenant the signed body speaks for; `None` (logged) when it names none.
     fn tenant(&self) -> Option<VerifiedTenant> {
-        VerifiedTenant::from_signed_request(self.verified)
+        VerifiedTenant::from_signed_request(self.signed)
             .map_err(|e| tracing::warn!(request_id = %self.request_id, error = %e, "signed request names no valid tenant"))
             .ok()
     }

@@ -12,7 +12,7 @@
 //! - The state is consumed only after the cookie matched, so someone who knows
 //!   a victim's state value but not their cookie cannot burn it.
 //! - The tenant comes only from Slack's `oauth.v2.access` answer
-//!   ([`VerifiedTenant::from_oauth_response`]), never from the query string.
+//!   ([`VerifiedTenant::from_oauth_grant`]), never from the query string.
 //! - Every failure page is the same generic text plus a request id; the cause
 //!   goes to the log. No token or code is logged; a state at most by an 8-char prefix.
 //! - The only redirect target is the configured authorize URL; the success page
@@ -440,16 +440,16 @@ async fn complete_install(
         .filter(|c| !c.is_empty())
         .ok_or(OAuthError::BadRequest("missing code"))?;
 
-    let resp = state
+    let grant = state
         .slack
         .exchange_code(&code, state.redirect_uri.as_deref())
         .await
         .map_err(OAuthError::from_exchange)?;
-    let tenant = VerifiedTenant::from_oauth_response(&resp)
+    let tenant = VerifiedTenant::from_oauth_grant(&grant)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
-    let app_id = resp.app_id.clone();
+    let app_id = grant.app_id.clone();
     let now = state.store.clock().now_secs();
-    let installation = Installation::from_oauth_response(resp, now)
+    let installation = Installation::from_oauth_response(grant, now)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
     state
         .store

@@ -8,10 +8,17 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use sha2::Sha256;
-use tokenkeep_slack_api::{RequestVerifier, SigningSecret, MAX_SKEW_SECS};
+use tokenkeep_slack_api::{MAX_SKEW_SECS, RequestVerifier, SigningSecret};
 
 /// Slack's rule, written from its documentation, not from our code.
-fn oracle(secret: &str, ts_text: &str, sig_text: &str, body: &[u8], now: i64, max_body: usize) -> bool {
+fn oracle(
+    secret: &str,
+    ts_text: &str,
+    sig_text: &str,
+    body: &[u8],
+    now: i64,
+    max_body: usize,
+) -> bool {
     if body.len() > max_body {
         return false;
     }
