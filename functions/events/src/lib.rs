@@ -17,15 +17,19 @@
 //!    `tokens_revoked` deletes the named user installations, and the bot
 //!    installation when `tokens.bot` is non-empty. All idempotent and
 //!    order-free, so they run on every delivery, retries included.
-//! 6. **Authorize**: the tenant comes from the signed body
+//! 6. **Route**: the handler names the listener that takes the request
+//!    ([`EventHandler::route`]); none matches: 200, counted `Unhandled`, no
+//!    token read.
+//! 7. **Authorize**: the tenant comes from the signed body
 //!    ([`VerifiedTenant::from_signed_request`]); its bot token is read through
-//!    the store (audited, reason = event type). No installation: 200 without
+//!    the store (audited, reason = the listener's name). No installation: 200 without
 //!    processing, plus an `UnknownTenant` metric. Any other store error: 500,
 //!    so Slack retries.
-//! 7. **Dedupe** by `event_id` ([`InstallationStore::record_event`]): a retry of
+//! 8. **Dedupe** by `event_id` ([`InstallationStore::record_event`]): a retry of
 //!    an event already claimed is acknowledged and not processed again.
-//! 8. **Dispatch** to the handler. A handler error is logged, counted
-//!    (`HandlerFailed`) and acknowledged with 200 (see [`EventHandler`]).
+//! 9. **Dispatch** to the handler; its [`Ack`] is the answer (empty, or the
+//!    JSON body Slack expects). A handler error or panic is logged, counted
+//!    (`HandlerFailed`) and acknowledged with an empty 200 (see [`EventHandler`]).
 //!
 //! Why dedupe comes after the lifecycle step and the token read rather than
 //! right after parsing: the repository can record an event id but not forget
@@ -36,7 +40,11 @@
 //!
 //! Responses are generic (`{"ok":false}` plus the request id); causes go to the log.
 
+pub mod ack;
 mod handler;
+pub mod inputs;
+pub mod lazy;
+mod listeners;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -49,10 +57,14 @@ use axum::Json;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
+use futures::FutureExt as _;
 use tokenkeep_installations::{Clock, InstallationStore, ReadContext, StoreError, VerifiedTenant};
 use tokenkeep_slack_api::{EventsEnvelope, Payload, RequestVerifier, SignedPayload, VerifyError};
 
-pub use handler::{mention_reply_text, AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier};
+pub use ack::{Ack, CommandAck, OptionsAck, ViewAck};
+pub use handler::{mention_reply_text, AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier, Route};
+pub use lazy::{run_job, JobError, JobOutcome, LazyJob, QueueError};
+pub use listeners::{Context, IdMatch, LazyQueue, ListenerError, ListenerHandler, Listeners};
 pub use metrics::{EmfStdout, Metric, MetricsSink};
 
 /// The route every Slack request arrives on.
@@ -68,6 +80,28 @@ pub struct EventsState {
     pub handler: Arc<dyn EventHandler>,
     /// The verifier's notion of "now" (tests pin it to a sample's timestamp).
     pub clock: Arc<dyn Clock>,
+}
+
+impl EventsState {
+    /// The state every binary builds: the app's wiring, and its handler
+    /// (normally [`ListenerHandler`] over the app's [`Listeners`]).
+    pub fn new(app: &tokenkeep_runtime::App, handler: Arc<dyn EventHandler>) -> Self {
+        Self {
+            store: Arc::clone(&app.store),
+            verifier: app.verifier.clone(),
+            handler,
+            clock: Arc::new(tokenkeep_installations::SystemClock),
+        }
+    }
+
+    /// [`new`](Self::new) with the app's listeners, lazy work going to `lazy`.
+    pub fn with_listeners(app: &tokenkeep_runtime::App, listeners: Listeners, lazy: Option<Arc<dyn LazyQueue>>) -> Self {
+        let mut handler = ListenerHandler::new(listeners, app.slack.clone(), Arc::clone(&app.store));
+        if let Some(queue) = lazy {
+            handler = handler.with_lazy_queue(queue);
+        }
+        Self::new(app, Arc::new(handler))
+    }
 }
 
 impl std::fmt::Debug for EventsState {
@@ -115,6 +149,13 @@ fn internal_error(request_id: &str) -> Response {
 /// Slack only needs a 2xx; an empty body also keeps slash commands silent.
 fn ack() -> Response {
     StatusCode::OK.into_response()
+}
+
+fn ack_with(answer: Ack) -> Response {
+    match answer {
+        Ack::Empty => ack(),
+        Ack::Json(body) => (StatusCode::OK, Json(body)).into_response(),
+    }
 }
 
 // ---- the flow --------------------------------------------------------------
@@ -316,16 +357,20 @@ impl Flow<'_> {
         ack()
     }
 
-    /// Steps 6–8: tenant, audited token read, dedupe (Events API only), handler.
+    /// Steps 6–8: tenant, listener, audited token read, dedupe (Events API
+    /// only), handler. An unmatched request is acknowledged before any token
+    /// is read.
     async fn dispatch(&self, source: EventSource, event_type: String, event: Value, event_id: Option<String>) -> Response {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };
-        let reason = match source {
-            EventSource::EventsApi => event_type.as_str(),
-            other => other.as_str(),
+        let handler = &self.shared.state.handler;
+        let Some(route) = handler.route(source, &event_type, &event) else {
+            tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), source = source.as_str(), %event_type, "no listener matched; acknowledged, not processed");
+            self.count(Metric::Unhandled);
+            return ack();
         };
-        let ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        let ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, &route.listener);
         let bot_token = match self.store().bot_token(&tenant, &ctx).await {
             Ok(token) => token,
             Err(StoreError::NotInstalled) => {
@@ -346,6 +391,7 @@ impl Flow<'_> {
             }
         }
         let tenant_key = tenant.key().clone();
+        let listener = route.listener.clone();
         let ctx = AuthorizedEvent {
             tenant,
             bot_token,
@@ -354,12 +400,22 @@ impl Flow<'_> {
             event,
             event_id,
             request_id: self.request_id.to_owned(),
+            route,
         };
-        let event_type = ctx.event_type.clone();
-        if let Err(e) = self.shared.state.handler.handle(ctx).await {
-            tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %event_type, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "handler failed; acknowledged anyway");
-            self.count(Metric::HandlerFailed);
+        // A panicking listener is a failed listener: logged, counted, acked.
+        let outcome = std::panic::AssertUnwindSafe(handler.handle(ctx)).catch_unwind().await;
+        match outcome {
+            Ok(Ok(answer)) => ack_with(answer),
+            Ok(Err(e)) => {
+                tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %listener, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "handler failed; acknowledged anyway");
+                self.count(Metric::HandlerFailed);
+                ack()
+            }
+            Err(_) => {
+                tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %listener, "handler panicked; acknowledged anyway");
+                self.count(Metric::HandlerFailed);
+                ack()
+            }
         }
-        ack()
     }
 }

@@ -22,7 +22,7 @@ use tower::ServiceExt as _;
 
 use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
-use tokenkeep_events::{router_with_metrics, AuthorizedEvent, EventHandler, EventsState, HandlerError, MentionReplier, Metric, MetricsSink};
+use tokenkeep_events::{router_with_metrics, Ack, AuthorizedEvent, EventHandler, EventsState, HandlerError, MentionReplier, Metric, MetricsSink};
 use tokenkeep_installations::testing::{CountingRepository, FaultyRepository, ManualClock, RepoFault};
 use tokenkeep_installations::{
     Clock, EmbeddedRepository, Installation, InstallationStore, ReadContext, Repository as _, StoreConfig, TenantKey,
@@ -55,7 +55,7 @@ struct CountingHandler {
 
 #[async_trait]
 impl EventHandler for CountingHandler {
-    async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
         self.seen.calls.fetch_add(1, Ordering::SeqCst);
         self.seen.fingerprints.lock().unwrap().push(ctx.bot_token.fingerprint());
         if self.seen.fail.load(Ordering::SeqCst) {

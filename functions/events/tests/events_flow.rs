@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 use tokenkeep_events::{
-    router_with_metrics, AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier, Metric,
+    router_with_metrics, Ack, AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier, Metric,
     MetricsSink,
 };
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository, local_keys, ManualClock};
@@ -175,7 +175,7 @@ impl RecordingHandler {
 
 #[async_trait]
 impl EventHandler for RecordingHandler {
-    async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
         self.seen.lock().unwrap().push(Seen {
             tenant: ctx.tenant.key().clone(),
             token_fingerprint: ctx.bot_token.fingerprint(),

@@ -62,6 +62,22 @@ pub struct OAuthState {
     pub redirect_uri: Option<String>,
 }
 
+impl OAuthState {
+    /// The state every binary builds, from the app's wiring.
+    pub fn from_app(app: &tokenkeep_runtime::App) -> Self {
+        let config = &app.config;
+        Self {
+            store: Arc::clone(&app.store),
+            slack: Arc::new(app.slack.clone()),
+            client_id: config.slack_client_id.clone(),
+            scopes: config.slack_scopes.clone(),
+            user_scopes: config.slack_user_scopes.clone(),
+            authorize_url: config.slack_authorize_url.clone(),
+            redirect_uri: config.slack_redirect_uri.clone(),
+        }
+    }
+}
+
 /// The two routes, with their state.
 pub fn router(state: OAuthState) -> Router {
     Router::new()

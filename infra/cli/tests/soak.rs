@@ -59,6 +59,8 @@ impl MetricsSink for Counts {
         match metric {
             Metric::HandlerFailed => self.handler_failed.fetch_add(1, Ordering::Relaxed),
             Metric::UnknownTenant => self.unknown_tenant.fetch_add(1, Ordering::Relaxed),
+            // The soak's handler takes every request.
+            Metric::Unhandled => self.handler_failed.fetch_add(1, Ordering::Relaxed),
         };
     }
 }

@@ -11,14 +11,12 @@ use tokenkeep_installations::{Clock, SystemClock};
 use tokenkeep_oauth::OAuthState;
 use tokenkeep_rotation::SweepConfig;
 use tokenkeep_runtime::{App, Config, StoreKind};
-use tokenkeep_slack_api::RequestVerifier;
 
 use crate::exit::Failure;
 
 pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> Result<(), Failure> {
     tokenkeep_runtime::init_tracing();
     let config = Config::from_env().await.map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
-    let verifier = RequestVerifier::new(config.slack_signing_secret.clone());
     let store_kind = config.store;
     let app = App::build(config).await.map_err(Failure::error)?;
     if create_tables {
@@ -29,21 +27,8 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         tokenkeep_installations::create_tables(&client, &app.config.table, &app.config.audit_table).await?;
     }
 
-    let oauth = tokenkeep_oauth::router(OAuthState {
-        store: Arc::clone(&app.store),
-        slack: Arc::new(app.slack.clone()),
-        client_id: app.config.slack_client_id.clone(),
-        scopes: app.config.slack_scopes.clone(),
-        user_scopes: app.config.slack_user_scopes.clone(),
-        authorize_url: app.config.slack_authorize_url.clone(),
-        redirect_uri: app.config.slack_redirect_uri.clone(),
-    });
-    let events = tokenkeep_events::router(EventsState {
-        store: Arc::clone(&app.store),
-        verifier,
-        handler: Arc::new(MentionReplier { slack: app.slack.clone() }),
-        clock: Arc::new(SystemClock),
-    });
+    let oauth = tokenkeep_oauth::router(OAuthState::from_app(&app));
+    let events = tokenkeep_events::router(EventsState::new(&app, Arc::new(MentionReplier { slack: app.slack.clone() })));
 
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure::config(format!("can't listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
