@@ -18,6 +18,8 @@
 //! - The only redirect target is the configured authorize URL; the success page
 //!   links only to Slack, built from validated Slack ids.
 
+mod hooks;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -32,6 +34,8 @@ use tokenkeep_installations::{
     Installation, InstallationStore, StoreError, TenantKey, VerifiedTenant,
 };
 use tokenkeep_slack_api::{SlackError, SlackErrorCode, SlackOAuth};
+
+pub use hooks::{HookError, InstallHooks, Installed};
 
 /// Name of the cookie that binds an OAuth state to the browser that asked for it.
 pub const STATE_COOKIE: &str = "tokenkeep_oauth_state";
@@ -60,6 +64,8 @@ pub struct OAuthState {
     pub authorize_url: String,
     /// Sent to Slack on authorize and on the exchange if set (they must match).
     pub redirect_uri: Option<String>,
+    /// The Web API client hooks get, bound to the new bot token.
+    pub bot_client: Option<tokenkeep_slack_api::SlackClient>,
 }
 
 impl OAuthState {
@@ -74,16 +80,28 @@ impl OAuthState {
             user_scopes: config.slack_user_scopes.clone(),
             authorize_url: config.slack_authorize_url.clone(),
             redirect_uri: config.slack_redirect_uri.clone(),
+            bot_client: Some(app.slack.clone()),
         }
     }
 }
 
 /// The two routes, with their state.
 pub fn router(state: OAuthState) -> Router {
+    router_with_hooks(state, None)
+}
+
+/// The two routes, with the app's install hooks.
+pub fn router_with_hooks(state: OAuthState, hooks: Option<Arc<dyn InstallHooks>>) -> Router {
     Router::new()
         .route("/slack/install", get(install))
         .route("/slack/oauth_redirect", get(oauth_redirect))
-        .with_state(state)
+        .with_state(Routes { state, hooks })
+}
+
+#[derive(Debug, Clone)]
+struct Routes {
+    state: OAuthState,
+    hooks: Option<Arc<dyn InstallHooks>>,
 }
 
 // ---- errors -----------------------------------------------------------------
@@ -258,7 +276,7 @@ fn state_prefix(state: &str) -> &str {
 
 // ---- GET /slack/install ----------------------------------------------------------
 
-async fn install(State(state): State<OAuthState>, RequestId(request_id): RequestId) -> Response {
+async fn install(State(Routes { state, .. }): State<Routes>, RequestId(request_id): RequestId) -> Response {
     let nonce = match state.store.issue_state().await {
         Ok(nonce) => nonce,
         Err(e) => return failure_page(&OAuthError::Store(e), &request_id),
@@ -372,22 +390,36 @@ fn state_cookie(headers: &HeaderMap) -> Result<String, OAuthError> {
 
 /// What the callback ended in, short of a failure.
 enum Outcome {
-    Installed {
-        tenant: TenantKey,
-        app_id: Option<String>,
-    },
+    Installed(Installed),
     Cancelled,
 }
 
 async fn oauth_redirect(
-    State(state): State<OAuthState>,
+    State(Routes { state, hooks }): State<Routes>,
     RequestId(request_id): RequestId,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match complete_install(&state, &request_id, &headers, query.as_deref()).await {
-        Ok(Outcome::Installed { tenant, app_id }) => {
+    let outcome = complete_install(&state, &request_id, &headers, query.as_deref()).await;
+    match (&outcome, &hooks) {
+        (Err(e), Some(hooks)) => hooks.on_install_failed(e, &request_id).await,
+        (Ok(Outcome::Installed(_)), _) | (Ok(Outcome::Cancelled), _) | (Err(_), None) => {}
+    }
+    match outcome {
+        Ok(Outcome::Installed(installed)) => {
+            let tenant = installed.tenant.clone();
+            let app_id = installed.app_id.clone();
             tracing::info!(request_id, tenant = %tenant, "slack app installed");
+            if let Some(hooks) = &hooks {
+                // The installation is stored; a failing hook must not undo it
+                // nor turn the page into a failure.
+                let run = std::panic::AssertUnwindSafe(hooks.on_installed(installed));
+                match futures::FutureExt::catch_unwind(run).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(request_id, tenant = %tenant, error = %e, "on_installed hook failed; install kept"),
+                    Err(_) => tracing::error!(request_id, tenant = %tenant, "on_installed hook panicked; install kept"),
+                }
+            }
             let link = slack_link(&tenant, app_id.as_deref());
             let body =
                 format!("<p>The app was installed.</p><p><a href=\"{link}\">Open Slack</a></p>");
@@ -464,6 +496,8 @@ async fn complete_install(
     let tenant = VerifiedTenant::from_oauth_grant(&grant)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
     let app_id = grant.app_id.clone();
+    let installer_user_id = grant.authed_user.as_ref().map(|u| u.id.clone());
+    let bot_token = grant.access_token.clone().filter(|_| grant.token_type.as_deref() != Some("user"));
     let now = state.store.clock().now_secs();
     let installation = Installation::from_oauth_response(grant, now)
         .map_err(|e| OAuthError::BadInstallation(e.to_string()))?;
@@ -472,10 +506,14 @@ async fn complete_install(
         .store_installation(&tenant, &installation)
         .await
         .map_err(OAuthError::Store)?;
-    Ok(Outcome::Installed {
+    let client = bot_token.and_then(|token| state.bot_client.as_ref().map(|slack| slack.bind(token)));
+    Ok(Outcome::Installed(Installed {
         tenant: tenant.key().clone(),
         app_id,
-    })
+        installer_user_id,
+        client,
+        request_id: request_id.to_owned(),
+    }))
 }
 
 /// Where the success page sends the user: the app in Slack for a workspace

@@ -122,6 +122,7 @@ impl Soak {
                 user_scopes: String::new(),
                 authorize_url: "https://slack.example/oauth/v2/authorize".into(),
                 redirect_uri: None,
+                bot_client: None,
             });
             let events = tokenkeep_events::router_with_metrics(
                 EventsState {

@@ -90,6 +90,7 @@ pub async fn harness(backend: Backend) -> Harness {
         user_scopes: "search:read".into(),
         authorize_url: AUTHORIZE_URL.into(),
         redirect_uri: Some(REDIRECT_URI.into()),
+        bot_client: Some(slack.client()),
     };
     Harness {
         router: router(state),

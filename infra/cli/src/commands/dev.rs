@@ -1,14 +1,11 @@
 //! `tokenkeep dev`: every function in one process, on the embedded store by
-//! default. The routers and the sweep are the Lambdas' own code; only the
+//! default, serving the example app (`apps/example`). The routers and the sweep are the Lambdas' own code; only the
 //! transport differs (axum on a local port instead of API Gateway).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokenkeep_events::{EventsState, MentionReplier};
 use tokenkeep_installations::{Clock, SystemClock};
-use tokenkeep_oauth::OAuthState;
 use tokenkeep_rotation::SweepConfig;
 use tokenkeep_runtime::{App, Config, StoreKind};
 
@@ -27,8 +24,10 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         tokenkeep_installations::create_tables(&client, &app.config.table, &app.config.audit_table).await?;
     }
 
-    let oauth = tokenkeep_oauth::router(OAuthState::from_app(&app));
-    let events = tokenkeep_events::router(EventsState::new(&app, Arc::new(MentionReplier { slack: app.slack.clone() })));
+    // The example app's listeners and install hook, through the same
+    // routers its Lambda mains serve.
+    let router =
+        tokenkeep_app::routers(&app, tokenkeep_example_app::listeners(), Some(tokenkeep_example_app::hooks()), None);
 
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure::config(format!("can't listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
@@ -51,7 +50,6 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         eprintln!("WARNING: the local key file is for development only. Anyone who can read it can decrypt every token in this store.");
     }
 
-    let router = oauth.merge(events);
     let mut server = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
 
     // The sweep runs on a timer here, as EventBridge runs the rotation Lambda.

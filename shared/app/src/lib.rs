@@ -1,0 +1,63 @@
+//! The app-facing surface of tokenkeep, in one dependency.
+//!
+//! An app in its own repository depends on this crate (git or path), writes
+//! its [`Listeners`] and [`InstallHooks`] once in its library, and has thin
+//! mains that call [`run_events`] and [`run_oauth`] (the Lambda functions);
+//! `tokenkeep dev` and tests mount the same [`routers`] on a local port.
+//! Everything is built from one [`App`] (store, keys, Slack client, verifier):
+//! no main assembles state by hand.
+
+use std::sync::Arc;
+
+pub use async_trait::async_trait;
+pub use regex::Regex;
+pub use serde_json::{json, Value};
+pub use tokenkeep_events::inputs;
+pub use tokenkeep_events::{
+    Ack, CommandAck, Context, IdMatch, LazyQueue, ListenerError, Listeners, OptionsAck, ViewAck,
+};
+pub use tokenkeep_installations::{TenantKey, VerifiedTenant};
+pub use tokenkeep_oauth::{HookError, InstallHooks, Installed};
+pub use tokenkeep_runtime::{App, Config};
+pub use tokenkeep_slack_api::{BoundClient, Message, MessageRef, Response, SlackError, ViewRef};
+
+use tokenkeep_events::EventsState;
+use tokenkeep_oauth::OAuthState;
+
+/// The events router (`POST /slack/events`) over the app's listeners.
+pub fn events_router(app: &App, listeners: Listeners, lazy: Option<Arc<dyn LazyQueue>>) -> axum::Router {
+    tokenkeep_events::router(EventsState::with_listeners(app, listeners, lazy))
+}
+
+/// The OAuth routes (`GET /slack/install`, `GET /slack/oauth_redirect`) with the app's hooks.
+pub fn oauth_router(app: &App, hooks: Option<Arc<dyn InstallHooks>>) -> axum::Router {
+    tokenkeep_oauth::router_with_hooks(OAuthState::from_app(app), hooks)
+}
+
+/// Both, as `tokenkeep dev` and tests serve them.
+pub fn routers(
+    app: &App,
+    listeners: Listeners,
+    hooks: Option<Arc<dyn InstallHooks>>,
+    lazy: Option<Arc<dyn LazyQueue>>,
+) -> axum::Router {
+    oauth_router(app, hooks).merge(events_router(app, listeners, lazy))
+}
+
+async fn app_from_env() -> Result<App, lambda_http::Error> {
+    tokenkeep_runtime::init_tracing();
+    let config = Config::from_env().await?;
+    Ok(App::build(config).await?)
+}
+
+/// The events Lambda's whole `main`: wiring once per cold start, then the router.
+pub async fn run_events(listeners: Listeners) -> Result<(), lambda_http::Error> {
+    let app = app_from_env().await?;
+    lambda_http::run(events_router(&app, listeners, None)).await
+}
+
+/// The OAuth Lambda's whole `main`.
+pub async fn run_oauth(hooks: Option<Arc<dyn InstallHooks>>) -> Result<(), lambda_http::Error> {
+    let app = app_from_env().await?;
+    lambda_http::run(oauth_router(&app, hooks)).await
+}
