@@ -35,6 +35,9 @@ pub struct Config {
     pub slack_user_scopes: String,
     pub slack_api_url: String,
     pub slack_authorize_url: String,
+    /// `SLACK_RESPONSE_URL_BASE`: the only prefix `response_url` posts may go
+    /// to (default `https://hooks.slack.com/`; tests point it at a fake Slack).
+    pub slack_response_url_base: String,
     /// `SLACK_REDIRECT_URI`, when the app has more than one redirect URL.
     pub slack_redirect_uri: Option<String>,
     pub store: StoreKind,
@@ -139,6 +142,9 @@ impl Config {
             slack_authorize_url: source
                 .get("SLACK_AUTHORIZE_URL")
                 .unwrap_or_else(|| "https://slack.com/oauth/v2/authorize".into()),
+            slack_response_url_base: source
+                .get("SLACK_RESPONSE_URL_BASE")
+                .unwrap_or_else(|| tokenkeep_slack_api::client::DEFAULT_RESPONSE_URL_BASE.into()),
             slack_redirect_uri: source.get("SLACK_REDIRECT_URI"),
             store,
             table: source.get("TOKENKEEP_TABLE").unwrap_or_else(|| schema::DEFAULT_TABLE.into()),

@@ -122,6 +122,7 @@ impl App {
     pub async fn build_with(config: Config, aws: Option<aws_config::SdkConfig>) -> anyhow::Result<Self> {
         let slack = SlackClient::new(SlackClientConfig {
             api_url: config.slack_api_url.clone(),
+            response_url_base: config.slack_response_url_base.clone(),
             ..SlackClientConfig::new(config.slack_client_id.clone(), config.slack_client_secret.clone())
         })?;
         Self::build_with_slack(config, aws, slack)
