@@ -6,6 +6,48 @@
 //! `tokenkeep dev` and tests mount the same [`routers`] on a local port.
 //! Everything is built from one [`App`] (store, keys, Slack client, verifier):
 //! no main assembles state by hand.
+//!
+//! The README's "Write your app" listeners, compiled here so they stay true:
+//!
+//! ```
+//! // src/lib.rs: every listener, in match order (the first match takes the request)
+//! use std::sync::Arc;
+//! use tokenkeep_app::{async_trait, CommandAck, HookError, InstallHooks, Installed, Listeners, Message, Response, ViewAck};
+//!
+//! pub fn listeners() -> Listeners {
+//!     Listeners::new()
+//!         .event("app_mention", |cx, ev| async move {
+//!             cx.client().chat_post_message(&ev.channel, &Message::text("hi").in_thread(ev.reply_thread())).await?;
+//!             Ok(())
+//!         })
+//!         .command("/echo", |_cx, cmd| async move { Ok(CommandAck::text(cmd.text)) })
+//!         .action("approve", |cx, a| async move {
+//!             let url = a.response_url.as_deref().ok_or("no response_url")?;
+//!             cx.respond(url, &Response::text("Approved.").replacing_original()).await?;
+//!             Ok(())
+//!         })
+//!         .view_submission("signup", |_cx, s| async move {
+//!             Ok(match s.view.value("email", "value") {
+//!                 Some(e) if e.contains('@') => ViewAck::close(),
+//!                 _ => ViewAck::errors([("email", "Please enter an email address.")]),
+//!             })
+//!         })
+//! }
+//!
+//! #[derive(Debug)]
+//! struct Welcome;
+//! #[async_trait]
+//! impl InstallHooks for Welcome {
+//!     async fn on_installed(&self, i: Installed) -> Result<(), HookError> {
+//!         if let (Some(bot), Some(user)) = (&i.client, &i.installer_user_id) {
+//!             bot.chat_post_message(user, &Message::text("Thanks for installing!")).await?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! pub fn hooks() -> Arc<dyn InstallHooks> { Arc::new(Welcome) }
+//! # fn main() { let _ = (listeners(), hooks()); }
+//! ```
 
 use std::sync::Arc;
 
