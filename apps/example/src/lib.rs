@@ -7,6 +7,9 @@
 //!   button's action (`tk_approve`) replaces that message through `response_url`.
 //! - `/tk-feedback`: opens a modal (`views.open`); its submission
 //!   (`tk_feedback`) is refused with a field error unless the email has an `@`.
+//! - `/tk-report`: acks "Working on it…" at once; its lazy part takes
+//!   [`REPORT_SECS`] (past Slack's 3 s) on the worker, then answers through
+//!   the command's `response_url`.
 //! - On install: a welcome DM to the installer.
 
 use std::sync::Arc;
@@ -16,6 +19,9 @@ use tokenkeep_app::{
     async_trait, json, CommandAck, Context, HookError, InstallHooks, Installed, ListenerError, Listeners, Message,
     Response, ViewAck,
 };
+
+/// How long the lazy report "works".
+pub const REPORT_SECS: u64 = 5;
 
 pub const WELCOME: &str = "Thanks for installing the tokenkeep example app. Mention me, or try /tk-echo.";
 
@@ -28,6 +34,16 @@ pub fn listeners() -> Listeners {
         .action("tk_approve", approve)
         .command("/tk-feedback", open_feedback)
         .view_submission("tk_feedback", submit_feedback)
+        .command("/tk-report", |_cx, _cmd| async move { Ok(CommandAck::text("Working on it…")) })
+        .lazy(report)
+}
+
+/// The lazy part of `/tk-report`: runs on the worker, with the same command.
+async fn report(cx: Context, payload: tokenkeep_app::Value) -> Result<(), ListenerError> {
+    let cmd: SlashCommand = serde_json::from_value(payload)?;
+    tokio::time::sleep(std::time::Duration::from_secs(REPORT_SECS)).await;
+    cx.respond(&cmd.response_url, &Response::text("Your report is ready.")).await?;
+    Ok(())
 }
 
 /// The install hooks of the app.

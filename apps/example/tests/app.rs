@@ -33,11 +33,12 @@ impl Harness {
         ];
         let config = Config::from_source(&source, None, None).unwrap();
         let app = App::build_with_slack(config, None, slack.client()).unwrap();
+        let lazy = tokenkeep_app::embedded_lazy(&app, tokenkeep_example_app::listeners()).unwrap();
         let router = tokenkeep_app::routers(
             &app,
             tokenkeep_example_app::listeners(),
             Some(tokenkeep_example_app::hooks()),
-            None,
+            Some(lazy),
         );
         Self { router, slack, _dir: dir }
     }
@@ -220,4 +221,32 @@ async fn unknown_commands_and_actions_are_acked_without_any_call() {
 
 fn serde_json_body(body: &str) -> Value {
     body.parse::<Value>().unwrap_or_else(|e| panic!("json body ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn lazy_report_acks_at_once_and_answers_after_five_seconds() {
+    // Given T1 installed
+    let h = Harness::new().await;
+    h.install("T1", "UA").await;
+    // When /tk-report is run
+    let started = std::time::Instant::now();
+    let (status, body) = h.command("T1", "/tk-report", "").await;
+    // Then the ack comes well within Slack's 3 s, before the work is done
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json_body(&body), json!({"text": "Working on it…"}));
+    assert!(h.calls("response_url").is_empty());
+    // And the lazy part answers through the command's response_url after its 5 s
+    let mut answered = Vec::new();
+    for _ in 0..100 {
+        answered = h.calls("response_url");
+        if !answered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered.len(), 1, "lazy answer");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(tokenkeep_example_app::REPORT_SECS));
+    assert_eq!(answered[0].params["text"], "Your report is ready.");
+    assert_eq!(answered[0].params["response_url_id"], "cmd");
 }

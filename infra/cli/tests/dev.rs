@@ -140,6 +140,19 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
     let (status, text) = signed(FORM, payload(submit)).await;
     assert_eq!(status, 200);
     assert!(text.contains(r#""response_action":"errors""#), "{text}");
+    // and a lazy command acks at once, then answers from the embedded queue's worker.
+    let report = format!("{}&response_url={}", command("/tk-report"), slack.response_url("dev-report").replace(':', "%3A").replace('/', "%2F"));
+    assert_eq!(signed(FORM, report).await, (200, r#"{"text":"Working on it…"}"#.to_owned()));
+    let mut reported = false;
+    for _ in 0..100 {
+        let calls = slack.web_calls();
+        if calls.iter().any(|c| c.params.get("response_url_id").is_some_and(|id| id == "dev-report")) {
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reported, "the lazy report answered through dev's embedded queue");
 
     // And SIGTERM stops it cleanly.
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();

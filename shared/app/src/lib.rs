@@ -1,8 +1,9 @@
 //! The app-facing surface of tokenkeep, in one dependency.
 //!
 //! An app in its own repository depends on this crate (git or path), writes
-//! its [`Listeners`] and [`InstallHooks`] once in its library, and has thin
-//! mains that call [`run_events`] and [`run_oauth`] (the Lambda functions);
+//! its [`Listeners`] and [`InstallHooks`] once in its library, and has three
+//! thin mains that call [`run_events`], [`run_oauth`] and [`run_worker`] (the
+//! Lambda functions; the worker runs lazy listener work from SQS);
 //! `tokenkeep dev` and tests mount the same [`routers`] on a local port.
 //! Everything is built from one [`App`] (store, keys, Slack client, verifier):
 //! no main assembles state by hand.
@@ -92,10 +93,45 @@ async fn app_from_env() -> Result<App, lambda_http::Error> {
     Ok(App::build(config).await?)
 }
 
-/// The events Lambda's whole `main`: wiring once per cold start, then the router.
+/// The SQS queue lazy work goes to, when `TOKENKEEP_LAZY_QUEUE_URL` is set.
+async fn lazy_queue(app: &App) -> Option<Arc<dyn LazyQueue>> {
+    let url = app.config.lazy_queue_url.clone()?;
+    let aws = match &app.aws {
+        Some(aws) => aws.clone(),
+        None => tokenkeep_runtime::aws_config().await,
+    };
+    Some(Arc::new(tokenkeep_worker::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url)))
+}
+
+/// The events Lambda's whole `main`: wiring once per cold start, then the
+/// router; lazy work goes to the SQS queue named by `TOKENKEEP_LAZY_QUEUE_URL`.
 pub async fn run_events(listeners: Listeners) -> Result<(), lambda_http::Error> {
     let app = app_from_env().await?;
-    lambda_http::run(events_router(&app, listeners, None)).await
+    let lazy = lazy_queue(&app).await;
+    lambda_http::run(events_router(&app, listeners, lazy)).await
+}
+
+/// The worker Lambda's whole `main`: runs the lazy part of the app's
+/// listeners for each SQS message, reporting failed ones for redelivery.
+pub async fn run_worker(listeners: Listeners) -> Result<(), lambda_runtime::Error> {
+    let app = app_from_env().await?;
+    let (app, listeners) = (&app, &listeners);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<tokenkeep_worker::SqsEvent>| async move {
+            Ok::<_, lambda_runtime::Error>(
+                tokenkeep_worker::handle_sqs_event(listeners, &app.store, &app.slack, event.payload).await,
+            )
+        },
+    ))
+    .await
+}
+
+/// `tokenkeep dev`'s lazy path: the embedded durable queue in the data dir
+/// (`lazy.db`), and the task that works it.
+pub fn embedded_lazy(app: &App, listeners: Listeners) -> Result<Arc<dyn LazyQueue>, tokenkeep_worker::QueueError> {
+    let queue = tokenkeep_worker::EmbeddedQueue::open(app.config.data_dir.join("lazy.db"))?;
+    tokio::spawn(queue.clone().run_forever(listeners, Arc::clone(&app.store), app.slack.clone()));
+    Ok(Arc::new(queue))
 }
 
 /// The OAuth Lambda's whole `main`.

@@ -47,6 +47,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub refresh_window_minutes: i64,
     pub secrets_arn: Option<String>,
+    /// `TOKENKEEP_LAZY_QUEUE_URL`: the SQS queue lazy listener work goes to
+    /// (AWS); unset in `tokenkeep dev`, which uses its embedded queue.
+    pub lazy_queue_url: Option<String>,
 }
 
 /// Where settings come from; the environment in production, a map in tests.
@@ -153,6 +156,7 @@ impl Config {
             data_dir: source.get("TOKENKEEP_DATA_DIR").map_or_else(|| PathBuf::from(".tokenkeep"), PathBuf::from),
             refresh_window_minutes,
             secrets_arn: source.get("TOKENKEEP_SECRETS_ARN"),
+            lazy_queue_url: source.get("TOKENKEEP_LAZY_QUEUE_URL"),
         })
     }
 }

@@ -26,8 +26,16 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
 
     // The example app's listeners and install hook, through the same
     // routers its Lambda mains serve.
-    let router =
-        tokenkeep_app::routers(&app, tokenkeep_example_app::listeners(), Some(tokenkeep_example_app::hooks()), None);
+    // Lazy listener work goes to the embedded durable queue in the data dir
+    // (a restart loses nothing), worked by a task of this process.
+    let lazy = tokenkeep_app::embedded_lazy(&app, tokenkeep_example_app::listeners())
+        .map_err(|e| Failure::error(anyhow::Error::new(e)))?;
+    let router = tokenkeep_app::routers(
+        &app,
+        tokenkeep_example_app::listeners(),
+        Some(tokenkeep_example_app::hooks()),
+        Some(lazy),
+    );
 
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure::config(format!("can't listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
