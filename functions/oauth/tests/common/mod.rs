@@ -40,6 +40,8 @@ pub enum RawTable {
 
 pub struct Harness {
     pub router: Router,
+    /// What `router` was built from (to rebuild it with hooks).
+    pub state: OAuthState,
     pub store: Arc<InstallationStore>,
     pub slack: FakeSlack,
     pub clock: Arc<ManualClock>,
@@ -93,7 +95,8 @@ pub async fn harness(backend: Backend) -> Harness {
         bot_client: Some(slack.client()),
     };
     Harness {
-        router: router(state),
+        router: router(state.clone()),
+        state,
         store,
         slack,
         clock,
