@@ -16,14 +16,15 @@ use std::sync::Arc;
 
 use tokenkeep_app::inputs::{BlockActions, MessageEvent, SlashCommand, ViewPayload};
 use tokenkeep_app::{
-    async_trait, json, CommandAck, Context, HookError, InstallHooks, Installed, ListenerError, Listeners, Message,
-    Response, ViewAck,
+    CommandAck, Context, HookError, InstallHooks, Installed, ListenerError, Listeners, Message,
+    Response, ViewAck, async_trait, json,
 };
 
 /// How long the lazy report "works".
 pub const REPORT_SECS: u64 = 5;
 
-pub const WELCOME: &str = "Thanks for installing the tokenkeep example app. Mention me, or try /tk-echo.";
+pub const WELCOME: &str =
+    "Thanks for installing the tokenkeep example app. Mention me, or try /tk-echo.";
 
 /// Every listener of the app, in match order.
 pub fn listeners() -> Listeners {
@@ -34,7 +35,9 @@ pub fn listeners() -> Listeners {
         .action("tk_approve", approve)
         .command("/tk-feedback", open_feedback)
         .view_submission("tk_feedback", submit_feedback)
-        .command("/tk-report", |_cx, _cmd| async move { Ok(CommandAck::text("Working on it…")) })
+        .command("/tk-report", |_cx, _cmd| async move {
+            Ok(CommandAck::text("Working on it…"))
+        })
         .lazy(report)
 }
 
@@ -42,7 +45,8 @@ pub fn listeners() -> Listeners {
 async fn report(cx: Context, payload: tokenkeep_app::Value) -> Result<(), ListenerError> {
     let cmd: SlashCommand = serde_json::from_value(payload)?;
     tokio::time::sleep(std::time::Duration::from_secs(REPORT_SECS)).await;
-    cx.respond(&cmd.response_url, &Response::text("Your report is ready.")).await?;
+    cx.respond(&cmd.response_url, &Response::text("Your report is ready."))
+        .await?;
     Ok(())
 }
 
@@ -53,7 +57,12 @@ pub fn hooks() -> Arc<dyn InstallHooks> {
 
 /// Only Slack ids are echoed into mrkdwn, so no event can inject a mention.
 fn slack_id(id: Option<&str>) -> Option<&str> {
-    id.filter(|u| !u.is_empty() && u.len() <= 32 && u.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+    id.filter(|u| {
+        !u.is_empty()
+            && u.len() <= 32
+            && u.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    })
 }
 
 async fn mention(cx: Context, ev: MessageEvent) -> Result<(), ListenerError> {
@@ -65,7 +74,12 @@ async fn mention(cx: Context, ev: MessageEvent) -> Result<(), ListenerError> {
         Some(user) => format!("Hi <@{user}>, tokenkeep heard you."),
         None => "Hi, tokenkeep heard you.".to_owned(),
     };
-    cx.client().chat_post_message(&ev.channel, &Message::text(text).in_thread(ev.reply_thread())).await?;
+    cx.client()
+        .chat_post_message(
+            &ev.channel,
+            &Message::text(text).in_thread(ev.reply_thread()),
+        )
+        .await?;
     Ok(())
 }
 
@@ -91,8 +105,13 @@ async fn approve(cx: Context, actions: BlockActions) -> Result<(), ListenerError
     let Some(url) = actions.response_url.as_deref() else {
         return Err("block_actions without a response_url".into());
     };
-    let by = slack_id(Some(&actions.user.id)).map_or_else(|| "someone".to_owned(), |u| format!("<@{u}>"));
-    cx.respond(url, &Response::text(format!("Approved by {by}.")).replacing_original()).await?;
+    let by = slack_id(Some(&actions.user.id))
+        .map_or_else(|| "someone".to_owned(), |u| format!("<@{u}>"));
+    cx.respond(
+        url,
+        &Response::text(format!("Approved by {by}.")).replacing_original(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -115,7 +134,10 @@ async fn open_feedback(cx: Context, cmd: SlashCommand) -> Result<CommandAck, Lis
 async fn submit_feedback(_cx: Context, submission: ViewPayload) -> Result<ViewAck, ListenerError> {
     match submission.view.value("email", "value") {
         Some(email) if email.contains('@') => Ok(ViewAck::close()),
-        _ => Ok(ViewAck::errors([("email", "Please enter an email address.")])),
+        _ => Ok(ViewAck::errors([(
+            "email",
+            "Please enter an email address.",
+        )])),
     }
 }
 
@@ -129,7 +151,9 @@ impl InstallHooks for Welcome {
             return Ok(());
         };
         // A DM: posting to a user id opens the app's conversation with them.
-        client.chat_post_message(user, &Message::text(WELCOME)).await?;
+        client
+            .chat_post_message(user, &Message::text(WELCOME))
+            .await?;
         Ok(())
     }
 }

@@ -6,9 +6,9 @@
 
 use axum::body::Body;
 use http::{Request, StatusCode};
-use tokenkeep_app::{json, App, Config, Value};
-use tokenkeep_slack_api::fake::{sign_request, FakeSlack, FakeSlackConfig, InstallSpec, WebCall};
+use tokenkeep_app::{App, Config, Value, json};
 use tokenkeep_slack_api::SigningSecret;
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, WebCall, sign_request};
 use tower::ServiceExt as _;
 
 const SIGNING_SECRET: &str = "tokenkeep-test-signing-secret";
@@ -40,38 +40,75 @@ impl Harness {
             Some(tokenkeep_example_app::hooks()),
             Some(lazy),
         );
-        Self { router, slack, _dir: dir }
+        Self {
+            router,
+            slack,
+            _dir: dir,
+        }
     }
 
     async fn call(&self, req: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     }
 
     /// Installs `team` through /slack/install and /slack/oauth_redirect;
     /// returns the fingerprint of the bot token Slack issued (from the welcome DM).
     async fn install(&self, team: &str, installer: &str) -> String {
-        let (status, headers, _) = self.call(Request::get("/slack/install").body(Body::empty()).unwrap()).await;
+        let (status, headers, _) = self
+            .call(Request::get("/slack/install").body(Body::empty()).unwrap())
+            .await;
         assert_eq!(status, StatusCode::FOUND);
-        let cookie = headers[http::header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let cookie = headers[http::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
         let state = cookie.split_once('=').unwrap().1.to_owned();
         let code = format!("code-{team}");
-        self.slack.add_install(&code, InstallSpec { user_id: installer.to_owned(), ..InstallSpec::workspace(team) });
+        self.slack.add_install(
+            &code,
+            InstallSpec {
+                user_id: installer.to_owned(),
+                ..InstallSpec::workspace(team)
+            },
+        );
         let uri = format!("/slack/oauth_redirect?code={code}&state={state}");
-        let req = Request::get(uri).header(http::header::COOKIE, cookie).body(Body::empty()).unwrap();
+        let req = Request::get(uri)
+            .header(http::header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap();
         let (status, _, body) = self.call(req).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let welcome = self.slack.posts().into_iter().find(|p| p.channel == installer).expect("welcome DM");
+        let welcome = self
+            .slack
+            .posts()
+            .into_iter()
+            .find(|p| p.channel == installer)
+            .expect("welcome DM");
         assert_eq!(welcome.team_id, team);
         assert_eq!(welcome.text, tokenkeep_example_app::WELCOME);
         welcome.token_fingerprint
     }
 
     async fn signed(&self, content_type: &str, body: String) -> (StatusCode, String) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let sig = sign_request(&SigningSecret::new(SIGNING_SECRET.to_owned()), now, body.as_bytes());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let sig = sign_request(
+            &SigningSecret::new(SIGNING_SECRET.to_owned()),
+            now,
+            body.as_bytes(),
+        );
         let req = Request::post("/slack/events")
             .header("content-type", content_type)
             .header("x-slack-request-timestamp", now.to_string())
@@ -102,7 +139,11 @@ impl Harness {
     }
 
     fn calls(&self, method: &str) -> Vec<WebCall> {
-        self.slack.web_calls().into_iter().filter(|c| c.method == method).collect()
+        self.slack
+            .web_calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
     }
 }
 
@@ -129,10 +170,18 @@ async fn app_mention_is_answered_in_the_thread_with_that_tenants_token() {
     let (status, body) = h.signed("application/json", event.to_string()).await;
     // Then it is acked empty, and the reply went to its thread with T2's token, not T1's
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
-    let reply = h.slack.posts().into_iter().find(|p| p.channel == "C2").expect("reply");
+    let reply = h
+        .slack
+        .posts()
+        .into_iter()
+        .find(|p| p.channel == "C2")
+        .expect("reply");
     assert_eq!(reply.thread_ts.as_deref(), Some("1.000100"));
     assert_eq!(reply.text, "Hi <@U9>, tokenkeep heard you.");
-    assert_eq!((reply.team_id.as_str(), reply.token_fingerprint.as_str()), ("T2", t2.as_str()));
+    assert_eq!(
+        (reply.team_id.as_str(), reply.token_fingerprint.as_str()),
+        ("T2", t2.as_str())
+    );
 }
 
 #[tokio::test]
@@ -152,7 +201,10 @@ async fn button_action_replaces_the_message_through_response_url() {
     h.install("T1", "UA").await;
     let (_, prompt) = h.command("T1", "/tk-approve", "").await;
     let prompt = serde_json_body(&prompt);
-    assert_eq!(prompt["blocks"][1]["elements"][0]["action_id"], "tk_approve");
+    assert_eq!(
+        prompt["blocks"][1]["elements"][0]["action_id"],
+        "tk_approve"
+    );
     // When the button is clicked
     let payload = json!({
         "type": "block_actions", "team": {"id": "T1"}, "user": {"id": "U7"},
@@ -180,7 +232,13 @@ async fn modal_opens_and_its_submission_returns_validation_errors() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
     let opened = h.calls("views.open");
     assert_eq!(opened.len(), 1);
-    assert_eq!((opened[0].team_id.as_str(), opened[0].token_fingerprint.as_str()), ("T1", t1.as_str()));
+    assert_eq!(
+        (
+            opened[0].team_id.as_str(),
+            opened[0].token_fingerprint.as_str()
+        ),
+        ("T1", t1.as_str())
+    );
     assert_eq!(opened[0].params["trigger_id"], "trig-1");
     // When the modal is submitted without an email address
     let submit = |value: &str| {
@@ -216,11 +274,15 @@ async fn unknown_commands_and_actions_are_acked_without_any_call() {
     let (status, body) = h.interaction(payload).await;
     // Then both are acked empty and Slack saw nothing
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
-    assert_eq!((h.slack.posts().len(), h.slack.web_calls().len()), (posts, calls));
+    assert_eq!(
+        (h.slack.posts().len(), h.slack.web_calls().len()),
+        (posts, calls)
+    );
 }
 
 fn serde_json_body(body: &str) -> Value {
-    body.parse::<Value>().unwrap_or_else(|e| panic!("json body ({e}): {body}"))
+    body.parse::<Value>()
+        .unwrap_or_else(|e| panic!("json body ({e}): {body}"))
 }
 
 #[tokio::test]
@@ -246,7 +308,9 @@ async fn lazy_report_acks_at_once_and_answers_after_five_seconds() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(answered.len(), 1, "lazy answer");
-    assert!(started.elapsed() >= std::time::Duration::from_secs(tokenkeep_example_app::REPORT_SECS));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(tokenkeep_example_app::REPORT_SECS)
+    );
     assert_eq!(answered[0].params["text"], "Your report is ready.");
     assert_eq!(answered[0].params["response_url_id"], "cmd");
 }

@@ -6,7 +6,7 @@
 //! a slash command with [`CommandAck`]; `block_suggestion` with [`OptionsAck`];
 //! `view_submission` with [`ViewAck`].
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The HTTP answer to Slack: an empty 200, or a 200 with a JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,9 @@ impl CommandAck {
     }
     /// Text everyone in the channel sees, with the command echoed.
     pub fn in_channel(text: impl Into<String>) -> Self {
-        Self(Some(json!({ "response_type": "in_channel", "text": text.into() })))
+        Self(Some(
+            json!({ "response_type": "in_channel", "text": text.into() }),
+        ))
     }
     /// Block Kit blocks, with `text` as the fallback.
     pub fn blocks(text: impl Into<String>, blocks: Value) -> Self {
@@ -56,8 +58,15 @@ pub struct OptionsAck(Vec<(String, String)>);
 
 impl OptionsAck {
     /// `(text, value)` pairs, in display order (Slack shows at most 100).
-    pub fn options<T: Into<String>, V: Into<String>>(items: impl IntoIterator<Item = (T, V)>) -> Self {
-        Self(items.into_iter().map(|(t, v)| (t.into(), v.into())).collect())
+    pub fn options<T: Into<String>, V: Into<String>>(
+        items: impl IntoIterator<Item = (T, V)>,
+    ) -> Self {
+        Self(
+            items
+                .into_iter()
+                .map(|(t, v)| (t.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -84,10 +93,16 @@ impl ViewAck {
         Self(None)
     }
     /// Keeps the modal open and shows `message` under each block id.
-    pub fn errors<B: Into<String>, M: Into<String>>(errors: impl IntoIterator<Item = (B, M)>) -> Self {
-        let errors: serde_json::Map<String, Value> =
-            errors.into_iter().map(|(b, m)| (b.into(), Value::String(m.into()))).collect();
-        Self(Some(json!({ "response_action": "errors", "errors": errors })))
+    pub fn errors<B: Into<String>, M: Into<String>>(
+        errors: impl IntoIterator<Item = (B, M)>,
+    ) -> Self {
+        let errors: serde_json::Map<String, Value> = errors
+            .into_iter()
+            .map(|(b, m)| (b.into(), Value::String(m.into())))
+            .collect();
+        Self(Some(
+            json!({ "response_action": "errors", "errors": errors }),
+        ))
     }
     /// Replaces this view with `view`.
     pub fn update(view: Value) -> Self {
@@ -116,7 +131,10 @@ mod tests {
     #[test]
     fn each_ack_has_the_shape_slack_expects() {
         assert_eq!(Ack::from(CommandAck::empty()), Ack::Empty);
-        assert_eq!(Ack::from(CommandAck::text("hi")), Ack::Json(json!({"text": "hi"})));
+        assert_eq!(
+            Ack::from(CommandAck::text("hi")),
+            Ack::Json(json!({"text": "hi"}))
+        );
         assert_eq!(
             Ack::from(CommandAck::in_channel("hi")),
             Ack::Json(json!({"response_type": "in_channel", "text": "hi"}))
@@ -126,8 +144,16 @@ mod tests {
             Ack::Json(json!({"response_action": "errors", "errors": {"email": "not an address"}}))
         );
         assert_eq!(Ack::from(ViewAck::close()), Ack::Empty);
-        assert_eq!(Ack::from(ViewAck::clear()), Ack::Json(json!({"response_action": "clear"})));
+        assert_eq!(
+            Ack::from(ViewAck::clear()),
+            Ack::Json(json!({"response_action": "clear"}))
+        );
         let options = Ack::from(OptionsAck::options([("Red", "r")]));
-        assert_eq!(options, Ack::Json(json!({"options": [{"text": {"type": "plain_text", "text": "Red"}, "value": "r"}]})));
+        assert_eq!(
+            options,
+            Ack::Json(
+                json!({"options": [{"text": {"type": "plain_text", "text": "Red"}, "value": "r"}]})
+            )
+        );
     }
 }

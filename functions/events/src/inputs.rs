@@ -121,7 +121,12 @@ pub struct ViewState {
 impl View {
     /// The plain value the user entered in `block_id` / `action_id`, if any.
     pub fn value(&self, block_id: &str, action_id: &str) -> Option<&str> {
-        self.state.values.get(block_id)?.get(action_id)?.get("value")?.as_str()
+        self.state
+            .values
+            .get(block_id)?
+            .get(action_id)?
+            .get("value")?
+            .as_str()
     }
 }
 

@@ -98,6 +98,9 @@ pub async fn run_job(
         job.request_id.clone(),
         job.payload.clone(),
     );
-    listeners.run_lazy(job.index, cx, job.payload).await.map_err(JobError::Listener)?;
+    listeners
+        .run_lazy(job.index, cx, job.payload)
+        .await
+        .map_err(JobError::Listener)?;
     Ok(JobOutcome::Done)
 }

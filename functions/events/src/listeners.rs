@@ -36,10 +36,12 @@ use serde_json::Value;
 use tokenkeep_installations::{InstallationStore, ReadContext, StoreError, VerifiedTenant};
 use tokenkeep_slack_api::{BoundClient, Response, SlackClient, SlackError};
 
+use crate::AUDIT_ACTOR;
 use crate::ack::{Ack, CommandAck, OptionsAck, ViewAck};
 use crate::handler::{AuthorizedEvent, EventHandler, EventSource, HandlerError, Route};
-use crate::inputs::{BlockActions, BlockSuggestion, MessageEvent, Shortcut, SlashCommand, ViewPayload};
-use crate::AUDIT_ACTOR;
+use crate::inputs::{
+    BlockActions, BlockSuggestion, MessageEvent, Shortcut, SlashCommand, ViewPayload,
+};
 
 /// What a listener may fail with; logged and counted, the request still acked.
 pub type ListenerError = Box<dyn std::error::Error + Send + Sync>;
@@ -85,7 +87,11 @@ impl From<Regex> for IdMatch {
 enum Matcher {
     /// `event.type`; for `message`, optionally a subtype (`None`: plain
     /// messages only) and a text pattern.
-    Event { event_type: String, subtype: Option<Option<String>>, text: Option<Regex> },
+    Event {
+        event_type: String,
+        subtype: Option<Option<String>>,
+        text: Option<Regex>,
+    },
     Command(String),
     Action(IdMatch),
     /// `shortcut` (global) and `message_action` (message shortcut).
@@ -111,26 +117,43 @@ impl Matcher {
     fn matches(&self, source: EventSource, event_type: &str, event: &Value) -> bool {
         let str_at = |ptr: &str| event.pointer(ptr).and_then(Value::as_str);
         match (self, source) {
-            (Matcher::Event { event_type: want, subtype, text }, EventSource::EventsApi) => {
+            (
+                Matcher::Event {
+                    event_type: want,
+                    subtype,
+                    text,
+                },
+                EventSource::EventsApi,
+            ) => {
                 want == event_type
-                    && subtype.as_ref().is_none_or(|sub| str_at("/subtype") == sub.as_deref())
-                    && text.as_ref().is_none_or(|re| str_at("/text").is_some_and(|t| re.is_match(t)))
+                    && subtype
+                        .as_ref()
+                        .is_none_or(|sub| str_at("/subtype") == sub.as_deref())
+                    && text
+                        .as_ref()
+                        .is_none_or(|re| str_at("/text").is_some_and(|t| re.is_match(t)))
             }
-            (Matcher::Command(name), EventSource::SlashCommand) => str_at("/command") == Some(name.as_str()),
+            (Matcher::Command(name), EventSource::SlashCommand) => {
+                str_at("/command") == Some(name.as_str())
+            }
             (Matcher::Action(id), EventSource::Interactivity) => {
                 event_type == "block_actions" && first_action(event, id).is_some()
             }
             (Matcher::Shortcut(id), EventSource::Interactivity) => {
-                matches!(event_type, "shortcut" | "message_action") && str_at("/callback_id").is_some_and(|c| id.matches(c))
+                matches!(event_type, "shortcut" | "message_action")
+                    && str_at("/callback_id").is_some_and(|c| id.matches(c))
             }
             (Matcher::ViewSubmission(id), EventSource::Interactivity) => {
-                event_type == "view_submission" && str_at("/view/callback_id").is_some_and(|c| id.matches(c))
+                event_type == "view_submission"
+                    && str_at("/view/callback_id").is_some_and(|c| id.matches(c))
             }
             (Matcher::ViewClosed(id), EventSource::Interactivity) => {
-                event_type == "view_closed" && str_at("/view/callback_id").is_some_and(|c| id.matches(c))
+                event_type == "view_closed"
+                    && str_at("/view/callback_id").is_some_and(|c| id.matches(c))
             }
             (Matcher::Options(id), EventSource::Interactivity) => {
-                event_type == "block_suggestion" && str_at("/action_id").is_some_and(|a| id.matches(a))
+                event_type == "block_suggestion"
+                    && str_at("/action_id").is_some_and(|a| id.matches(a))
             }
             _ => false,
         }
@@ -139,11 +162,11 @@ impl Matcher {
 
 /// The index of the first action in a `block_actions` payload that `id` matches.
 fn first_action(event: &Value, id: &IdMatch) -> Option<usize> {
-    event
-        .get("actions")?
-        .as_array()?
-        .iter()
-        .position(|a| a.get("action_id").and_then(Value::as_str).is_some_and(|a| id.matches(a)))
+    event.get("actions")?.as_array()?.iter().position(|a| {
+        a.get("action_id")
+            .and_then(Value::as_str)
+            .is_some_and(|a| id.matches(a))
+    })
 }
 
 #[derive(Clone)]
@@ -164,7 +187,9 @@ pub struct Listeners {
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.listeners.iter().map(|l| &l.name)).finish()
+        f.debug_list()
+            .entries(self.listeners.iter().map(|l| &l.name))
+            .finish()
     }
 }
 
@@ -179,7 +204,8 @@ where
     Arc::new(move |cx: Context, raw: Value| {
         let f = Arc::clone(&f);
         Box::pin(async move {
-            let input: I = serde_json::from_value(raw).map_err(|e| Box::new(InputError(e)) as ListenerError)?;
+            let input: I = serde_json::from_value(raw)
+                .map_err(|e| Box::new(InputError(e)) as ListenerError)?;
             f(cx, input).await.map(Into::into)
         })
     })
@@ -197,7 +223,12 @@ impl Listeners {
 
     fn push(mut self, matcher: Matcher, ack: Run) -> Self {
         let name = matcher.name();
-        self.listeners.push(Listener { matcher, name, ack, lazy: None });
+        self.listeners.push(Listener {
+            matcher,
+            name,
+            ack,
+            lazy: None,
+        });
         self
     }
 
@@ -207,7 +238,14 @@ impl Listeners {
         F: Fn(Context, MessageEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ListenerError>> + Send + 'static,
     {
-        self.push(Matcher::Event { event_type: event_type.to_owned(), subtype: None, text: None }, typed(f))
+        self.push(
+            Matcher::Event {
+                event_type: event_type.to_owned(),
+                subtype: None,
+                text: None,
+            },
+            typed(f),
+        )
     }
 
     /// Any Events API event by type, with the event as raw JSON.
@@ -216,7 +254,14 @@ impl Listeners {
         F: Fn(Context, Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ListenerError>> + Send + 'static,
     {
-        self.push(Matcher::Event { event_type: event_type.to_owned(), subtype: None, text: None }, typed(f))
+        self.push(
+            Matcher::Event {
+                event_type: event_type.to_owned(),
+                subtype: None,
+                text: None,
+            },
+            typed(f),
+        )
     }
 
     /// `message` events: `subtype` `None` for plain messages, `Some("bot_message")`
@@ -226,8 +271,11 @@ impl Listeners {
         F: Fn(Context, MessageEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ListenerError>> + Send + 'static,
     {
-        let matcher =
-            Matcher::Event { event_type: "message".to_owned(), subtype: Some(subtype.map(str::to_owned)), text };
+        let matcher = Matcher::Event {
+            event_type: "message".to_owned(),
+            subtype: Some(subtype.map(str::to_owned)),
+            text,
+        };
         self.push(matcher, typed(f))
     }
 
@@ -254,8 +302,8 @@ impl Listeners {
             let f = Arc::clone(&f);
             let index = first_action(&raw, &matcher_id);
             Box::pin(async move {
-                let mut input: BlockActions =
-                    serde_json::from_value(raw).map_err(|e| Box::new(InputError(e)) as ListenerError)?;
+                let mut input: BlockActions = serde_json::from_value(raw)
+                    .map_err(|e| Box::new(InputError(e)) as ListenerError)?;
                 if let Some(action) = index.and_then(|i| input.actions.get(i)) {
                     input.action = action.clone();
                 }
@@ -316,13 +364,24 @@ impl Listeners {
         Fut: Future<Output = Result<(), ListenerError>> + Send + 'static,
     {
         let run = typed(f);
-        let last = self.listeners.last_mut().expect("Listeners::lazy follows the listener it belongs to");
+        let last = self
+            .listeners
+            .last_mut()
+            .expect("Listeners::lazy follows the listener it belongs to");
         last.lazy = Some(run);
         self
     }
 
-    fn find(&self, source: EventSource, event_type: &str, event: &Value) -> Option<(usize, &Listener)> {
-        self.listeners.iter().enumerate().find(|(_, l)| l.matcher.matches(source, event_type, event))
+    fn find(
+        &self,
+        source: EventSource,
+        event_type: &str,
+        event: &Value,
+    ) -> Option<(usize, &Listener)> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.matcher.matches(source, event_type, event))
     }
 
     /// The listener's name at `index` (what a lazy message names).
@@ -331,8 +390,17 @@ impl Listeners {
     }
 
     /// Runs the lazy work of listener `index` (the worker's entry point).
-    pub async fn run_lazy(&self, index: usize, cx: Context, payload: Value) -> Result<(), ListenerError> {
-        let lazy = self.listeners.get(index).and_then(|l| l.lazy.clone()).ok_or("no lazy work for this listener")?;
+    pub async fn run_lazy(
+        &self,
+        index: usize,
+        cx: Context,
+        payload: Value,
+    ) -> Result<(), ListenerError> {
+        let lazy = self
+            .listeners
+            .get(index)
+            .and_then(|l| l.lazy.clone())
+            .ok_or("no lazy work for this listener")?;
         lazy(cx, payload).await.map(drop)
     }
 }
@@ -375,7 +443,17 @@ impl Context {
         request_id: String,
         raw: Value,
     ) -> Self {
-        Self { inner: Arc::new(ContextInner { tenant, client, slack, store, listener, request_id, raw }) }
+        Self {
+            inner: Arc::new(ContextInner {
+                tenant,
+                client,
+                slack,
+                store,
+                listener,
+                request_id,
+                raw,
+            }),
+        }
     }
 
     /// The tenant this request was verified to come from.
@@ -393,7 +471,11 @@ impl Context {
     /// user never authorized the app.
     pub async fn user_client(&self, user_id: &str) -> Result<BoundClient, StoreError> {
         let ctx = ReadContext::new(AUDIT_ACTOR, &self.inner.request_id, &self.inner.listener);
-        let token = self.inner.store.user_token(&self.inner.tenant, user_id, &ctx).await?;
+        let token = self
+            .inner
+            .store
+            .user_token(&self.inner.tenant, user_id, &ctx)
+            .await?;
         Ok(self.inner.slack.bind(token))
     }
 
@@ -438,7 +520,12 @@ pub struct ListenerHandler {
 
 impl ListenerHandler {
     pub fn new(listeners: Listeners, slack: SlackClient, store: Arc<InstallationStore>) -> Self {
-        Self { listeners, slack, store, lazy: None }
+        Self {
+            listeners,
+            slack,
+            store,
+            lazy: None,
+        }
     }
 
     /// Where lazy work is enqueued. Without a queue, a listener with lazy work
@@ -452,11 +539,20 @@ impl ListenerHandler {
 #[async_trait]
 impl EventHandler for ListenerHandler {
     fn route(&self, source: EventSource, event_type: &str, event: &Value) -> Option<Route> {
-        self.listeners.find(source, event_type, event).map(|(index, l)| Route { listener: l.name.clone(), index })
+        self.listeners
+            .find(source, event_type, event)
+            .map(|(index, l)| Route {
+                listener: l.name.clone(),
+                index,
+            })
     }
 
     async fn handle(&self, ev: AuthorizedEvent) -> Result<Ack, HandlerError> {
-        let listener = self.listeners.listeners.get(ev.route.index).ok_or(HandlerError::MalformedEvent("route"))?;
+        let listener = self
+            .listeners
+            .listeners
+            .get(ev.route.index)
+            .ok_or(HandlerError::MalformedEvent("route"))?;
         let has_lazy = listener.lazy.is_some();
         let payload = has_lazy.then(|| ev.event.clone());
         let tenant_key = ev.tenant.key().clone();
@@ -469,9 +565,14 @@ impl EventHandler for ListenerHandler {
             ev.request_id.clone(),
             ev.event.clone(),
         );
-        let ack = (listener.ack)(cx, ev.event).await.map_err(HandlerError::Other)?;
+        let ack = (listener.ack)(cx, ev.event)
+            .await
+            .map_err(HandlerError::Other)?;
         if let Some(payload) = payload {
-            let queue = self.lazy.as_ref().ok_or(HandlerError::MalformedEvent("lazy queue not configured"))?;
+            let queue = self
+                .lazy
+                .as_ref()
+                .ok_or(HandlerError::MalformedEvent("lazy queue not configured"))?;
             let job = crate::lazy::LazyJob {
                 tenant: tenant_key.pk(),
                 listener: ev.route.listener,

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use http::StatusCode;
-use tokenkeep_oauth::{router_with_hooks, HookError, InstallHooks, Installed, OAuthError};
+use tokenkeep_oauth::{HookError, InstallHooks, Installed, OAuthError, router_with_hooks};
 use tokenkeep_slack_api::fake::InstallSpec;
 
 #[derive(Debug, Default)]
@@ -28,7 +28,9 @@ impl InstallHooks for Hooks {
             0 => {
                 let client = installed.client.ok_or("no bot client")?;
                 let user = installed.installer_user_id.ok_or("no installer")?;
-                client.chat_post_message(&user, &tokenkeep_slack_api::Message::text("welcome")).await?;
+                client
+                    .chat_post_message(&user, &tokenkeep_slack_api::Message::text("welcome"))
+                    .await?;
                 Ok(())
             }
             1 => Err("hook failed".into()),
@@ -43,7 +45,10 @@ impl InstallHooks for Hooks {
 
 async fn with_hooks(mode: usize) -> (Harness, Arc<Hooks>) {
     let mut h = harness(Backend::Embedded).await;
-    let hooks = Arc::new(Hooks { mode, ..Hooks::default() });
+    let hooks = Arc::new(Hooks {
+        mode,
+        ..Hooks::default()
+    });
     h.router = router_with_hooks(h.state.clone(), Some(hooks.clone()));
     (h, hooks)
 }
@@ -53,11 +58,23 @@ async fn on_installed_runs_after_the_install_with_the_new_bot_token() {
     // Given hooks that DM the installer
     let (h, hooks) = with_hooks(0).await;
     // When T1 installs
-    h.install("c1", InstallSpec { user_id: "UINST".into(), ..InstallSpec::workspace("T1") }).await;
+    h.install(
+        "c1",
+        InstallSpec {
+            user_id: "UINST".into(),
+            ..InstallSpec::workspace("T1")
+        },
+    )
+    .await;
     // Then the installation is stored and the DM went out with T1's bot token
     assert!(!h.records().await.is_empty());
     assert_eq!(hooks.installed.load(Ordering::SeqCst), 1);
-    let dm = h.slack.posts().into_iter().find(|p| p.channel == "UINST").expect("welcome DM");
+    let dm = h
+        .slack
+        .posts()
+        .into_iter()
+        .find(|p| p.channel == "UINST")
+        .expect("welcome DM");
     assert_eq!(dm.team_id, "T1");
 }
 
@@ -71,7 +88,10 @@ async fn a_failing_or_panicking_hook_keeps_the_installation() {
         assert!(body.contains("Installation complete"), "{body}");
         // And the installation is stored
         assert_eq!(hooks.installed.load(Ordering::SeqCst), 1);
-        assert!(!h.records().await.is_empty(), "mode {mode}: installation kept");
+        assert!(
+            !h.records().await.is_empty(),
+            "mode {mode}: installation kept"
+        );
     }
 }
 

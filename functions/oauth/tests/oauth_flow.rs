@@ -423,5 +423,7 @@ on_both_backends!(
 /// A Slack token in the clear. Not bare "xox": random base64 ciphertext
 /// contains "xox" by chance, but never "xoxb-" (no '-' or '.' in its alphabet).
 fn token_shaped(text: &str) -> bool {
-    ["xoxb-", "xoxp-", "xoxe-", "xoxe.", "xoxa-", "xoxr-"].iter().any(|t| text.contains(t))
+    ["xoxb-", "xoxp-", "xoxe-", "xoxe.", "xoxa-", "xoxr-"]
+        .iter()
+        .any(|t| text.contains(t))
 }

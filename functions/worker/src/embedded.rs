@@ -32,7 +32,9 @@ fn err(e: rusqlite::Error) -> QueueError {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A job taken from the queue.
@@ -55,7 +57,10 @@ impl EmbeddedQueue {
                  attempts INTEGER NOT NULL, dead_at INTEGER NOT NULL);",
         )
         .map_err(err)?;
-        Ok(Self { db: Arc::new(Mutex::new(conn)), max_attempts: crate::MAX_ATTEMPTS })
+        Ok(Self {
+            db: Arc::new(Mutex::new(conn)),
+            max_attempts: crate::MAX_ATTEMPTS,
+        })
     }
 
     pub fn with_max_attempts(mut self, n: u32) -> Self {
@@ -79,7 +84,9 @@ impl EmbeddedQueue {
             )
             .optional()
             .map_err(err)?;
-        let Some((id, body, attempts)) = row else { return Ok(None) };
+        let Some((id, body, attempts)) = row else {
+            return Ok(None);
+        };
         tx.execute(
             "UPDATE lazy_jobs SET attempts = attempts + 1, visible_at = ?2 WHERE id = ?1",
             params![id, now + CLAIM_SECS],
@@ -87,11 +94,17 @@ impl EmbeddedQueue {
         .map_err(err)?;
         tx.commit().map_err(err)?;
         let job = serde_json::from_str(&body).map_err(QueueError::Malformed)?;
-        Ok(Some(Claimed { id, attempts: attempts + 1, job }))
+        Ok(Some(Claimed {
+            id,
+            attempts: attempts + 1,
+            job,
+        }))
     }
 
     pub fn finish(&self, id: i64) -> Result<(), QueueError> {
-        self.conn().execute("DELETE FROM lazy_jobs WHERE id = ?1", params![id]).map_err(err)?;
+        self.conn()
+            .execute("DELETE FROM lazy_jobs WHERE id = ?1", params![id])
+            .map_err(err)?;
         Ok(())
     }
 
@@ -106,7 +119,8 @@ impl EmbeddedQueue {
                 params![claimed.id, now],
             )
             .map_err(err)?;
-            tx.execute("DELETE FROM lazy_jobs WHERE id = ?1", params![claimed.id]).map_err(err)?;
+            tx.execute("DELETE FROM lazy_jobs WHERE id = ?1", params![claimed.id])
+                .map_err(err)?;
         } else {
             tx.execute(
                 "UPDATE lazy_jobs SET visible_at = ?2 WHERE id = ?1",
@@ -122,7 +136,8 @@ impl EmbeddedQueue {
     pub fn depth(&self) -> Result<(u64, u64), QueueError> {
         let conn = self.conn();
         let count = |table: &str| -> Result<u64, QueueError> {
-            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).map_err(err)
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .map_err(err)
         };
         Ok((count("lazy_jobs")?, count("lazy_dead")?))
     }
@@ -134,7 +149,9 @@ impl EmbeddedQueue {
         store: &Arc<InstallationStore>,
         slack: &SlackClient,
     ) -> Result<bool, QueueError> {
-        let Some(claimed) = self.claim(now_secs())? else { return Ok(false) };
+        let Some(claimed) = self.claim(now_secs())? else {
+            return Ok(false);
+        };
         let (request_id, listener) = (claimed.job.request_id.clone(), claimed.job.listener.clone());
         match run_job(listeners, store, slack, claimed.job.clone()).await {
             Ok(JobOutcome::Done | JobOutcome::TenantGone) => self.finish(claimed.id)?,
@@ -150,7 +167,12 @@ impl EmbeddedQueue {
     }
 
     /// The worker loop of `tokenkeep dev`: runs jobs as they become visible.
-    pub async fn run_forever(self, listeners: Listeners, store: Arc<InstallationStore>, slack: SlackClient) {
+    pub async fn run_forever(
+        self,
+        listeners: Listeners,
+        store: Arc<InstallationStore>,
+        slack: SlackClient,
+    ) {
         loop {
             match self.run_one(&listeners, &store, &slack).await {
                 Ok(true) => continue,
@@ -168,7 +190,10 @@ impl LazyQueue for EmbeddedQueue {
         let body = serde_json::to_string(&job).map_err(QueueError::Malformed)?;
         self.conn()
             // Visible at once (time 0 is before any claim's "now").
-            .execute("INSERT INTO lazy_jobs (body, attempts, visible_at) VALUES (?1, 0, 0)", params![body])
+            .execute(
+                "INSERT INTO lazy_jobs (body, attempts, visible_at) VALUES (?1, 0, 0)",
+                params![body],
+            )
             .map_err(|e| QueueError::Send(Box::new(e)))?;
         Ok(())
     }
@@ -193,7 +218,11 @@ mod tests {
         // Given a queue file with one job enqueued, then the process "restarted"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lazy.db");
-        EmbeddedQueue::open(&path).unwrap().enqueue(job(1)).await.unwrap();
+        EmbeddedQueue::open(&path)
+            .unwrap()
+            .enqueue(job(1))
+            .await
+            .unwrap();
         let q = EmbeddedQueue::open(&path).unwrap().with_max_attempts(2);
         // When it is claimed, the claim hides it; a claim that was never
         // finished (a killed worker) expires and the job is visible again

@@ -17,7 +17,10 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self { client, queue_url: queue_url.into() }
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
     }
 }
 
@@ -87,9 +90,13 @@ pub async fn handle_sqs_event(
             Ok(JobOutcome::TenantGone) => {}
             Err(e) => {
                 tracing::error!(%request_id, %listener, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "lazy job failed; SQS will redeliver it");
-                failures.push(BatchItemFailure { item_identifier: record.message_id });
+                failures.push(BatchItemFailure {
+                    item_identifier: record.message_id,
+                });
             }
         }
     }
-    SqsBatchResponse { batch_item_failures: failures }
+    SqsBatchResponse {
+        batch_item_failures: failures,
+    }
 }

@@ -20,28 +20,45 @@ use tokenkeep_installations::{
     EmbeddedRepository, Installation, InstallationStore, StoreConfig, SystemClock, TenantKey,
     VerifiedTenant,
 };
-use tokenkeep_slack_api::fake::{sign_request, FakeSlack, FakeSlackConfig, InstallSpec};
+use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{Message, RequestVerifier, SigningSecret, SlackOAuth as _};
-use tokenkeep_worker::{handle_sqs_event, SqsEvent, SqsQueue};
+use tokenkeep_worker::{SqsEvent, SqsQueue, handle_sqs_event};
 
 const SIGNING_SECRET: &str = "tokenkeep-test-signing-secret";
 
 fn listeners() -> Listeners {
     Listeners::new()
-        .command("/report", |_cx, _cmd| async move { Ok(CommandAck::text("Working on it…")) })
+        .command("/report", |_cx, _cmd| async move {
+            Ok(CommandAck::text("Working on it…"))
+        })
         .lazy(|cx, payload| async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let channel = payload["channel_id"].as_str().ok_or("no channel")?.to_owned();
-            cx.client().chat_post_message(&channel, &Message::text("Report ready")).await?;
+            let channel = payload["channel_id"]
+                .as_str()
+                .ok_or("no channel")?
+                .to_owned();
+            cx.client()
+                .chat_post_message(&channel, &Message::text("Report ready"))
+                .await?;
             Ok(())
         })
-        .command("/broken", |_cx, _cmd| async move { Ok(CommandAck::empty()) })
+        .command(
+            "/broken",
+            |_cx, _cmd| async move { Ok(CommandAck::empty()) },
+        )
         .lazy(|_cx, _payload| async move { Err("always fails".into()) })
 }
 
 async fn queues(sqs: &aws_sdk_sqs::Client, max_receives: u32) -> (String, String) {
     let id = format!("{}-{}", std::process::id(), rand_id());
-    let dlq = sqs.create_queue().queue_name(format!("tk-dlq-{id}")).send().await.unwrap().queue_url.unwrap();
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("tk-dlq-{id}"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let dlq_arn = sqs
         .get_queue_attributes()
         .queue_url(&dlq)
@@ -52,12 +69,19 @@ async fn queues(sqs: &aws_sdk_sqs::Client, max_receives: u32) -> (String, String
         .attributes
         .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
         .clone();
-    let redrive = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
+    let redrive =
+        format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
     let queue = sqs
         .create_queue()
         .queue_name(format!("tk-lazy-{id}"))
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy, redrive)
-        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            redrive,
+        )
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
         .send()
         .await
         .unwrap()
@@ -67,20 +91,40 @@ async fn queues(sqs: &aws_sdk_sqs::Client, max_receives: u32) -> (String, String
 }
 
 fn rand_id() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// What the Lambda service would hand the worker: the received messages as an SQS event.
 async fn receive(sqs: &aws_sdk_sqs::Client, queue: &str) -> (SqsEvent, Vec<String>, Vec<String>) {
-    let out = sqs.receive_message().queue_url(queue).max_number_of_messages(10).wait_time_seconds(1).send().await.unwrap();
+    let out = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap();
     let messages = out.messages.unwrap_or_default();
     let records: Vec<serde_json::Value> = messages
         .iter()
         .map(|m| serde_json::json!({"messageId": m.message_id(), "body": m.body()}))
         .collect();
-    let bodies = messages.iter().map(|m| m.body().unwrap_or_default().to_owned()).collect();
-    let handles = messages.iter().map(|m| m.receipt_handle().unwrap_or_default().to_owned()).collect();
-    (serde_json::from_value(serde_json::json!({ "Records": records })).unwrap(), bodies, handles)
+    let bodies = messages
+        .iter()
+        .map(|m| m.body().unwrap_or_default().to_owned())
+        .collect();
+    let handles = messages
+        .iter()
+        .map(|m| m.receipt_handle().unwrap_or_default().to_owned())
+        .collect();
+    (
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap(),
+        bodies,
+        handles,
+    )
 }
 
 #[tokio::test]
@@ -97,7 +141,13 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
     let grant = slack.client().exchange_code("c1", None).await.unwrap();
     let bot = grant.access_token.clone().unwrap();
     let tenant = VerifiedTenant::from_oauth_grant(&grant).unwrap();
-    store.store_installation(&tenant, &Installation::from_oauth_response(grant, store.clock().now_secs()).unwrap()).await.unwrap();
+    store
+        .store_installation(
+            &tenant,
+            &Installation::from_oauth_response(grant, store.clock().now_secs()).unwrap(),
+        )
+        .await
+        .unwrap();
 
     let sqs = aws_sdk_sqs::Client::new(&emulator_config().await);
     let (queue, dlq) = queues(&sqs, 2).await;
@@ -110,13 +160,24 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
         clock: Arc::new(SystemClock),
     });
     let command = |name: &str| {
-        let body = serde_urlencoded::to_string([("command", name), ("team_id", "T1"), ("channel_id", "C9"), ("user_id", "U1")])
-            .unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let body = serde_urlencoded::to_string([
+            ("command", name),
+            ("team_id", "T1"),
+            ("channel_id", "C9"),
+            ("user_id", "U1"),
+        ])
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         Request::post("/slack/events")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-slack-request-timestamp", now.to_string())
-            .header("x-slack-signature", sign_request(&SigningSecret::new(SIGNING_SECRET), now, body.as_bytes()))
+            .header(
+                "x-slack-signature",
+                sign_request(&SigningSecret::new(SIGNING_SECRET), now, body.as_bytes()),
+            )
             .body(Body::from(body))
             .unwrap()
     };
@@ -124,27 +185,50 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
     // When /report is sent
     let resp = router.clone().oneshot(command("/report")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     // Then the ack comes at once, and nothing was posted yet
     assert_eq!(&body[..], "{\"text\":\"Working on it…\"}".as_bytes());
     assert!(slack.posts().is_empty());
     // And the queue holds one job: tenant and listener, no token
     let (event, bodies, handles) = receive(&sqs, &queue).await;
     assert_eq!(bodies.len(), 1);
-    assert!(bodies[0].contains("command:/report") && bodies[0].contains("T#-#T1"), "{}", bodies[0]);
+    assert!(
+        bodies[0].contains("command:/report") && bodies[0].contains("T#-#T1"),
+        "{}",
+        bodies[0]
+    );
     assert!(!bodies[0].contains("xox"), "no token in a queue message");
     // When the worker runs the batch, then it succeeds and the message can go
     let out = handle_sqs_event(&listeners(), &store, &slack.client(), event).await;
     assert!(out.batch_item_failures.is_empty(), "{out:?}");
-    sqs.delete_message().queue_url(&queue).receipt_handle(&handles[0]).send().await.unwrap();
+    sqs.delete_message()
+        .queue_url(&queue)
+        .receipt_handle(&handles[0])
+        .send()
+        .await
+        .unwrap();
     // And the lazy part posted with T1's bot token, read by the worker under the listener's name
     let posts = slack.posts();
     assert_eq!(posts.len(), 1);
-    assert_eq!((posts[0].channel.as_str(), posts[0].text.as_str()), ("C9", "Report ready"));
+    assert_eq!(
+        (posts[0].channel.as_str(), posts[0].text.as_str()),
+        ("C9", "Report ready")
+    );
     assert_eq!(posts[0].token_fingerprint, bot.fingerprint());
     let pk = TenantKey::new(None, Some("T1")).unwrap().pk();
-    let audit = store.repository().query_audit(Some(&pk), 0, 100).await.unwrap();
-    assert!(audit.iter().any(|a| a.actor == "worker" && a.reason == "command:/report"), "{audit:?}");
+    let audit = store
+        .repository()
+        .query_audit(Some(&pk), 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.actor == "worker" && a.reason == "command:/report"),
+        "{audit:?}"
+    );
 
     // Given /broken, whose lazy part always fails
     let resp = router.clone().oneshot(command("/broken")).await.unwrap();

@@ -54,7 +54,7 @@ use std::sync::Arc;
 
 pub use async_trait::async_trait;
 pub use regex::Regex;
-pub use serde_json::{json, Value};
+pub use serde_json::{Value, json};
 pub use tokenkeep_events::inputs;
 pub use tokenkeep_events::{
     Ack, CommandAck, Context, IdMatch, LazyQueue, ListenerError, Listeners, OptionsAck, ViewAck,
@@ -68,7 +68,11 @@ use tokenkeep_events::EventsState;
 use tokenkeep_oauth::OAuthState;
 
 /// The events router (`POST /slack/events`) over the app's listeners.
-pub fn events_router(app: &App, listeners: Listeners, lazy: Option<Arc<dyn LazyQueue>>) -> axum::Router {
+pub fn events_router(
+    app: &App,
+    listeners: Listeners,
+    lazy: Option<Arc<dyn LazyQueue>>,
+) -> axum::Router {
     tokenkeep_events::router(EventsState::with_listeners(app, listeners, lazy))
 }
 
@@ -100,7 +104,10 @@ async fn lazy_queue(app: &App) -> Option<Arc<dyn LazyQueue>> {
         Some(aws) => aws.clone(),
         None => tokenkeep_runtime::aws_config().await,
     };
-    Some(Arc::new(tokenkeep_worker::SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url)))
+    Some(Arc::new(tokenkeep_worker::SqsQueue::new(
+        aws_sdk_sqs::Client::new(&aws),
+        url,
+    )))
 }
 
 /// The events Lambda's whole `main`: wiring once per cold start, then the
@@ -119,7 +126,13 @@ pub async fn run_worker(listeners: Listeners) -> Result<(), lambda_runtime::Erro
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<tokenkeep_worker::SqsEvent>| async move {
             Ok::<_, lambda_runtime::Error>(
-                tokenkeep_worker::handle_sqs_event(listeners, &app.store, &app.slack, event.payload).await,
+                tokenkeep_worker::handle_sqs_event(
+                    listeners,
+                    &app.store,
+                    &app.slack,
+                    event.payload,
+                )
+                .await,
             )
         },
     ))
@@ -128,9 +141,16 @@ pub async fn run_worker(listeners: Listeners) -> Result<(), lambda_runtime::Erro
 
 /// `tokenkeep dev`'s lazy path: the embedded durable queue in the data dir
 /// (`lazy.db`), and the task that works it.
-pub fn embedded_lazy(app: &App, listeners: Listeners) -> Result<Arc<dyn LazyQueue>, tokenkeep_worker::QueueError> {
+pub fn embedded_lazy(
+    app: &App,
+    listeners: Listeners,
+) -> Result<Arc<dyn LazyQueue>, tokenkeep_worker::QueueError> {
     let queue = tokenkeep_worker::EmbeddedQueue::open(app.config.data_dir.join("lazy.db"))?;
-    tokio::spawn(queue.clone().run_forever(listeners, Arc::clone(&app.store), app.slack.clone()));
+    tokio::spawn(
+        queue
+            .clone()
+            .run_forever(listeners, Arc::clone(&app.store), app.slack.clone()),
+    );
     Ok(Arc::new(queue))
 }
 
