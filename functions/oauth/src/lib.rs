@@ -41,7 +41,7 @@ pub use hooks::{HookError, InstallHooks, Installed};
 pub use request_id::RequestId;
 
 use callback::{Outcome, complete_install};
-use pages::{failure_page, page, slack_link};
+use pages::{failure_page, page, slack_link, success_page};
 use state_cookie::{cookie, state_prefix, with_cleared_cookie};
 
 /// Name of the cookie that binds an OAuth state to the browser that asked for it.
@@ -200,14 +200,7 @@ async fn oauth_redirect(
                 }
             }
             let link = slack_link(&tenant, app_id.as_deref());
-            let body =
-                format!("<p>The app was installed.</p><p><a href=\"{link}\">Open Slack</a></p>");
-            with_cleared_cookie(page(
-                StatusCode::OK,
-                &request_id,
-                "Installation complete",
-                &body,
-            ))
+            with_cleared_cookie(success_page(&request_id, &link))
         }
         Ok(Outcome::Cancelled) => with_cleared_cookie(page(
             StatusCode::OK,

@@ -10,8 +10,33 @@ use crate::OAuthError;
 
 /// A small HTML page. Only static text and validated values reach `body_html`.
 pub(crate) fn page(status: StatusCode, request_id: &str, title: &str, body_html: &str) -> Response {
+    page_with_head(status, request_id, title, "", body_html)
+}
+
+/// The success page: as Bolt does, it sends the browser straight into the
+/// app in Slack (`link` is built from validated ids, already HTML-escaped),
+/// with the link as a fallback.
+pub(crate) fn success_page(request_id: &str, link: &str) -> Response {
+    let head = format!("<meta http-equiv=\"refresh\" content=\"0; url={link}\">");
+    let body = format!("<p>The app was installed.</p><p><a href=\"{link}\">Open Slack</a></p>");
+    page_with_head(
+        StatusCode::OK,
+        request_id,
+        "Installation complete",
+        &head,
+        &body,
+    )
+}
+
+fn page_with_head(
+    status: StatusCode,
+    request_id: &str,
+    title: &str,
+    head: &str,
+    body_html: &str,
+) -> Response {
     let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{head}<title>{title}</title></head>\
          <body><h1>{title}</h1>{body_html}<p><small>Request id: {request_id}</small></p></body></html>"
     );
     let mut resp = (status, html).into_response();
