@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 
 use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
-use tokenkeep_events::{AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
+use tokenkeep_events::{Ack, AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
 use tokenkeep_installations::{
     Clock, EmbeddedRepository, Installation, InstallationStore, StoreConfig, SystemClock,
     VerifiedTenant,
@@ -35,9 +35,9 @@ struct NoopHandler(AtomicU64);
 
 #[async_trait]
 impl EventHandler for NoopHandler {
-    async fn handle(&self, _ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, _ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(Ack::Empty)
     }
 }
 

@@ -23,7 +23,7 @@ use tower::ServiceExt as _;
 
 use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider};
-use tokenkeep_events::{AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
+use tokenkeep_events::{Ack, AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
 use tokenkeep_installations::testing::CountingRepository;
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
 use tokenkeep_installations::{
@@ -39,8 +39,8 @@ struct NoopHandler;
 
 #[async_trait]
 impl EventHandler for NoopHandler {
-    async fn handle(&self, _ctx: AuthorizedEvent) -> Result<(), HandlerError> {
-        Ok(())
+    async fn handle(&self, _ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
+        Ok(Ack::Empty)
     }
 }
 

@@ -1,10 +1,14 @@
 //! The seam between ingestion and the app: [`EventHandler`], what it receives
-//! ([`AuthorizedEvent`]) and an example handler ([`MentionReplier`]).
+//! ([`AuthorizedEvent`]) and a minimal handler ([`MentionReplier`]). Apps
+//! register listeners ([`Listeners`](crate::Listeners)) instead; this trait is
+//! what those listeners are dispatched through.
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tokenkeep_installations::VerifiedTenant;
 use tokenkeep_slack_api::{AccessToken, SlackClient, SlackError};
+
+use crate::ack::Ack;
 
 /// Which Slack surface a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,17 @@ pub struct AuthorizedEvent {
     pub event_id: Option<String>,
     /// The API Gateway (or Lambda) request id, also in the audit record and logs.
     pub request_id: String,
+    /// What [`EventHandler::route`] chose for this request.
+    pub route: Route,
+}
+
+/// Which of a handler's listeners takes a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Names the listener; it is the audit reason of the token read made for it.
+    pub listener: String,
+    /// The handler's own index of the listener.
+    pub index: usize,
 }
 
 /// Why a handler failed. Ingestion logs it and still acknowledges the request
@@ -85,7 +100,20 @@ pub enum HandlerError {
 /// - Never log `ctx.bot_token`; it has no `Display` for that reason.
 #[async_trait]
 pub trait EventHandler: Send + Sync {
-    async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError>;
+    /// Which listener would take this request, before any token is read.
+    /// `None`: the request is acknowledged (empty 200) and counted as
+    /// `Unhandled`, with no token read and no call. The default takes every
+    /// request, named by its event type (Events API) or surface.
+    fn route(&self, source: EventSource, event_type: &str, _event: &Value) -> Option<Route> {
+        let listener = match source {
+            EventSource::EventsApi => event_type.to_owned(),
+            other => other.as_str().to_owned(),
+        };
+        Some(Route { listener, index: 0 })
+    }
+
+    /// Handles the request and says what Slack is answered (within 3 s).
+    async fn handle(&self, ctx: AuthorizedEvent) -> Result<Ack, HandlerError>;
 }
 
 /// Example handler: answers an `app_mention` in its thread; ignores the rest.
@@ -111,13 +139,13 @@ pub fn mention_reply_text(user: Option<&str>) -> String {
 
 #[async_trait]
 impl EventHandler for MentionReplier {
-    async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
         if ctx.source != EventSource::EventsApi || ctx.event_type != "app_mention" {
-            return Ok(());
+            return Ok(Ack::Empty);
         }
         // A bot mentioning us (possibly ourselves) gets no answer: no reply loops.
         if ctx.event.get("bot_id").is_some_and(|b| !b.is_null()) {
-            return Ok(());
+            return Ok(Ack::Empty);
         }
         let channel = ctx
             .event
@@ -135,7 +163,7 @@ impl EventHandler for MentionReplier {
         self.slack
             .chat_post_message(&ctx.bot_token, channel, &text, Some(thread_ts))
             .await?;
-        Ok(())
+        Ok(Ack::Empty)
     }
 }
 

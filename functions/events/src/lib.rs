@@ -8,8 +8,10 @@
 //!    failure 401 with a generic body. Until this passes nothing in the body is
 //!    parsed, looked up or logged except its length: an unsigned body is
 //!    attacker-controlled, and parsing it would widen what an attacker reaches.
-//! 3. **Parse** by content type (JSON: Events API; form: `payload=` for
-//!    interactivity, else a slash command). Malformed after a valid signature: 400.
+//! 3. **Parse**, once, where the verifier lives ([`tokenkeep_slack_api::VerifiedRequest::parse`]):
+//!    kind, tenant ids and payload by content type (JSON: Events API; form:
+//!    `payload=` for interactivity, else a slash command). Tenant resolution and
+//!    dispatch both read that one result. Malformed after a valid signature: 400.
 //! 4. `url_verification` is answered with its challenge.
 //! 5. **Lifecycle**: `app_uninstalled` purges the tenant (tombstone);
 //!    `tokens_revoked` deletes the named user installations, and the bot
@@ -17,15 +19,19 @@
 //!    an event older than the installation it names (`event_time` before the
 //!    reinstall) or already applied (`event_id`) changes nothing
 //!    ([`InstallationStore::apply_app_uninstalled`]).
-//! 6. **Authorize**: the tenant comes from the signed body
+//! 6. **Route**: the handler names the listener that takes the request
+//!    ([`EventHandler::route`]); none matches: 200, counted `Unhandled`, no
+//!    token read.
+//! 7. **Authorize**: the tenant comes from the signed body
 //!    ([`VerifiedTenant::from_signed_request`]); its bot token is read through
-//!    the store (audited, reason = event type). No installation: 200 without
+//!    the store (audited, reason = the listener's name). No installation: 200 without
 //!    processing, plus an `UnknownTenant` metric. Any other store error: 500,
 //!    so Slack retries.
-//! 7. **Dedupe** by `event_id` ([`InstallationStore::record_event`]): a retry of
+//! 8. **Dedupe** by `event_id` ([`InstallationStore::record_event`]): a retry of
 //!    an event already claimed is acknowledged and not processed again.
-//! 8. **Dispatch** to the handler. A handler error is logged, counted
-//!    (`HandlerFailed`) and acknowledged with 200 (see [`EventHandler`]).
+//! 9. **Dispatch** to the handler; its [`Ack`] is the answer (empty, or the
+//!    JSON body Slack expects). A handler error or panic is logged, counted
+//!    (`HandlerFailed`) and acknowledged with an empty 200 (see [`EventHandler`]).
 //!
 //! Why dedupe comes after the lifecycle step and the token read rather than
 //! right after parsing: the repository can record an event id but not forget
@@ -36,7 +42,11 @@
 //!
 //! Responses are generic (`{"ok":false}` plus the request id); causes go to the log.
 
+pub mod ack;
 mod handler;
+pub mod inputs;
+pub mod lazy;
+mod listeners;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -47,17 +57,21 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use futures::FutureExt as _;
 use http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokenkeep_installations::{
     Clock, InstallationStore, LifecycleEvent, ReadContext, StoreError, VerifiedTenant,
 };
-use tokenkeep_slack_api::{RequestVerifier, VerifiedRequest, VerifyError};
+use tokenkeep_slack_api::{EventsEnvelope, Payload, RequestVerifier, SignedPayload, VerifyError};
 
+pub use ack::{Ack, CommandAck, OptionsAck, ViewAck};
 pub use handler::{
-    AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier, mention_reply_text,
+    AuthorizedEvent, EventHandler, EventSource, HandlerError, MentionReplier, Route,
+    mention_reply_text,
 };
+pub use lazy::{JobError, JobOutcome, LazyJob, QueueError, run_job};
+pub use listeners::{Context, IdMatch, LazyQueue, ListenerError, ListenerHandler, Listeners};
 pub use metrics::{EmfStdout, Metric, MetricsSink};
 
 /// The route every Slack request arrives on.
@@ -73,6 +87,33 @@ pub struct EventsState {
     pub handler: Arc<dyn EventHandler>,
     /// The verifier's notion of "now" (tests pin it to a sample's timestamp).
     pub clock: Arc<dyn Clock>,
+}
+
+impl EventsState {
+    /// The state every binary builds: the app's wiring, and its handler
+    /// (normally [`ListenerHandler`] over the app's [`Listeners`]).
+    pub fn new(app: &tokenkeep_runtime::App, handler: Arc<dyn EventHandler>) -> Self {
+        Self {
+            store: Arc::clone(&app.store),
+            verifier: app.verifier.clone(),
+            handler,
+            clock: Arc::new(tokenkeep_installations::SystemClock),
+        }
+    }
+
+    /// [`new`](Self::new) with the app's listeners, lazy work going to `lazy`.
+    pub fn with_listeners(
+        app: &tokenkeep_runtime::App,
+        listeners: Listeners,
+        lazy: Option<Arc<dyn LazyQueue>>,
+    ) -> Self {
+        let mut handler =
+            ListenerHandler::new(listeners, app.slack.clone(), Arc::clone(&app.store));
+        if let Some(queue) = lazy {
+            handler = handler.with_lazy_queue(queue);
+        }
+        Self::new(app, Arc::new(handler))
+    }
 }
 
 impl std::fmt::Debug for EventsState {
@@ -126,6 +167,13 @@ fn ack() -> Response {
     StatusCode::OK.into_response()
 }
 
+fn ack_with(answer: Ack) -> Response {
+    match answer {
+        Ack::Empty => ack(),
+        Ack::Json(body) => (StatusCode::OK, Json(body)).into_response(),
+    }
+}
+
 // ---- the flow --------------------------------------------------------------
 
 async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -161,11 +209,15 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
         }
     };
 
-    // 3. Parse.
-    let inbound = match Inbound::parse(&parts.headers, verified.body()) {
-        Ok(inbound) => inbound,
+    // 3. Parse, once: kind, tenant ids and payload come from this one result.
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let signed = match verified.parse(content_type) {
+        Ok(signed) => signed,
         Err(what) => {
-            tracing::warn!(%request_id, body_bytes, what, "signed request is malformed");
+            tracing::warn!(%request_id, body_bytes, what = %what, "signed request is malformed");
             return refuse(StatusCode::BAD_REQUEST, &request_id);
         }
     };
@@ -176,14 +228,14 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
         .unwrap_or("");
     let flow = Flow {
         shared: &shared,
-        verified: &verified,
+        signed: &signed,
         request_id: &request_id,
         deadline,
     };
 
-    match inbound {
-        Inbound::Events(envelope) => flow.events_api(envelope, retry_num).await,
-        Inbound::Interactivity(payload) => {
+    match signed.payload().clone() {
+        Payload::Events(envelope) => flow.events_api(envelope, retry_num).await,
+        Payload::Interactivity(payload) => {
             let event_type = payload
                 .get("type")
                 .and_then(Value::as_str)
@@ -192,7 +244,7 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
             flow.dispatch(EventSource::Interactivity, event_type, payload, None)
                 .await
         }
-        Inbound::SlashCommand(fields) => {
+        Payload::SlashCommand(fields) => {
             flow.dispatch(
                 EventSource::SlashCommand,
                 "slash_command".to_owned(),
@@ -260,76 +312,10 @@ fn invocation_deadline(req: &Request) -> Option<std::time::Instant> {
     )
 }
 
-/// A signed body, parsed by its content type.
-enum Inbound {
-    Events(EventsEnvelope),
-    Interactivity(Value),
-    SlashCommand(Value),
-}
-
-/// The outer Events API object; `event` stays a `Value` for the handler.
-#[derive(Deserialize)]
-struct EventsEnvelope {
-    #[serde(rename = "type")]
-    kind: String,
-    challenge: Option<String>,
-    event_id: Option<String>,
-    event_time: Option<i64>,
-    event: Option<Value>,
-}
-
-impl Inbound {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Self, &'static str> {
-        let media_type = headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        match media_type.as_str() {
-            "application/json" => serde_json::from_slice(body)
-                .map(Inbound::Events)
-                .map_err(|_| "json body"),
-            "application/x-www-form-urlencoded" => Self::parse_form(body),
-            _ => Err("content type"),
-        }
-    }
-
-    fn parse_form(body: &[u8]) -> Result<Self, &'static str> {
-        let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).map_err(|_| "form body")?;
-        let mut fields = Map::new();
-        for (name, value) in pairs {
-            // Slack never repeats a field; a repeat would let the tenant lookup
-            // and the handler read different values.
-            if fields.insert(name, Value::String(value)).is_some() {
-                return Err("repeated form field");
-            }
-        }
-        if let Some(payload) = fields.get("payload") {
-            let payload = payload.as_str().unwrap_or_default();
-            let payload: Value =
-                serde_json::from_str(payload).map_err(|_| "interactivity payload")?;
-            if !payload.is_object() {
-                return Err("interactivity payload");
-            }
-            return Ok(Inbound::Interactivity(payload));
-        }
-        if fields
-            .get("command")
-            .and_then(Value::as_str)
-            .is_some_and(|c| !c.is_empty())
-        {
-            return Ok(Inbound::SlashCommand(Value::Object(fields)));
-        }
-        Err("form is neither interactivity nor a slash command")
-    }
-}
-
 /// One verified request on its way through steps 4–8.
 struct Flow<'a> {
     shared: &'a Shared,
-    verified: &'a VerifiedRequest,
+    signed: &'a SignedPayload,
     request_id: &'a str,
     deadline: Option<std::time::Instant>,
 }
@@ -345,7 +331,7 @@ impl Flow<'_> {
 
     /// The tenant the signed body speaks for; `None` (logged) when it names none.
     fn tenant(&self) -> Option<VerifiedTenant> {
-        VerifiedTenant::from_signed_request(self.verified)
+        VerifiedTenant::from_signed_request(self.signed)
             .map_err(|e| tracing::warn!(request_id = %self.request_id, error = %e, "signed request names no valid tenant"))
             .ok()
     }
@@ -439,7 +425,9 @@ impl Flow<'_> {
         }
     }
 
-    /// Steps 6–8: tenant, audited token read, dedupe (Events API only), handler.
+    /// Steps 6–8: tenant, listener, audited token read, dedupe (Events API
+    /// only), handler. An unmatched request is acknowledged before any token
+    /// is read.
     async fn dispatch(
         &self,
         source: EventSource,
@@ -450,11 +438,13 @@ impl Flow<'_> {
         let Some(tenant) = self.tenant() else {
             return refuse(StatusCode::BAD_REQUEST, self.request_id);
         };
-        let reason = match source {
-            EventSource::EventsApi => event_type.as_str(),
-            other => other.as_str(),
+        let handler = &self.shared.state.handler;
+        let Some(route) = handler.route(source, &event_type, &event) else {
+            tracing::info!(request_id = %self.request_id, tenant = %tenant.key(), source = source.as_str(), %event_type, "no listener matched; acknowledged, not processed");
+            self.count(Metric::Unhandled);
+            return ack();
         };
-        let mut ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, reason);
+        let mut ctx = ReadContext::new(AUDIT_ACTOR, self.request_id, &route.listener);
         if let Some(deadline) = self.deadline {
             ctx = ctx.with_deadline(deadline);
         }
@@ -478,6 +468,7 @@ impl Flow<'_> {
             }
         }
         let tenant_key = tenant.key().clone();
+        let listener = route.listener.clone();
         let ctx = AuthorizedEvent {
             tenant,
             bot_token,
@@ -486,12 +477,24 @@ impl Flow<'_> {
             event,
             event_id,
             request_id: self.request_id.to_owned(),
+            route,
         };
-        let event_type = ctx.event_type.clone();
-        if let Err(e) = self.shared.state.handler.handle(ctx).await {
-            tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %event_type, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "handler failed; acknowledged anyway");
-            self.count(Metric::HandlerFailed);
+        // A panicking listener is a failed listener: logged, counted, acked.
+        let outcome = std::panic::AssertUnwindSafe(handler.handle(ctx))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(answer)) => ack_with(answer),
+            Ok(Err(e)) => {
+                tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %listener, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "handler failed; acknowledged anyway");
+                self.count(Metric::HandlerFailed);
+                ack()
+            }
+            Err(_) => {
+                tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %listener, "handler panicked; acknowledged anyway");
+                self.count(Metric::HandlerFailed);
+                ack()
+            }
         }
-        ack()
     }
 }

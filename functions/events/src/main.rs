@@ -1,25 +1,17 @@
-//! The events Lambda: load config and build clients once per cold start, then
-//! hand the router to the Lambda runtime. Everything else lives in the library.
+//! The events Lambda with tokenkeep's minimal handler (answers mentions).
+//! Apps ship their own three mains instead (see `apps/example`); this one
+//! exists so tokenkeep alone deploys and answers `url_verification`.
 
 use std::sync::Arc;
 
 use tokenkeep_events::{EventsState, MentionReplier, router};
-use tokenkeep_installations::SystemClock;
-use tokenkeep_slack_api::RequestVerifier;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let config = tokenkeep_runtime::Config::from_env().await?;
-    let verifier = RequestVerifier::new(config.slack_signing_secret.clone());
-    let app = tokenkeep_runtime::App::build(config).await?;
-    let state = EventsState {
-        store: Arc::clone(&app.store),
-        verifier,
-        handler: Arc::new(MentionReplier {
-            slack: app.slack.clone(),
-        }),
-        clock: Arc::new(SystemClock),
-    };
-    lambda_http::run(router(state)).await
+    let app = tokenkeep_runtime::App::build(tokenkeep_runtime::Config::from_env().await?).await?;
+    let handler = Arc::new(MentionReplier {
+        slack: app.slack.clone(),
+    });
+    lambda_http::run(router(EventsState::new(&app, handler))).await
 }

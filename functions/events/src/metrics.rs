@@ -8,8 +8,11 @@ pub enum Metric {
     /// A signed request for a tenant with no installation (never installed,
     /// uninstalled, purged): acknowledged without processing.
     UnknownTenant,
-    /// An [`EventHandler`](crate::EventHandler) returned an error; the request was still acknowledged.
+    /// An [`EventHandler`](crate::EventHandler) returned an error or
+    /// panicked; the request was still acknowledged.
     HandlerFailed,
+    /// No listener matched; acknowledged without a token read or a call.
+    Unhandled,
 }
 
 impl Metric {
@@ -17,6 +20,7 @@ impl Metric {
         match self {
             Metric::UnknownTenant => "UnknownTenant",
             Metric::HandlerFailed => "HandlerFailed",
+            Metric::Unhandled => "Unhandled",
         }
     }
 }

@@ -23,8 +23,8 @@ use tower::ServiceExt as _;
 use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
 use tokenkeep_events::{
-    AuthorizedEvent, EventHandler, EventsState, HandlerError, MentionReplier, Metric, MetricsSink,
-    router_with_metrics,
+    Ack, AuthorizedEvent, EventHandler, EventsState, HandlerError, MentionReplier, Metric,
+    MetricsSink, router_with_metrics,
 };
 use tokenkeep_installations::testing::{
     CountingRepository, FaultyRepository, ManualClock, RepoFault,
@@ -60,7 +60,7 @@ struct CountingHandler {
 
 #[async_trait]
 impl EventHandler for CountingHandler {
-    async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
         self.seen.calls.fetch_add(1, Ordering::SeqCst);
         self.seen
             .fingerprints

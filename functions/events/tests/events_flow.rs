@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use tokenkeep_events::{
-    AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier, Metric,
-    MetricsSink, router_with_metrics,
+    Ack, AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier,
+    Metric, MetricsSink, router_with_metrics,
 };
 use tokenkeep_installations::testing::{
     ManualClock, emulator_kms_key, emulator_repository, local_keys,
@@ -199,7 +199,7 @@ impl RecordingHandler {
 
 #[async_trait]
 impl EventHandler for RecordingHandler {
-    async fn handle(&self, ctx: AuthorizedEvent) -> Result<(), HandlerError> {
+    async fn handle(&self, ctx: AuthorizedEvent) -> Result<Ack, HandlerError> {
         self.seen.lock().unwrap().push(Seen {
             tenant: ctx.tenant.key().clone(),
             token_fingerprint: ctx.bot_token.fingerprint(),

@@ -79,6 +79,7 @@ impl Harness {
             user_scopes: "search:read".into(),
             authorize_url: AUTHORIZE_URL.into(),
             redirect_uri: Some(REDIRECT_URI.into()),
+            bot_client: None,
         };
         Self {
             router: router(state),

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokenkeep_installations::{
-    Clock, InstallationInfo, InstallationQuery, InstallationStore, ReadContext, RecordKind,
-    StoreError, TenantKey, VerifiedTenant,
+    Clock, InstallationInfo, InstallationQuery, InstallationStore, LifecycleEvent,
+    LifecycleOutcome, ReadContext, RecordKind, StoreError, TenantKey, VerifiedTenant,
 };
 use tokenkeep_slack_api::{
-    AccessToken, RequestVerifier, SlackClient, SlackError, VerifiedRequest, VerifyError,
+    AccessToken, Payload, RequestVerifier, SlackClient, SlackError, VerifyError,
 };
 
 use crate::wire::InstallationIn;
@@ -99,32 +99,45 @@ impl Backend {
         let verified =
             self.verifier
                 .verify_at(now, Some(timestamp), Some(signature), Bytes::from(body))?;
+        // The adapters forward the body without its Content-Type; Slack sends
+        // the Events API as JSON and everything else as a form.
+        let content_type = match verified.body().iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => "application/json",
+            _ => "application/x-www-form-urlencoded",
+        };
+        let signed = verified
+            .parse(Some(content_type))
+            .map_err(|_| BackendError::NoTenant)?;
         let tenant =
-            VerifiedTenant::from_signed_request(&verified).map_err(|_| BackendError::NoTenant)?;
+            VerifiedTenant::from_signed_request(&signed).map_err(|_| BackendError::NoTenant)?;
 
-        match lifecycle_of(&verified) {
-            Some(Lifecycle::Uninstalled) => {
-                let records = self.store.purge_tenant(&tenant).await?;
-                tracing::info!(tenant = %tenant.key(), records, "app_uninstalled seen by authorize: tenant purged");
-                return Ok(Authorized {
-                    tenant,
-                    bot: None,
-                    user: None,
-                });
-            }
-            Some(Lifecycle::Revoked { users, bots }) => {
-                for user in &users {
-                    match self.store.delete_installation(&tenant, user).await {
-                        Ok(_) | Err(StoreError::Invalid(_)) => {}
-                        Err(e) => return Err(e.into()),
+        // The same generation-aware path as /slack/events: a late retry of an
+        // old uninstall never wipes a reinstall, a repeated event id is a no-op.
+        if let Some((event_id, event_time, lifecycle)) = lifecycle_of(signed.payload()) {
+            let event = LifecycleEvent {
+                event_id: &event_id,
+                event_time,
+            };
+            match lifecycle {
+                Lifecycle::Uninstalled => {
+                    let outcome = self.store.apply_app_uninstalled(&tenant, &event).await?;
+                    tracing::info!(tenant = %tenant.key(), ?outcome, "app_uninstalled seen by authorize");
+                    if matches!(outcome, LifecycleOutcome::Applied { .. }) {
+                        return Ok(Authorized {
+                            tenant,
+                            bot: None,
+                            user: None,
+                        });
                     }
                 }
-                if bots {
-                    self.store.delete_bot(&tenant).await?;
+                Lifecycle::Revoked { users, bots } => {
+                    let outcome = self
+                        .store
+                        .apply_tokens_revoked(&tenant, &event, &users, bots)
+                        .await?;
+                    tracing::info!(tenant = %tenant.key(), users = users.len(), bots, ?outcome, "tokens_revoked seen by authorize");
                 }
-                tracing::info!(tenant = %tenant.key(), users = users.len(), bots, "tokens_revoked seen by authorize");
             }
-            None => {}
         }
 
         let bot = match self.store.fetch_bot(&tenant).await? {
@@ -135,7 +148,7 @@ impl Backend {
             },
             None => None,
         };
-        let user = match acting_user(&verified) {
+        let user = match acting_user(signed.payload()) {
             Some(user_id) => self.user_token_if_installed(&tenant, &user_id, ctx).await?,
             None => None,
         };
@@ -268,32 +281,18 @@ fn ignore_invalid<T: Default>(e: StoreError) -> Result<T, StoreError> {
     }
 }
 
-/// The body as JSON: an Events API envelope, or the `payload=` of an
-/// interactivity form, or the form fields of a slash command.
-fn body_json(req: &VerifiedRequest) -> Option<serde_json::Value> {
-    let body = req.body();
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => serde_json::from_slice(body).ok(),
-        _ => {
-            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
-            if let Some((_, payload)) = form.iter().find(|(k, _)| k == "payload") {
-                return serde_json::from_str(payload).ok();
-            }
-            Some(serde_json::Value::Object(
-                form.into_iter().map(|(k, v)| (k, v.into())).collect(),
-            ))
-        }
-    }
-}
-
-fn lifecycle_of(req: &VerifiedRequest) -> Option<Lifecycle> {
-    let body = body_json(req)?;
-    if body.get("type")?.as_str()? != "event_callback" {
+/// The lifecycle event a signed Events API payload carries, with its id and
+/// time (Slack always stamps both; without a time it can't be judged stale).
+fn lifecycle_of(payload: &Payload) -> Option<(String, i64, Lifecycle)> {
+    let Payload::Events(envelope) = payload else {
+        return None;
+    };
+    if envelope.kind != "event_callback" {
         return None;
     }
-    let event = body.get("event")?;
-    match event.get("type")?.as_str()? {
-        "app_uninstalled" => Some(Lifecycle::Uninstalled),
+    let event = envelope.event.as_ref()?;
+    let lifecycle = match event.get("type")?.as_str()? {
+        "app_uninstalled" => Lifecycle::Uninstalled,
         "tokens_revoked" => {
             let ids = |field: &str| -> Vec<String> {
                 event
@@ -307,23 +306,27 @@ fn lifecycle_of(req: &VerifiedRequest) -> Option<Lifecycle> {
                     })
                     .unwrap_or_default()
             };
-            Some(Lifecycle::Revoked {
+            Lifecycle::Revoked {
                 users: ids("oauth"),
                 bots: !ids("bot").is_empty(),
-            })
+            }
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some((
+        envelope.event_id.clone()?,
+        envelope.event_time.unwrap_or(i64::MAX),
+        lifecycle,
+    ))
 }
 
 /// The user a signed request acts for: `event.user` (Events API), `user.id`
 /// (interactivity), `user_id` (slash commands).
-fn acting_user(req: &VerifiedRequest) -> Option<String> {
-    let body = body_json(req)?;
-    let user = body
-        .pointer("/event/user")
-        .and_then(serde_json::Value::as_str)
-        .or_else(|| body.pointer("/user/id").and_then(serde_json::Value::as_str))
-        .or_else(|| body.get("user_id").and_then(serde_json::Value::as_str))?;
+fn acting_user(payload: &Payload) -> Option<String> {
+    let user = match payload {
+        Payload::Events(envelope) => envelope.event.as_ref()?.get("user")?.as_str(),
+        Payload::Interactivity(v) => v.pointer("/user/id").and_then(serde_json::Value::as_str),
+        Payload::SlashCommand(v) => v.get("user_id").and_then(serde_json::Value::as_str),
+    }?;
     Some(user.to_owned())
 }

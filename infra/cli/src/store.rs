@@ -3,17 +3,15 @@
 //! or signing secret, so this path never reads them (unlike `App::build`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use tokenkeep_envelope::{
-    CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider, LocalKeyProvider,
-};
-use tokenkeep_installations::{
-    DynamoRepository, EmbeddedRepository, InstallationStore, Repository, StoreConfig,
-};
+use tokenkeep_installations::InstallationStore;
+use tokenkeep_runtime::{StoreKind, StoreSettings, open_store};
 
 use crate::cli::{GlobalArgs, StoreArg};
 use crate::exit::Failure;
+
+/// Operator reads never refresh, so the window only decides what counts as due.
+const DEFAULT_REFRESH_WINDOW_MINUTES: i64 = 120;
 
 /// Which store, and where; the settings of [`GlobalArgs`] after validation.
 #[derive(Debug, Clone)]
@@ -68,41 +66,48 @@ impl StoreOnly {
 
     /// `create_embedded`: only `import` may start a new embedded store.
     pub async fn build(self, create_embedded: bool) -> Result<OperatorStore, Failure> {
-        let (repo, keys, aws): (Arc<dyn Repository>, Arc<dyn KeyProvider>, _) = match &self.backend
-        {
-            Backend::Embedded { data_dir } => {
-                // Operator commands must not create an empty store by accident
-                // (a typo in TOKENKEEP_DATA_DIR would otherwise "verify" nothing).
-                let db = data_dir.join("store.db");
-                if !create_embedded && !db.exists() {
-                    return Err(Failure::config(format!(
-                        "no embedded store at {} (set TOKENKEEP_DATA_DIR)",
-                        db.display()
-                    )));
-                }
-                let repo = EmbeddedRepository::open(&db)
-                    .map_err(|e| Failure::error(anyhow::Error::new(e)))?;
-                let keys = LocalKeyProvider::open(data_dir.join("keys"), "default")
-                    .map_err(|e| Failure::error(anyhow::Error::new(e)))?;
-                (Arc::new(repo), Arc::new(keys), None)
-            }
+        let settings = match &self.backend {
+            Backend::Embedded { data_dir } => StoreSettings {
+                app_id: self.app_id.clone(),
+                store: StoreKind::Embedded,
+                table: String::new(),
+                audit_table: String::new(),
+                kms_key_id: None,
+                data_dir: data_dir.clone(),
+                refresh_window_minutes: DEFAULT_REFRESH_WINDOW_MINUTES,
+            },
             Backend::DynamoDb {
                 table,
                 audit_table,
                 kms_key_id,
-            } => {
-                let aws = tokenkeep_runtime::aws_config().await;
-                let repo =
-                    DynamoRepository::new(aws_sdk_dynamodb::Client::new(&aws), table, audit_table);
-                let keys = KmsKeyProvider::new(aws_sdk_kms::Client::new(&aws), kms_key_id);
-                (Arc::new(repo), Arc::new(keys), Some(aws))
-            }
+            } => StoreSettings {
+                app_id: self.app_id.clone(),
+                store: StoreKind::DynamoDb,
+                table: table.clone(),
+                audit_table: audit_table.clone(),
+                kms_key_id: Some(kms_key_id.clone()),
+                data_dir: PathBuf::new(),
+                refresh_window_minutes: DEFAULT_REFRESH_WINDOW_MINUTES,
+            },
         };
-        // `verify_record` unwraps the data key once per sealed field; the cache
-        // makes that one key-provider call per record.
-        let keys: Arc<dyn KeyProvider> =
-            Arc::new(CachingKeyProvider::new(keys, CacheLimits::default()));
-        let store = InstallationStore::new(repo, keys, StoreConfig::new(self.app_id));
+        // Operator commands must not create an empty store by accident
+        // (a typo in TOKENKEEP_DATA_DIR would otherwise "verify" nothing).
+        if settings.store == StoreKind::Embedded
+            && !create_embedded
+            && !settings.embedded_db().exists()
+        {
+            return Err(Failure::config(format!(
+                "no embedded store at {} (set TOKENKEEP_DATA_DIR)",
+                settings.embedded_db().display()
+            )));
+        }
+        let aws = match settings.store {
+            StoreKind::DynamoDb => Some(tokenkeep_runtime::aws_config().await),
+            StoreKind::Embedded => None,
+        };
+        // No refresher: an operator read of an expired token fails rather than
+        // spending a refresh token from a laptop.
+        let store = open_store(&settings, aws.as_ref(), None).map_err(Failure::error)?;
         Ok(OperatorStore {
             store,
             backend: self.backend,

@@ -43,6 +43,7 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
             "SLACK_AUTHORIZE_URL",
             format!("{}/oauth/authorize", slack.api_url()),
         )
+        .env("SLACK_RESPONSE_URL_BASE", slack.response_url(""))
         .env("TOKENKEEP_DATA_DIR", data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -95,6 +96,14 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(done.status(), 200, "install completes");
+    // And the example app's install hook welcomed the installer by DM.
+    let welcome = slack
+        .posts()
+        .into_iter()
+        .find(|p| p.channel == "U0001")
+        .expect("welcome DM");
+    assert_eq!(welcome.team_id, "TDEV1");
+    let bot = welcome.token_fingerprint;
 
     // Then a signed app_mention is answered in the thread with that tenant's token.
     let now = std::time::SystemTime::now()
@@ -134,6 +143,101 @@ async fn dev_serves_an_install_and_an_event_then_stops_on_sigterm() {
         posted,
         "the example handler replied through the fake Slack: {:?}",
         slack.posts()
+    );
+
+    // And each other listener kind of the example app answers through dev.
+    let signed = |content_type: &'static str, body: String| {
+        let http = http.clone();
+        let url = format!("{base}/slack/events");
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let signature = sign_request(&SigningSecret::new(SIGNING_SECRET), now, body.as_bytes());
+            let resp = http
+                .post(url)
+                .header("content-type", content_type)
+                .header("x-slack-request-timestamp", now.to_string())
+                .header("x-slack-signature", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let command = |name: &str| {
+        format!(
+            "command={}&text=hi&team_id=TDEV1&user_id=U1&channel_id=C1&trigger_id=trig",
+            name.replace('/', "%2F")
+        )
+    };
+    let payload = |json: serde_json::Value| {
+        serde_urlencoded::to_string([("payload", json.to_string())]).unwrap()
+    };
+    // a slash command acks with text,
+    let (status, text) = signed(FORM, command("/tk-echo")).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"text":"You said: hi"}"#));
+    // a button's action replaces its message through response_url,
+    let click = serde_json::json!({"type": "block_actions", "team": {"id": "TDEV1"}, "user": {"id": "U7"},
+        "response_url": slack.response_url("dev-act"), "actions": [{"action_id": "tk_approve", "type": "button"}]});
+    assert_eq!(signed(FORM, payload(click)).await, (200, String::new()));
+    let responded = slack
+        .web_calls()
+        .into_iter()
+        .find(|c| c.method == "response_url")
+        .expect("response_url post");
+    assert_eq!(responded.params["text"], "Approved by <@U7>.");
+    // a command opens a modal with the tenant's token, and its submission gets validation errors.
+    assert_eq!(
+        signed(FORM, command("/tk-feedback")).await,
+        (200, String::new())
+    );
+    let opened = slack
+        .web_calls()
+        .into_iter()
+        .find(|c| c.method == "views.open")
+        .expect("views.open");
+    assert_eq!(
+        (opened.team_id.as_str(), opened.token_fingerprint.as_str()),
+        ("TDEV1", bot.as_str())
+    );
+    let submit = serde_json::json!({"type": "view_submission", "team": {"id": "TDEV1"}, "user": {"id": "U1"},
+        "view": {"id": "V1", "callback_id": "tk_feedback", "state": {"values": {"email": {"value": {"value": "x"}}}}}});
+    let (status, text) = signed(FORM, payload(submit)).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(r#""response_action":"errors""#), "{text}");
+    // and a lazy command acks at once, then answers from the embedded queue's worker.
+    let report = format!(
+        "{}&response_url={}",
+        command("/tk-report"),
+        slack
+            .response_url("dev-report")
+            .replace(':', "%3A")
+            .replace('/', "%2F")
+    );
+    assert_eq!(
+        signed(FORM, report).await,
+        (200, r#"{"text":"Working on it…"}"#.to_owned())
+    );
+    let mut reported = false;
+    for _ in 0..100 {
+        let calls = slack.web_calls();
+        if calls.iter().any(|c| {
+            c.params
+                .get("response_url_id")
+                .is_some_and(|id| id == "dev-report")
+        }) {
+            reported = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reported,
+        "the lazy report answered through dev's embedded queue"
     );
 
     // And SIGTERM stops it cleanly.

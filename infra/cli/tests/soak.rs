@@ -70,6 +70,8 @@ impl MetricsSink for Counts {
         match metric {
             Metric::HandlerFailed => self.handler_failed.fetch_add(1, Ordering::Relaxed),
             Metric::UnknownTenant => self.unknown_tenant.fetch_add(1, Ordering::Relaxed),
+            // The soak's handler takes every request.
+            Metric::Unhandled => self.handler_failed.fetch_add(1, Ordering::Relaxed),
         };
     }
 }
@@ -148,6 +150,7 @@ impl Soak {
                 user_scopes: String::new(),
                 authorize_url: "https://slack.example/oauth/v2/authorize".into(),
                 redirect_uri: None,
+                bot_client: None,
             });
             let events = tokenkeep_events::router_with_metrics(
                 EventsState {

@@ -153,7 +153,11 @@ fn split_scopes(s: Option<&str>) -> Vec<String> {
 
 impl Installation {
     /// Builds the installation from Slack's code-exchange answer.
-    pub fn from_oauth_response(resp: OAuthV2Response, now_secs: i64) -> Result<Self, StoreError> {
+    pub fn from_oauth_response(
+        resp: impl Into<OAuthV2Response>,
+        now_secs: i64,
+    ) -> Result<Self, StoreError> {
+        let resp: OAuthV2Response = resp.into();
         if resp.access_token.is_none()
             && resp
                 .authed_user

@@ -1,7 +1,7 @@
 //! Tenant keys, and the proof type token reads require.
 
 use thiserror::Error;
-use tokenkeep_slack_api::{OAuthV2Response, VerifiedRequest};
+use tokenkeep_slack_api::{OAuthGrant, OAuthV2Response, SignedPayload};
 
 use crate::schema;
 
@@ -171,9 +171,67 @@ pub enum TenantOrigin {
 /// The only key token reads accept.
 ///
 /// Defends against tenant confusion: nothing builds one from a query string, a
-/// header or an unsigned body. The three constructors take a proof — a
-/// [`VerifiedRequest`], an [`OAuthV2Response`], or a tenant read back from the
-/// store — and derive the tenant from it themselves.
+/// header, an unsigned body or any other caller-made value. The constructors
+/// take a proof that only its issuer can make, and derive the tenant from it
+/// themselves:
+///
+/// - [`from_signed_request`](Self::from_signed_request): a [`SignedPayload`],
+///   which only the request verifier makes (the body's Slack signature checked out);
+/// - [`from_oauth_grant`](Self::from_oauth_grant): an [`OAuthGrant`], which only
+///   the Slack client makes from Slack's `oauth.v2.access` answer;
+/// - the store's `tenant_for_job`: a system job naming a tenant whose records
+///   it has just read back from the store.
+///
+/// None of these compiles from caller data:
+///
+/// ```compile_fail
+/// # use tokenkeep_installations::{TenantKey, TenantOrigin, VerifiedTenant};
+/// // The fields are private: no struct literal.
+/// let key = TenantKey::new(None, Some("T1")).unwrap();
+/// let _ = VerifiedTenant { key, origin: TenantOrigin::SignedRequest };
+/// ```
+///
+/// ```compile_fail
+/// # use tokenkeep_installations::VerifiedTenant;
+/// // An OAuth grant can't be deserialized from JSON someone else wrote.
+/// let grant: tokenkeep_slack_api::OAuthGrant = serde_json::from_str(r#"{"team":{"id":"T1"}}"#).unwrap();
+/// let _ = VerifiedTenant::from_oauth_grant(&grant);
+/// ```
+///
+/// ```compile_fail
+/// # use tokenkeep_installations::VerifiedTenant;
+/// // Nor can a signed payload be assembled by hand …
+/// let _ = tokenkeep_slack_api::SignedPayload { request: todo!(), tenant: todo!(), payload: todo!() };
+/// ```
+///
+/// ```compile_fail
+/// # use tokenkeep_installations::VerifiedTenant;
+/// // … or a verified request (the verifier's output) be made without the verifier.
+/// let _ = tokenkeep_slack_api::VerifiedRequest { body: Vec::new().into(), timestamp: 0 };
+/// ```
+///
+/// ```compile_fail
+/// # use tokenkeep_installations::{InstallationInfo, VerifiedTenant};
+/// // Records a caller describes are no proof either: there is no `for_stored`.
+/// fn mint(info: &InstallationInfo) -> VerifiedTenant { VerifiedTenant::for_stored(info) }
+/// ```
+///
+/// What does compile is the verified path, end to end:
+///
+/// ```
+/// # use tokenkeep_installations::VerifiedTenant;
+/// use tokenkeep_slack_api::{sign_request, RequestVerifier, SigningSecret};
+/// let secret = SigningSecret::new("s".to_owned());
+/// let body = br#"{"type":"event_callback","team_id":"T1"}"#;
+/// let sig = sign_request(&secret, 1000, body);
+/// let signed = RequestVerifier::new(secret)
+///     .verify_at(1000, Some("1000"), Some(&sig), body.to_vec().into())
+///     .unwrap()
+///     .parse(Some("application/json"))
+///     .unwrap();
+/// let tenant = VerifiedTenant::from_signed_request(&signed).unwrap();
+/// assert_eq!(tenant.key().team_id(), Some("T1"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedTenant {
     key: TenantKey,
@@ -188,13 +246,16 @@ impl VerifiedTenant {
         self.origin
     }
 
-    /// The tenant a signed Slack request speaks for: Events API JSON
-    /// (`authorizations[0]`, else top-level `team_id`/`enterprise_id`),
-    /// interactivity (`payload=` JSON with `team.id`/`enterprise.id`) or a slash
-    /// command (form fields), with Bolt's org-wide rule.
-    pub fn from_signed_request(req: &VerifiedRequest) -> Result<Self, TenantError> {
-        let (e, t, org) = tenant_fields(req.body())?;
-        let key = TenantKey::for_lookup(e.as_deref(), t.as_deref(), org)?;
+    /// The tenant a signed Slack request speaks for, from the verifier's one
+    /// parse (`authorizations[0]`, else the top-level or interactivity ids),
+    /// with Bolt's org-wide rule.
+    pub fn from_signed_request(req: &SignedPayload) -> Result<Self, TenantError> {
+        let ids = req.tenant_ids();
+        let key = TenantKey::for_lookup(
+            ids.enterprise_id(),
+            ids.team_id(),
+            ids.is_enterprise_install(),
+        )?;
         Ok(Self {
             key,
             origin: TenantOrigin::SignedRequest,
@@ -202,7 +263,18 @@ impl VerifiedTenant {
     }
 
     /// The tenant Slack just installed the app into.
+    pub fn from_oauth_grant(grant: &OAuthGrant) -> Result<Self, TenantError> {
+        Self::from_answer(grant.response())
+    }
+
+    /// As [`from_oauth_grant`](Self::from_oauth_grant) from a fixture answer.
+    /// Test builds only (feature `test-util`); shipped binaries don't have it.
+    #[cfg(feature = "test-util")]
     pub fn from_oauth_response(resp: &OAuthV2Response) -> Result<Self, TenantError> {
+        Self::from_answer(resp)
+    }
+
+    fn from_answer(resp: &OAuthV2Response) -> Result<Self, TenantError> {
         let e = resp.enterprise.as_ref().map(|e| e.id.as_str());
         let t = resp.team.as_ref().map(|t| t.id.as_str());
         let key = TenantKey::for_lookup(e, t, resp.is_enterprise_install)?;
@@ -210,14 +282,6 @@ impl VerifiedTenant {
             key,
             origin: TenantOrigin::OAuthCallback,
         })
-    }
-
-    /// For system jobs acting on a tenant whose records they read from the store.
-    pub fn for_stored(info: &crate::InstallationInfo) -> Self {
-        Self {
-            key: info.tenant.clone(),
-            origin: TenantOrigin::SystemJob,
-        }
     }
 
     pub(crate) fn for_stored_key(key: TenantKey) -> Self {
@@ -250,60 +314,6 @@ impl VerifiedTenant {
             origin: TenantOrigin::OAuthCallback,
         })
     }
-}
-
-/// Extracts (enterprise_id, team_id, is_enterprise_install) from a signed body.
-fn tenant_fields(body: &[u8]) -> Result<(Option<String>, Option<String>, bool), TenantError> {
-    #[derive(serde::Deserialize, Default)]
-    struct Auth {
-        enterprise_id: Option<String>,
-        team_id: Option<String>,
-        #[serde(default)]
-        is_enterprise_install: bool,
-    }
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        #[serde(default)]
-        authorizations: Vec<Auth>,
-        enterprise_id: Option<String>,
-        team_id: Option<String>,
-        #[serde(default)]
-        is_enterprise_install: bool,
-        // Interactivity payloads.
-        team: Option<IdOnly>,
-        enterprise: Option<IdOnly>,
-    }
-
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    let envelope: Envelope = if first == Some(&b'{') {
-        serde_json::from_slice(body).map_err(|_| TenantError::MalformedBody)?
-    } else {
-        let form: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(body).map_err(|_| TenantError::MalformedBody)?;
-        if let Some((_, payload)) = form.iter().find(|(k, _)| k == "payload") {
-            serde_json::from_str(payload).map_err(|_| TenantError::MalformedBody)?
-        } else {
-            let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            Envelope {
-                authorizations: Vec::new(),
-                enterprise_id: get("enterprise_id"),
-                team_id: get("team_id"),
-                is_enterprise_install: get("is_enterprise_install").as_deref() == Some("true"),
-                team: None,
-                enterprise: None,
-            }
-        }
-    };
-    if let Some(auth) = envelope.authorizations.into_iter().next() {
-        return Ok((auth.enterprise_id, auth.team_id, auth.is_enterprise_install));
-    }
-    let enterprise = envelope.enterprise_id.or(envelope.enterprise.map(|e| e.id));
-    let team = envelope.team_id.or(envelope.team.map(|t| t.id));
-    Ok((enterprise, team, envelope.is_enterprise_install))
 }
 
 #[cfg(test)]
@@ -344,34 +354,5 @@ mod tests {
             let user = RecordKey::user(a.clone(), "U1").unwrap();
             prop_assert_eq!(RecordKey::from_keys(&user.pk(), &user.sk()).unwrap(), user);
         }
-    }
-
-    #[test]
-    fn tenant_fields_from_each_request_shape() {
-        let event = br#"{"type":"event_callback","team_id":"T9","authorizations":[{"enterprise_id":"E1","team_id":"T1","is_enterprise_install":true}]}"#;
-        assert_eq!(
-            tenant_fields(event).unwrap(),
-            (Some("E1".into()), Some("T1".into()), true)
-        );
-        let plain = br#"{"type":"event_callback","team_id":"T2","enterprise_id":null}"#;
-        assert_eq!(
-            tenant_fields(plain).unwrap(),
-            (None, Some("T2".into()), false)
-        );
-        let slash = b"team_id=T3&enterprise_id=E3&is_enterprise_install=false&command=%2Fx";
-        assert_eq!(
-            tenant_fields(slash).unwrap(),
-            (Some("E3".into()), Some("T3".into()), false)
-        );
-        let interactive =
-            b"payload=%7B%22team%22%3A%7B%22id%22%3A%22T4%22%7D%2C%22enterprise%22%3Anull%7D";
-        assert_eq!(
-            tenant_fields(interactive).unwrap(),
-            (None, Some("T4".into()), false)
-        );
-        assert_eq!(
-            tenant_fields(b"{not json").unwrap_err(),
-            TenantError::MalformedBody
-        );
     }
 }

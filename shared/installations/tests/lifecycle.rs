@@ -100,7 +100,7 @@ impl Case {
         inst.exchange_started_ms = started_ms;
         // The exchange takes time; anything after it happens later.
         self.clock.advance_millis(1);
-        (tenant, inst, resp)
+        (tenant, inst, resp.into())
     }
 
     async fn install(&self, team: &str, n: usize) -> VerifiedTenant {

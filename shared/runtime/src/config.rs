@@ -35,6 +35,9 @@ pub struct Config {
     pub slack_user_scopes: String,
     pub slack_api_url: String,
     pub slack_authorize_url: String,
+    /// `SLACK_RESPONSE_URL_BASE`: the only prefix `response_url` posts may go
+    /// to (default `https://hooks.slack.com/`; tests point it at a fake Slack).
+    pub slack_response_url_base: String,
     /// `SLACK_REDIRECT_URI`, when the app has more than one redirect URL.
     pub slack_redirect_uri: Option<String>,
     pub store: StoreKind,
@@ -44,6 +47,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub refresh_window_minutes: i64,
     pub secrets_arn: Option<String>,
+    /// `TOKENKEEP_LAZY_QUEUE_URL`: the SQS queue lazy listener work goes to
+    /// (AWS); unset in `tokenkeep dev`, which uses its embedded queue.
+    pub lazy_queue_url: Option<String>,
 }
 
 /// Where settings come from; the environment in production, a map in tests.
@@ -162,6 +168,9 @@ impl Config {
             slack_authorize_url: source
                 .get("SLACK_AUTHORIZE_URL")
                 .unwrap_or_else(|| "https://slack.com/oauth/v2/authorize".into()),
+            slack_response_url_base: source
+                .get("SLACK_RESPONSE_URL_BASE")
+                .unwrap_or_else(|| tokenkeep_slack_api::client::DEFAULT_RESPONSE_URL_BASE.into()),
             slack_redirect_uri: source.get("SLACK_REDIRECT_URI"),
             store,
             table: source
@@ -176,6 +185,7 @@ impl Config {
                 .map_or_else(|| PathBuf::from(".tokenkeep"), PathBuf::from),
             refresh_window_minutes,
             secrets_arn: source.get("TOKENKEEP_SECRETS_ARN"),
+            lazy_queue_url: source.get("TOKENKEEP_LAZY_QUEUE_URL"),
         })
     }
 }

@@ -17,12 +17,14 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{SlackError, SlackErrorCode};
 use crate::secrets::{AccessToken, ClientSecret, RefreshToken};
-use crate::types::{AuthTestResponse, OAuthV2Response};
+use crate::types::{AuthTestResponse, OAuthGrant, OAuthV2Response};
 
 /// Slack's production Web API base.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 /// Per-call timeout unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where Slack's `response_url`s point (`https://hooks.slack.com/commands/…`, `/actions/…`).
+pub const DEFAULT_RESPONSE_URL_BASE: &str = "https://hooks.slack.com/";
 /// Longest `Retry-After` the client will sleep through before its one retry.
 pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
@@ -35,6 +37,9 @@ pub struct SlackClientConfig {
     pub client_secret: ClientSecret,
     /// Applies to every call, connect to last body byte; default 10 s.
     pub timeout: Duration,
+    /// The only URL prefix `response_url` posts may go to; default
+    /// [`DEFAULT_RESPONSE_URL_BASE`] (tests point it at a fake Slack).
+    pub response_url_base: String,
 }
 
 impl SlackClientConfig {
@@ -45,6 +50,7 @@ impl SlackClientConfig {
             client_id: client_id.into(),
             client_secret,
             timeout: DEFAULT_TIMEOUT,
+            response_url_base: DEFAULT_RESPONSE_URL_BASE.to_owned(),
         }
     }
 }
@@ -73,6 +79,7 @@ struct Inner {
     client_secret: ClientSecret,
     timeout: Duration,
     max_retry_wait: Duration,
+    response_url_base: String,
 }
 
 impl std::fmt::Debug for SlackClient {
@@ -87,14 +94,14 @@ impl std::fmt::Debug for SlackClient {
 }
 
 /// How a call authenticates.
-enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     /// The app's client id and secret as HTTP Basic (oauth.v2.access, oauth.v2.exchange).
     Client,
     Bearer(&'a AccessToken),
 }
 
 /// What a call sends.
-enum Payload<'a> {
+pub(crate) enum Payload<'a> {
     Form(&'a [(&'a str, &'a str)]),
     Json(&'a serde_json::Value),
 }
@@ -127,6 +134,7 @@ impl SlackClient {
                 client_secret: cfg.client_secret,
                 timeout: cfg.timeout,
                 max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
+                response_url_base: cfg.response_url_base,
             }),
         })
     }
@@ -145,6 +153,7 @@ impl SlackClient {
                 client_secret: inner.client_secret.clone(),
                 timeout: inner.timeout,
                 max_retry_wait: max,
+                response_url_base: inner.response_url_base.clone(),
             }),
         }
     }
@@ -187,7 +196,7 @@ impl SlackClient {
     }
 
     /// A bearer call that may be repeated once after a 429 (see the module doc).
-    async fn call_retrying<T: DeserializeOwned>(
+    pub(crate) async fn call_retrying<T: DeserializeOwned>(
         &self,
         method: &'static str,
         token: &AccessToken,
@@ -206,6 +215,48 @@ impl SlackClient {
                 self.call(method, Auth::Bearer(token), &payload).await
             }
             other => other,
+        }
+    }
+
+    /// POSTs `body` to a `response_url` Slack handed out with an interaction
+    /// or a slash command. The URL is itself the credential (no token goes
+    /// with it), and it must start with the configured base: anything else
+    /// would turn a listener into a request forwarder. A 429 is retried once
+    /// as for the Web API; any other non-2xx is an error.
+    pub(crate) async fn post_response_url(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), SlackError> {
+        if !url.starts_with(&self.inner.response_url_base) {
+            tracing::warn!("response_url outside the allowed base refused");
+            return Err(SlackError::ResponseUrl);
+        }
+        let mut retried = false;
+        loop {
+            let response = self
+                .inner
+                .http
+                .post(url)
+                .json(body)
+                .send()
+                .await
+                .map_err(SlackError::from_reqwest)?;
+            let status = response.status();
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                let retry_after_secs = retry_after(response.headers());
+                if !retried && Duration::from_secs(retry_after_secs) <= self.inner.max_retry_wait {
+                    retried = true;
+                    tokio::time::sleep(Duration::from_secs(retry_after_secs)).await;
+                    continue;
+                }
+                return Err(SlackError::RateLimited { retry_after_secs });
+            }
+            if !status.is_success() {
+                tracing::warn!(http_status = status.as_u16(), "response_url post failed");
+                return Err(SlackError::Http(status.as_u16()));
+            }
+            return Ok(());
         }
     }
 
@@ -314,7 +365,7 @@ pub trait SlackOAuth: Send + Sync + std::fmt::Debug {
         &self,
         code: &str,
         redirect_uri: Option<&str>,
-    ) -> Result<OAuthV2Response, SlackError>;
+    ) -> Result<OAuthGrant, SlackError>;
 
     /// grant_type=refresh_token: trades a rotation refresh token for a new
     /// access token and a new refresh token.
@@ -348,7 +399,7 @@ impl SlackOAuth for SlackClient {
         &self,
         code: &str,
         redirect_uri: Option<&str>,
-    ) -> Result<OAuthV2Response, SlackError> {
+    ) -> Result<OAuthGrant, SlackError> {
         let mut form: Vec<(&str, &str)> =
             vec![("grant_type", "authorization_code"), ("code", code)];
         if let Some(uri) = redirect_uri {
@@ -356,6 +407,7 @@ impl SlackOAuth for SlackClient {
         }
         self.call("oauth.v2.access", Auth::Client, &Payload::Form(&form))
             .await
+            .map(OAuthGrant::from_slack)
     }
 
     async fn refresh(&self, refresh_token: &RefreshToken) -> Result<OAuthV2Response, SlackError> {

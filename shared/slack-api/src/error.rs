@@ -34,6 +34,9 @@ pub enum SlackError {
     /// A 2xx answer that is not the JSON we expect.
     #[error("unexpected slack response")]
     Decode(#[source] serde_json::Error),
+    /// A `response_url` that does not point at Slack; nothing was sent.
+    #[error("response_url is not a slack url")]
+    ResponseUrl,
 }
 
 impl SlackError {
@@ -59,7 +62,7 @@ impl SlackError {
         match self {
             SlackError::Timeout | SlackError::Transport(_) | SlackError::Decode(_) => true,
             SlackError::Http(status) => (500..=599).contains(status),
-            SlackError::Api(_) | SlackError::RateLimited { .. } => false,
+            SlackError::Api(_) | SlackError::RateLimited { .. } | SlackError::ResponseUrl => false,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! It listens on `127.0.0.1:0` and speaks just enough of the Web API
 //! (`oauth.v2.access`, `oauth.v2.exchange`, `auth.test`, `auth.revoke`,
-//! `chat.postMessage`) to
+//! `chat.postMessage`, `chat.update`, `chat.postEphemeral`, `views.*`,
+//! `response_url` posts) to
 //! exercise the real [`SlackClient`] over real HTTP. It
 //! models the token-rotation rules that make duplicate refreshes a bug rather
 //! than waste, so tests can *detect* them:
@@ -219,6 +220,20 @@ pub struct PostedMessage {
     pub token_fingerprint: String,
 }
 
+/// A Web API call the fake accepted (any bearer method other than
+/// chat.postMessage, and every `response_url` post). Nested JSON parameters
+/// (`view`, `blocks`) are kept as their JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebCall {
+    /// The method, or `response_url` for a post to [`FakeSlack::response_url`].
+    pub method: String,
+    pub params: HashMap<String, String>,
+    /// The installation whose token was used; empty for `response_url` posts.
+    pub team_id: String,
+    /// Fingerprint of the bearer token; empty for `response_url` posts.
+    pub token_fingerprint: String,
+}
+
 /// A running fake Slack. Clones share one server; it shuts down when the last
 /// clone is dropped or on [`shutdown`](Self::shutdown).
 #[derive(Clone)]
@@ -302,6 +317,7 @@ struct SlackState {
     refreshes_by_install: HashMap<String, u64>,
     calls: HashMap<String, u64>,
     posts: Vec<PostedMessage>,
+    web_calls: Vec<WebCall>,
 }
 
 /// An `ok: false` answer.
@@ -324,6 +340,7 @@ impl FakeSlack {
         });
         let router = axum::Router::new()
             .route("/api/{method}", axum::routing::any(handle))
+            .route("/response/{id}", axum::routing::post(response_url))
             .with_state(Arc::clone(&shared));
         let mut stop = rx;
         tokio::spawn(async move {
@@ -352,6 +369,7 @@ impl FakeSlack {
             client_id: self.shared.cfg.client_id.clone(),
             client_secret: self.shared.cfg.client_secret.clone(),
             timeout: DEFAULT_TIMEOUT,
+            response_url_base: format!("http://{}/response/", self.addr),
         }
     }
 
@@ -418,6 +436,16 @@ impl FakeSlack {
     /// Messages accepted by chat.postMessage, in order.
     pub fn posts(&self) -> Vec<PostedMessage> {
         self.state().posts.clone()
+    }
+
+    /// Other Web API calls and `response_url` posts, in order.
+    pub fn web_calls(&self) -> Vec<WebCall> {
+        self.state().web_calls.clone()
+    }
+
+    /// A `response_url` on this fake, as Slack puts in a payload.
+    pub fn response_url(&self, id: &str) -> String {
+        format!("http://{}/response/{id}", self.addr)
     }
 
     /// Whether Slack would accept this access token right now.
@@ -619,8 +647,57 @@ fn dispatch(
             state.counters.posts += 1;
             Ok(json!({ "channel": channel, "ts": ts }))
         }
+        "chat.update" | "chat.postEphemeral" | "views.open" | "views.push" | "views.update" => {
+            let token = bearer(headers)?;
+            let mut state = shared.lock();
+            let install = state.check_access(&token, now)?.install.clone();
+            let required: &[&str] = match method {
+                "chat.update" => &["channel", "ts"],
+                "chat.postEphemeral" => &["channel", "user"],
+                "views.open" | "views.push" => &["trigger_id", "view"],
+                _ => &["view_id", "view"],
+            };
+            if required
+                .iter()
+                .any(|name| params.get(*name).is_none_or(String::is_empty))
+            {
+                return Err(SlackRefusal("invalid_arguments"));
+            }
+            let n = state.web_calls.len();
+            state.web_calls.push(WebCall {
+                method: method.to_owned(),
+                params: params.clone(),
+                team_id: install,
+                token_fingerprint: AccessToken::new(token).fingerprint(),
+            });
+            Ok(match method {
+                "chat.update" => json!({ "channel": params["channel"], "ts": params["ts"] }),
+                "chat.postEphemeral" => json!({ "message_ts": format!("{}.{n:06}", unix_secs()) }),
+                _ => json!({ "view": { "id": format!("V{n:06}"), "hash": format!("h{n}") } }),
+            })
+        }
         _ => Err(SlackRefusal("unknown_method")),
     }
+}
+
+/// A `response_url` post: recorded, answered `{"ok":true}` as Slack does.
+async fn response_url(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut params = parse_params(&headers, &body);
+    params.insert("response_url_id".to_owned(), id);
+    let mut state = shared.lock();
+    *state.calls.entry("response_url".to_owned()).or_default() += 1;
+    state.web_calls.push(WebCall {
+        method: "response_url".to_owned(),
+        params,
+        team_id: String::new(),
+        token_fingerprint: String::new(),
+    });
+    axum::Json(json!({ "ok": true })).into_response()
 }
 
 /// oauth.v2.access takes the app credentials as HTTP Basic or as form fields.

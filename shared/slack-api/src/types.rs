@@ -70,6 +70,50 @@ pub struct OAuthV2Response {
     pub incoming_webhook: Option<IncomingWebhook>,
 }
 
+/// Slack's answer to a code exchange, as only this crate's client builds it.
+///
+/// Unlike [`OAuthV2Response`] (which anything can deserialize) a grant cannot
+/// be made from caller data: it is the proof an installation's tenant came
+/// from Slack, which is what `VerifiedTenant` requires at install time.
+#[derive(Debug, Clone)]
+pub struct OAuthGrant {
+    response: OAuthV2Response,
+}
+
+impl OAuthGrant {
+    pub(crate) fn from_slack(response: OAuthV2Response) -> Self {
+        Self { response }
+    }
+
+    /// A grant made from a fixture answer; for tests only (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn from_fixture(response: OAuthV2Response) -> Self {
+        Self { response }
+    }
+
+    pub fn response(&self) -> &OAuthV2Response {
+        &self.response
+    }
+
+    pub fn into_response(self) -> OAuthV2Response {
+        self.response
+    }
+}
+
+/// A grant reads as the answer it wraps; only building one is restricted.
+impl std::ops::Deref for OAuthGrant {
+    type Target = OAuthV2Response;
+    fn deref(&self) -> &OAuthV2Response {
+        &self.response
+    }
+}
+
+impl From<OAuthGrant> for OAuthV2Response {
+    fn from(grant: OAuthGrant) -> Self {
+        grant.response
+    }
+}
+
 /// auth.test: who a token belongs to; also the cheapest "is this token alive?" probe.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthTestResponse {

@@ -23,7 +23,11 @@ async fn install(
     spec: InstallSpec,
 ) -> (AccessToken, RefreshToken) {
     slack.add_install("code", spec);
-    let r = client.exchange_code("code", None).await.unwrap();
+    let r = client
+        .exchange_code("code", None)
+        .await
+        .unwrap()
+        .into_response();
     (r.access_token.unwrap(), r.refresh_token.unwrap())
 }
 
@@ -79,7 +83,12 @@ async fn without_rotation_the_bot_token_never_expires() {
     .await;
     slack.add_install("c1", InstallSpec::workspace("T1"));
     // When the code is exchanged
-    let r = slack.client().exchange_code("c1", None).await.unwrap();
+    let r = slack
+        .client()
+        .exchange_code("c1", None)
+        .await
+        .unwrap()
+        .into_response();
     // Then a plain xoxb token comes back with no refresh token or expiry
     assert!(r.access_token.unwrap().expose_secret().starts_with("xoxb-"));
     assert!(r.refresh_token.is_none() && r.expires_in.is_none());
@@ -119,7 +128,11 @@ async fn user_token_and_webhook_come_back_when_requested() {
     slack.add_install("c1", spec);
     let client = slack.client();
     // When the code is exchanged
-    let r = client.exchange_code("c1", None).await.unwrap();
+    let r = client
+        .exchange_code("c1", None)
+        .await
+        .unwrap()
+        .into_response();
     // Then the user gets their own rotating token pair, and the webhook URL is present
     let user = r.authed_user.unwrap();
     assert_eq!(user.id, "U42");
@@ -288,7 +301,11 @@ async fn bot_and_user_tokens_rotate_independently() {
         ..InstallSpec::workspace("T1")
     };
     slack.add_install("c1", spec);
-    let r = client.exchange_code("c1", None).await.unwrap();
+    let r = client
+        .exchange_code("c1", None)
+        .await
+        .unwrap()
+        .into_response();
     let user_token = r.authed_user.unwrap().access_token.unwrap();
     // When the bot token is refreshed twice
     let r2 = client
@@ -720,7 +737,7 @@ async fn a_long_lived_token_is_exchanged_once_for_a_rotating_pair() {
     let slack = fake().await;
     let client = slack.client();
     slack.add_install("old", InstallSpec { long_lived: true, ..InstallSpec::workspace("T1") });
-    let r = client.exchange_code("old", None).await.unwrap();
+    let r = client.exchange_code("old", None).await.unwrap().into_response();
     let long_lived = r.access_token.unwrap();
     assert!(r.refresh_token.is_none() && r.expires_in.is_none(), "a long-lived install has no refresh pair");
     // When it is exchanged (oauth.v2.exchange)

@@ -40,6 +40,8 @@ pub enum RawTable {
 
 pub struct Harness {
     pub router: Router,
+    /// What `router` was built from (to rebuild it with hooks).
+    pub state: OAuthState,
     pub store: Arc<InstallationStore>,
     pub slack: FakeSlack,
     pub clock: Arc<ManualClock>,
@@ -90,9 +92,11 @@ pub async fn harness(backend: Backend) -> Harness {
         user_scopes: "search:read".into(),
         authorize_url: AUTHORIZE_URL.into(),
         redirect_uri: Some(REDIRECT_URI.into()),
+        bot_client: Some(slack.client()),
     };
     Harness {
-        router: router(state),
+        router: router(state.clone()),
+        state,
         store,
         slack,
         clock,

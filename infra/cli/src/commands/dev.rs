@@ -1,17 +1,13 @@
 //! `tokenkeep dev`: every function in one process, on the embedded store by
-//! default. The routers and the sweep are the Lambdas' own code; only the
+//! default, serving the example app (`apps/example`). The routers and the sweep are the Lambdas' own code; only the
 //! transport differs (axum on a local port instead of API Gateway).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokenkeep_events::{EventsState, MentionReplier};
 use tokenkeep_installations::{Clock, SystemClock};
-use tokenkeep_oauth::OAuthState;
 use tokenkeep_rotation::SweepConfig;
 use tokenkeep_runtime::{App, Config, StoreKind};
-use tokenkeep_slack_api::RequestVerifier;
 
 use crate::exit::Failure;
 
@@ -20,7 +16,6 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
     let config = Config::from_env()
         .await
         .map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
-    let verifier = RequestVerifier::new(config.slack_signing_secret.clone());
     let store_kind = config.store;
     let app = App::build(config).await.map_err(Failure::error)?;
     if create_tables {
@@ -34,23 +29,18 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
             .await?;
     }
 
-    let oauth = tokenkeep_oauth::router(OAuthState {
-        store: Arc::clone(&app.store),
-        slack: Arc::new(app.slack.clone()),
-        client_id: app.config.slack_client_id.clone(),
-        scopes: app.config.slack_scopes.clone(),
-        user_scopes: app.config.slack_user_scopes.clone(),
-        authorize_url: app.config.slack_authorize_url.clone(),
-        redirect_uri: app.config.slack_redirect_uri.clone(),
-    });
-    let events = tokenkeep_events::router(EventsState {
-        store: Arc::clone(&app.store),
-        verifier,
-        handler: Arc::new(MentionReplier {
-            slack: app.slack.clone(),
-        }),
-        clock: Arc::new(SystemClock),
-    });
+    // The example app's listeners and install hook, through the same
+    // routers its Lambda mains serve.
+    // Lazy listener work goes to the embedded durable queue in the data dir
+    // (a restart loses nothing), worked by a task of this process.
+    let lazy = tokenkeep_app::embedded_lazy(&app, tokenkeep_example_app::listeners())
+        .map_err(|e| Failure::error(anyhow::Error::new(e)))?;
+    let router = tokenkeep_app::routers(
+        &app,
+        tokenkeep_example_app::listeners(),
+        Some(tokenkeep_example_app::hooks()),
+        Some(lazy),
+    );
 
     // The token service for Bolt apps (clients/python, clients/js). No API
     // Gateway here, so keys generated into the data dir (0600) stand in for IAM;
@@ -111,7 +101,7 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         );
     }
 
-    let router = oauth.merge(events).merge(tokens);
+    let router = router.merge(tokens);
     let mut server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
