@@ -56,7 +56,7 @@ async fn import_rules(store: &InstallationStore) {
     assert!(!dump.contains("sk-not-for-the-table"), "custom values never in plaintext attributes");
     store.verify_record(&stored, &ctx()).await.unwrap();
     let audit = repo.query_audit(Some(&first.key.pk()), 0, 100).await.unwrap();
-    assert_eq!(audit.iter().filter(|a| a.actor == "test" && a.version == 1).count(), 2, "import + read audited: {audit:?}");
+    assert_eq!(audit.iter().filter(|a| a.actor == "test" && a.version == 1).count(), 3, "import, read and verify audited: {audit:?}");
 
     // A rerun: unchanged, nothing written.
     assert_eq!(store.import_record(&first, &ctx()).await.unwrap(), ImportOutcome::Unchanged);
