@@ -8,7 +8,7 @@ mod metrics;
 
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, Source, StoreKind};
+pub use config::{Config, ConfigError, Env, SecretsUsed, SlackSecret, Source, StoreKind};
 pub use metrics::emit_metric;
 
 use tokenkeep_envelope::{

@@ -10,17 +10,17 @@ use tokenkeep_events::{EventsState, MentionReplier};
 use tokenkeep_installations::{Clock, SystemClock};
 use tokenkeep_oauth::OAuthState;
 use tokenkeep_rotation::SweepConfig;
-use tokenkeep_runtime::{App, Config, StoreKind};
+use tokenkeep_runtime::{App, Config, SecretsUsed, StoreKind};
 use tokenkeep_slack_api::RequestVerifier;
 
 use crate::exit::Failure;
 
 pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> Result<(), Failure> {
     tokenkeep_runtime::init_tracing();
-    let config = Config::from_env()
+    let config = Config::from_env(SecretsUsed::ClientAndSigning)
         .await
         .map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
-    let verifier = RequestVerifier::new(config.slack_signing_secret.clone());
+    let verifier = RequestVerifier::new(config.signing_secret().map_err(|e| Failure::config(e.to_string()))?.clone());
     let store_kind = config.store;
     let app = App::build(config).await.map_err(Failure::error)?;
     if create_tables {
@@ -63,7 +63,7 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
             ))
         })?;
     let tokens = tokenkeep_token_service::router(tokenkeep_token_service::TokenServiceState {
-        backend: tokenkeep_token_service::Backend::from_app(&app),
+        backend: tokenkeep_token_service::Backend::from_app(&app).map_err(|e| Failure::config(e.to_string()))?,
         auth: token_auth,
     });
 
