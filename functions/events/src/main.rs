@@ -10,7 +10,9 @@ use tokenkeep_slack_api::RequestVerifier;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let config = tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::ClientAndSigning).await?;
+    let config =
+        tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::ClientAndSigning)
+            .await?;
     let verifier = RequestVerifier::new(config.signing_secret()?.clone());
     let app = tokenkeep_runtime::App::build(config).await?;
     let state = EventsState {

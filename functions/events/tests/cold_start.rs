@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-const MISSING_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tk-cold-start-missing-AbCdEf";
+const MISSING_ARN: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:tk-cold-start-missing-AbCdEf";
 
 /// Runs the binary with only `env` (plus the emulator's AWS settings when
 /// asked); returns whether it succeeded and what it printed.
@@ -12,8 +13,9 @@ fn cold_start(env: &[(&str, &str)], with_emulator: bool) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenkeep-events"));
     cmd.env_clear().envs(env.iter().copied());
     if with_emulator {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL")
-            .expect("AWS_ENDPOINT_URL is not set: run the suite through infra/test.sh (local AWS emulator)");
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect(
+            "AWS_ENDPOINT_URL is not set: run the suite through infra/test.sh (local AWS emulator)",
+        );
         cmd.envs([
             ("AWS_ENDPOINT_URL", endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
@@ -23,12 +25,22 @@ fn cold_start(env: &[(&str, &str)], with_emulator: bool) -> (bool, String) {
         ]);
     }
     let out = cmd.output().expect("run the events binary");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
 fn without_the_signing_secret_it_exits_naming_it() {
-    let (ok, out) = cold_start(&[("SLACK_CLIENT_ID", "1.2"), ("SLACK_CLIENT_SECRET", "cs")], false);
+    let (ok, out) = cold_start(
+        &[("SLACK_CLIENT_ID", "1.2"), ("SLACK_CLIENT_SECRET", "cs")],
+        false,
+    );
     assert!(!ok, "{out}");
     assert!(out.contains("SLACK_SIGNING_SECRET"), "{out}");
 }
@@ -45,5 +57,8 @@ fn with_an_unreadable_signing_secret_it_exits_naming_its_variable() {
     let (ok, out) = cold_start(&env, true);
     assert!(!ok, "{out}");
     assert!(out.contains("TOKENKEEP_SIGNING_SECRET_ARN"), "{out}");
-    assert!(!out.contains("would-be-default"), "no secret value in the output");
+    assert!(
+        !out.contains("would-be-default"),
+        "no secret value in the output"
+    );
 }

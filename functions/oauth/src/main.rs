@@ -8,7 +8,10 @@ use tokenkeep_oauth::{OAuthState, router};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let app = tokenkeep_runtime::App::build(tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::Client).await?).await?;
+    let app = tokenkeep_runtime::App::build(
+        tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::Client).await?,
+    )
+    .await?;
     let config = &app.config;
     let state = OAuthState {
         store: Arc::clone(&app.store),

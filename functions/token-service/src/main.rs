@@ -8,7 +8,9 @@ use tokenkeep_token_service::{Backend, CallerAuth, TokenServiceState, router};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let config = tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::ClientAndSigning).await?;
+    let config =
+        tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::ClientAndSigning)
+            .await?;
     let app = tokenkeep_runtime::App::build(config).await?;
     let named = std::env::var("TOKENKEEP_NAMED_TENANT_PRINCIPALS").unwrap_or_default();
     let state = TokenServiceState {

@@ -25,7 +25,10 @@ pub enum ConfigError {
     /// The Secrets Manager secret named by the variable holds no value under
     /// the key (the template creates the client secret empty on purpose).
     #[error("the Secrets Manager secret in {arn_var} has no {key} value (set it: docs/DEPLOY.md)")]
-    EmptySecret { arn_var: &'static str, key: &'static str },
+    EmptySecret {
+        arn_var: &'static str,
+        key: &'static str,
+    },
     #[error("could not read the Secrets Manager secret named by {arn_var}")]
     Secrets {
         arn_var: &'static str,
@@ -136,7 +139,10 @@ impl Source for Env {
 
 impl<const N: usize> Source for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()).filter(|v| !v.is_empty())
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -161,16 +167,27 @@ async fn fetch_secret(
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| ConfigError::Secrets { arn_var, source: Box::new(e) })?;
+        .map_err(|e| ConfigError::Secrets {
+            arn_var,
+            source: Box::new(e),
+        })?;
     let raw = zeroize::Zeroizing::new(out.secret_string().unwrap_or_default().to_owned());
     let parsed: SecretJson = serde_json::from_str(&raw).map_err(|_| {
-        ConfigError::Invalid(arn_var, format!("secret is not JSON with a {:?} string", secret.json_key()))
+        ConfigError::Invalid(
+            arn_var,
+            format!("secret is not JSON with a {:?} string", secret.json_key()),
+        )
     })?;
     let value = match secret {
         SlackSecret::Client => parsed.client_secret,
         SlackSecret::Signing => parsed.signing_secret,
     };
-    value.filter(|v| !v.is_empty()).ok_or(ConfigError::EmptySecret { arn_var, key: secret.json_key() })
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::EmptySecret {
+            arn_var,
+            key: secret.json_key(),
+        })
 }
 
 impl Config {
@@ -220,7 +237,10 @@ impl Config {
         };
         let client_secret = secret(SlackSecret::Client, client_secret)?;
         let signing_secret = if used.includes(SlackSecret::Signing) {
-            Some(SigningSecret::new(secret(SlackSecret::Signing, signing_secret)?))
+            Some(SigningSecret::new(secret(
+                SlackSecret::Signing,
+                signing_secret,
+            )?))
         } else {
             None
         };
@@ -240,7 +260,10 @@ impl Config {
                 .parse::<i64>()
                 .ok()
                 .filter(|m| (1..=11 * 60).contains(m))
-                .ok_or(ConfigError::Invalid("TOKENKEEP_REFRESH_WINDOW_MINUTES", "expected 1..=660".into()))?,
+                .ok_or(ConfigError::Invalid(
+                    "TOKENKEEP_REFRESH_WINDOW_MINUTES",
+                    "expected 1..=660".into(),
+                ))?,
         };
         let kms_key_id = source.get("TOKENKEEP_KMS_KEY_ID");
         if store == StoreKind::DynamoDb && kms_key_id.is_none() {
@@ -251,18 +274,28 @@ impl Config {
             slack_client_secret: ClientSecret::new(client_secret),
             slack_signing_secret: signing_secret,
             // Least scope by default: mentions in, messages out.
-            slack_scopes: source.get("SLACK_SCOPES").unwrap_or_else(|| "app_mentions:read,chat:write".into()),
+            slack_scopes: source
+                .get("SLACK_SCOPES")
+                .unwrap_or_else(|| "app_mentions:read,chat:write".into()),
             slack_user_scopes: source.get("SLACK_USER_SCOPES").unwrap_or_default(),
-            slack_api_url: source.get("SLACK_API_URL").unwrap_or_else(|| "https://slack.com/api".into()),
+            slack_api_url: source
+                .get("SLACK_API_URL")
+                .unwrap_or_else(|| "https://slack.com/api".into()),
             slack_authorize_url: source
                 .get("SLACK_AUTHORIZE_URL")
                 .unwrap_or_else(|| "https://slack.com/oauth/v2/authorize".into()),
             slack_redirect_uri: source.get("SLACK_REDIRECT_URI"),
             store,
-            table: source.get("TOKENKEEP_TABLE").unwrap_or_else(|| schema::DEFAULT_TABLE.into()),
-            audit_table: source.get("TOKENKEEP_AUDIT_TABLE").unwrap_or_else(|| schema::DEFAULT_AUDIT_TABLE.into()),
+            table: source
+                .get("TOKENKEEP_TABLE")
+                .unwrap_or_else(|| schema::DEFAULT_TABLE.into()),
+            audit_table: source
+                .get("TOKENKEEP_AUDIT_TABLE")
+                .unwrap_or_else(|| schema::DEFAULT_AUDIT_TABLE.into()),
             kms_key_id,
-            data_dir: source.get("TOKENKEEP_DATA_DIR").map_or_else(|| PathBuf::from(".tokenkeep"), PathBuf::from),
+            data_dir: source
+                .get("TOKENKEEP_DATA_DIR")
+                .map_or_else(|| PathBuf::from(".tokenkeep"), PathBuf::from),
             refresh_window_minutes,
         })
     }
@@ -270,7 +303,9 @@ impl Config {
     /// The signing secret, for binaries that declared
     /// [`SecretsUsed::ClientAndSigning`].
     pub fn signing_secret(&self) -> Result<&SigningSecret, ConfigError> {
-        self.slack_signing_secret.as_ref().ok_or(ConfigError::NotLoaded("the Slack signing secret"))
+        self.slack_signing_secret
+            .as_ref()
+            .ok_or(ConfigError::NotLoaded("the Slack signing secret"))
     }
 }
 
@@ -278,8 +313,11 @@ impl Config {
 mod tests {
     use super::*;
 
-    const BASE: [(&str, &str); 3] =
-        [("SLACK_CLIENT_ID", "123.456"), ("SLACK_CLIENT_SECRET", "cs-value"), ("SLACK_SIGNING_SECRET", "ss-value")];
+    const BASE: [(&str, &str); 3] = [
+        ("SLACK_CLIENT_ID", "123.456"),
+        ("SLACK_CLIENT_SECRET", "cs-value"),
+        ("SLACK_SIGNING_SECRET", "ss-value"),
+    ];
 
     #[test]
     fn defaults_are_embedded_and_least_scope() {
@@ -288,13 +326,20 @@ mod tests {
         assert_eq!(c.slack_scopes, "app_mentions:read,chat:write");
         assert_eq!(c.refresh_window_minutes, 120);
         let shown = format!("{c:?}");
-        assert!(!shown.contains("cs-value") && !shown.contains("ss-value"), "Debug shows no secret");
+        assert!(
+            !shown.contains("cs-value") && !shown.contains("ss-value"),
+            "Debug shows no secret"
+        );
     }
 
     #[test]
     fn missing_and_invalid_settings_are_named() {
-        let e = Config::from_source(&[("SLACK_CLIENT_ID", "1")], SecretsUsed::Client, None, None).unwrap_err();
-        assert_eq!(e.to_string(), "missing required setting SLACK_CLIENT_SECRET");
+        let e = Config::from_source(&[("SLACK_CLIENT_ID", "1")], SecretsUsed::Client, None, None)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "missing required setting SLACK_CLIENT_SECRET"
+        );
         let e = Config::from_source(
             &[("SLACK_CLIENT_SECRET", "a"), ("SLACK_SIGNING_SECRET", "b")],
             SecretsUsed::Client,
@@ -331,7 +376,10 @@ mod tests {
         let env = [("SLACK_CLIENT_ID", "1"), ("SLACK_CLIENT_SECRET", "a")];
         // when a request-verifying binary loads, it fails naming what is missing,
         let e = Config::from_source(&env, SecretsUsed::ClientAndSigning, None, None).unwrap_err();
-        assert_eq!(e.to_string(), "missing required setting SLACK_SIGNING_SECRET");
+        assert_eq!(
+            e.to_string(),
+            "missing required setting SLACK_SIGNING_SECRET"
+        );
         // and a client-only binary starts without it.
         assert!(Config::from_source(&env, SecretsUsed::Client, None, None).is_ok());
     }
@@ -339,7 +387,8 @@ mod tests {
     #[test]
     fn a_client_only_binary_never_holds_the_signing_secret() {
         // Given a signing secret in the environment and one fetched,
-        let c = Config::from_source(&BASE, SecretsUsed::Client, None, Some("sig-sm".into())).unwrap();
+        let c =
+            Config::from_source(&BASE, SecretsUsed::Client, None, Some("sig-sm".into())).unwrap();
         // a client-only binary keeps neither, and asking for it is a named error.
         assert!(matches!(c.signing_secret(), Err(ConfigError::NotLoaded(_))));
         assert_eq!(c.slack_client_secret.expose_secret(), "cs-value");

@@ -27,11 +27,15 @@ async fn put_secret(value: &str) -> String {
 fn rand_suffix() -> u128 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     nanos * 1000 + u128::from(SEQ.fetch_add(1, Ordering::SeqCst))
 }
 
-const MISSING_ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tk-config-test-does-not-exist-AbCdEf";
+const MISSING_ARN: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:tk-config-test-does-not-exist-AbCdEf";
 
 #[tokio::test]
 async fn each_binary_loads_only_the_secrets_it_declares() {
@@ -44,13 +48,32 @@ async fn each_binary_loads_only_the_secrets_it_declares() {
         ("TOKENKEEP_SIGNING_SECRET_ARN", MISSING_ARN),
     ];
     // when a client-only binary (OAuth, rotation) starts, it never asks for it;
-    let config = Config::load(&env, SecretsUsed::Client).await.expect("client-only binary starts");
+    let config = Config::load(&env, SecretsUsed::Client)
+        .await
+        .expect("client-only binary starts");
     assert_eq!(config.slack_client_secret.expose_secret(), "cs-from-sm");
-    assert!(matches!(config.signing_secret(), Err(ConfigError::NotLoaded(_))));
+    assert!(matches!(
+        config.signing_secret(),
+        Err(ConfigError::NotLoaded(_))
+    ));
     // and a binary that verifies requests fails, naming the variable.
-    let e = Config::load(&env, SecretsUsed::ClientAndSigning).await.unwrap_err();
-    assert!(matches!(e, ConfigError::Secrets { arn_var: "TOKENKEEP_SIGNING_SECRET_ARN", .. }), "{e}");
-    assert_eq!(e.to_string(), "could not read the Secrets Manager secret named by TOKENKEEP_SIGNING_SECRET_ARN");
+    let e = Config::load(&env, SecretsUsed::ClientAndSigning)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::Secrets {
+                arn_var: "TOKENKEEP_SIGNING_SECRET_ARN",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "could not read the Secrets Manager secret named by TOKENKEEP_SIGNING_SECRET_ARN"
+    );
 }
 
 #[tokio::test]
@@ -65,11 +88,19 @@ async fn the_events_binary_gets_both_secrets_from_their_own_secrets() {
         ("TOKENKEEP_CLIENT_SECRET_ARN", client.as_str()),
         ("TOKENKEEP_SIGNING_SECRET_ARN", signing.as_str()),
     ];
-    let config = Config::load(&env, SecretsUsed::ClientAndSigning).await.unwrap();
+    let config = Config::load(&env, SecretsUsed::ClientAndSigning)
+        .await
+        .unwrap();
     assert_eq!(config.slack_client_secret.expose_secret(), "cs-from-sm");
-    assert_eq!(config.signing_secret().unwrap().expose_secret(), "ss-from-sm");
+    assert_eq!(
+        config.signing_secret().unwrap().expose_secret(),
+        "ss-from-sm"
+    );
     let shown = format!("{config:?}");
-    assert!(!shown.contains("cs-from-sm") && !shown.contains("ss-from-sm"), "Debug shows no secret");
+    assert!(
+        !shown.contains("cs-from-sm") && !shown.contains("ss-from-sm"),
+        "Debug shows no secret"
+    );
 }
 
 #[tokio::test]
@@ -85,18 +116,42 @@ async fn an_empty_or_misplaced_secret_fails_by_name_without_falling_back() {
     ];
     let e = Config::load(&env, SecretsUsed::Client).await.unwrap_err();
     assert!(
-        matches!(e, ConfigError::EmptySecret { arn_var: "TOKENKEEP_CLIENT_SECRET_ARN", key: "client_secret" }),
+        matches!(
+            e,
+            ConfigError::EmptySecret {
+                arn_var: "TOKENKEEP_CLIENT_SECRET_ARN",
+                key: "client_secret"
+            }
+        ),
         "{e}"
     );
     // The signing secret put into the client secret's place is not taken for it.
     let swapped = put_secret(r#"{"signing_secret":"ss"}"#).await;
-    let env = [("SLACK_CLIENT_ID", "1.2"), ("TOKENKEEP_CLIENT_SECRET_ARN", swapped.as_str())];
+    let env = [
+        ("SLACK_CLIENT_ID", "1.2"),
+        ("TOKENKEEP_CLIENT_SECRET_ARN", swapped.as_str()),
+    ];
     let e = Config::load(&env, SecretsUsed::Client).await.unwrap_err();
-    assert!(matches!(e, ConfigError::EmptySecret { key: "client_secret", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ConfigError::EmptySecret {
+                key: "client_secret",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Not JSON at all: invalid, named, and the value is not in the message.
     let raw = put_secret("plain-secret-value").await;
-    let env = [("SLACK_CLIENT_ID", "1.2"), ("TOKENKEEP_CLIENT_SECRET_ARN", raw.as_str())];
+    let env = [
+        ("SLACK_CLIENT_ID", "1.2"),
+        ("TOKENKEEP_CLIENT_SECRET_ARN", raw.as_str()),
+    ];
     let e = Config::load(&env, SecretsUsed::Client).await.unwrap_err();
-    assert!(matches!(e, ConfigError::Invalid("TOKENKEEP_CLIENT_SECRET_ARN", _)), "{e}");
+    assert!(
+        matches!(e, ConfigError::Invalid("TOKENKEEP_CLIENT_SECRET_ARN", _)),
+        "{e}"
+    );
     assert!(!e.to_string().contains("plain-secret-value"));
 }

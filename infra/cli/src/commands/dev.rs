@@ -20,7 +20,12 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
     let config = Config::from_env(SecretsUsed::ClientAndSigning)
         .await
         .map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
-    let verifier = RequestVerifier::new(config.signing_secret().map_err(|e| Failure::config(e.to_string()))?.clone());
+    let verifier = RequestVerifier::new(
+        config
+            .signing_secret()
+            .map_err(|e| Failure::config(e.to_string()))?
+            .clone(),
+    );
     let store_kind = config.store;
     let app = App::build(config).await.map_err(Failure::error)?;
     if create_tables {
@@ -63,7 +68,8 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
             ))
         })?;
     let tokens = tokenkeep_token_service::router(tokenkeep_token_service::TokenServiceState {
-        backend: tokenkeep_token_service::Backend::from_app(&app).map_err(|e| Failure::config(e.to_string()))?,
+        backend: tokenkeep_token_service::Backend::from_app(&app)
+            .map_err(|e| Failure::config(e.to_string()))?,
         auth: token_auth,
     });
 
