@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Static checks for template.yaml: cfn-lint, `sam validate --lint` and checkov.
+# Checks for template.yaml: cfn-lint, `sam validate --lint`, checkov, then the
+# stack tests (infra/stack-tests): the policy allowlist test and the deploy test,
+# which translates the template with aws-sam-translator and creates the stack
+# on moto's CloudFormation (its own moto server on a free loopback port).
 #
 # Needs only python3 (3.11) and pip. The tools live in venvs under .tools/
 # (git-ignored) so they never touch the system Python; checkov gets its own
@@ -36,6 +39,16 @@ ensure_venv() {
 mkdir -p "$TOOLS"
 ensure_venv cfn-venv 'import cfnlint, samcli' 'cfn-lint==1.58.0' 'aws-sam-cli==1.170.0'
 ensure_venv checkov-venv 'import checkov' 'checkov==3.3.30'
+# Exact pins from the requirements file; the probe fails (and the venv is
+# rebuilt) when an installed version differs from its pin.
+STACK_REQS="$ROOT/infra/stack-tests/requirements.txt"
+STACK_PROBE="import importlib.metadata as m, re, sys
+for line in open('$STACK_REQS'):
+    pin = re.match(r'^([A-Za-z0-9_.-]+)(\[[^]]*\])?==(\S+)', line)
+    if pin and m.version(pin[1]) != pin[3]:
+        sys.exit(1)
+import moto, samtranslator, boto3"
+ensure_venv stack-venv "$STACK_PROBE" -r "$STACK_REQS"
 
 # --install-only: prepare the venvs (e.g. for a CI cache) and stop.
 if [[ "${1:-}" == "--install-only" ]]; then
@@ -56,5 +69,10 @@ echo "==> sam validate --lint (aws-sam-cli $(version "$CFN" aws-sam-cli))"
 
 echo "==> checkov $(version "$CHECKOV" checkov)"
 "$CHECKOV/checkov" -f "$TEMPLATE" --framework cloudformation --skip-download --compact --quiet
+
+STACK_PY="$TOOLS/stack-venv/bin/python"
+echo "==> stack tests: policy allowlist, deploy on moto's CloudFormation (aws-sam-translator $(version "$TOOLS/stack-venv/bin" aws-sam-translator), moto $(version "$TOOLS/stack-venv/bin" moto))"
+STACK_TEMPLATE="$(realpath "$TEMPLATE")"
+(cd "$ROOT/infra/stack-tests" && TEMPLATE="$STACK_TEMPLATE" "$STACK_PY" -m unittest test_policy test_deploy)
 
 echo "==> template checks passed in ${SECONDS}s"

@@ -91,14 +91,18 @@ pub struct EventsState {
 
 impl EventsState {
     /// The state every binary builds: the app's wiring, and its handler
-    /// (normally [`ListenerHandler`] over the app's [`Listeners`]).
-    pub fn new(app: &tokenkeep_runtime::App, handler: Arc<dyn EventHandler>) -> Self {
-        Self {
+    /// (normally [`ListenerHandler`] over the app's [`Listeners`]). Fails when
+    /// the app was built without the signing secret.
+    pub fn new(
+        app: &tokenkeep_runtime::App,
+        handler: Arc<dyn EventHandler>,
+    ) -> Result<Self, tokenkeep_runtime::ConfigError> {
+        Ok(Self {
             store: Arc::clone(&app.store),
-            verifier: app.verifier.clone(),
+            verifier: app.verifier()?.clone(),
             handler,
             clock: Arc::new(tokenkeep_installations::SystemClock),
-        }
+        })
     }
 
     /// [`new`](Self::new) with the app's listeners, lazy work going to `lazy`.
@@ -106,7 +110,7 @@ impl EventsState {
         app: &tokenkeep_runtime::App,
         listeners: Listeners,
         lazy: Option<Arc<dyn LazyQueue>>,
-    ) -> Self {
+    ) -> Result<Self, tokenkeep_runtime::ConfigError> {
         let mut handler =
             ListenerHandler::new(listeners, app.slack.clone(), Arc::clone(&app.store));
         if let Some(queue) = lazy {

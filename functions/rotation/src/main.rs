@@ -9,7 +9,8 @@ use tokenkeep_rotation::{SweepConfig, SweepReport, sweep};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tokenkeep_runtime::init_tracing();
-    let config = tokenkeep_runtime::Config::from_env().await?;
+    let config =
+        tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::Client).await?;
     let app = tokenkeep_runtime::App::build(config).await?;
     let app = &app;
     let cfg = &SweepConfig::default();

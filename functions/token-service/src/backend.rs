@@ -72,13 +72,15 @@ impl Backend {
     }
 
     /// From the wiring every binary shares.
-    pub fn from_app(app: &tokenkeep_runtime::App) -> Self {
-        Self::new(
+    /// The app's config must hold the signing secret
+    /// ([`SecretsUsed::ClientAndSigning`](tokenkeep_runtime::SecretsUsed)).
+    pub fn from_app(app: &tokenkeep_runtime::App) -> Result<Self, tokenkeep_runtime::ConfigError> {
+        Ok(Self::new(
             Arc::clone(&app.store),
-            RequestVerifier::new(app.config.slack_signing_secret.clone()),
+            app.verifier()?.clone(),
             app.slack.clone(),
             Arc::new(tokenkeep_installations::SystemClock),
-        )
+        ))
     }
 
     pub fn verifier_max_body(&self) -> usize {

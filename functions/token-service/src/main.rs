@@ -8,11 +8,13 @@ use tokenkeep_token_service::{Backend, CallerAuth, TokenServiceState, router};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let config = tokenkeep_runtime::Config::from_env().await?;
+    let config =
+        tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::ClientAndSigning)
+            .await?;
     let app = tokenkeep_runtime::App::build(config).await?;
     let named = std::env::var("TOKENKEEP_NAMED_TENANT_PRINCIPALS").unwrap_or_default();
     let state = TokenServiceState {
-        backend: Backend::from_app(&app),
+        backend: Backend::from_app(&app)?,
         auth: CallerAuth::iam_from_list(&named),
     };
     lambda_http::run(router(state)).await

@@ -61,7 +61,7 @@ pub use tokenkeep_events::{
 };
 pub use tokenkeep_installations::{TenantKey, VerifiedTenant};
 pub use tokenkeep_oauth::{HookError, InstallHooks, Installed};
-pub use tokenkeep_runtime::{App, Config};
+pub use tokenkeep_runtime::{App, Config, ConfigError, SecretsUsed};
 pub use tokenkeep_slack_api::{BoundClient, Message, MessageRef, Response, SlackError, ViewRef};
 
 use tokenkeep_events::EventsState;
@@ -72,8 +72,10 @@ pub fn events_router(
     app: &App,
     listeners: Listeners,
     lazy: Option<Arc<dyn LazyQueue>>,
-) -> axum::Router {
-    tokenkeep_events::router(EventsState::with_listeners(app, listeners, lazy))
+) -> Result<axum::Router, ConfigError> {
+    Ok(tokenkeep_events::router(EventsState::with_listeners(
+        app, listeners, lazy,
+    )?))
 }
 
 /// The OAuth routes (`GET /slack/install`, `GET /slack/oauth_redirect`) with the app's hooks.
@@ -87,13 +89,16 @@ pub fn routers(
     listeners: Listeners,
     hooks: Option<Arc<dyn InstallHooks>>,
     lazy: Option<Arc<dyn LazyQueue>>,
-) -> axum::Router {
-    oauth_router(app, hooks).merge(events_router(app, listeners, lazy))
+) -> Result<axum::Router, ConfigError> {
+    Ok(oauth_router(app, hooks).merge(events_router(app, listeners, lazy)?))
 }
 
-async fn app_from_env() -> Result<App, lambda_http::Error> {
+/// Each function loads only the secrets it uses: events verifies requests
+/// (signing secret) and refreshes (client secret); OAuth and the worker never
+/// hold the signing secret.
+async fn app_from_env(secrets: SecretsUsed) -> Result<App, lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let config = Config::from_env().await?;
+    let config = Config::from_env(secrets).await?;
     Ok(App::build(config).await?)
 }
 
@@ -113,15 +118,15 @@ async fn lazy_queue(app: &App) -> Option<Arc<dyn LazyQueue>> {
 /// The events Lambda's whole `main`: wiring once per cold start, then the
 /// router; lazy work goes to the SQS queue named by `TOKENKEEP_LAZY_QUEUE_URL`.
 pub async fn run_events(listeners: Listeners) -> Result<(), lambda_http::Error> {
-    let app = app_from_env().await?;
+    let app = app_from_env(SecretsUsed::ClientAndSigning).await?;
     let lazy = lazy_queue(&app).await;
-    lambda_http::run(events_router(&app, listeners, lazy)).await
+    lambda_http::run(events_router(&app, listeners, lazy)?).await
 }
 
 /// The worker Lambda's whole `main`: runs the lazy part of the app's
 /// listeners for each SQS message, reporting failed ones for redelivery.
 pub async fn run_worker(listeners: Listeners) -> Result<(), lambda_runtime::Error> {
-    let app = app_from_env().await?;
+    let app = app_from_env(SecretsUsed::Client).await?;
     let (app, listeners) = (&app, &listeners);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<tokenkeep_worker::SqsEvent>| async move {
@@ -156,6 +161,6 @@ pub fn embedded_lazy(
 
 /// The OAuth Lambda's whole `main`.
 pub async fn run_oauth(hooks: Option<Arc<dyn InstallHooks>>) -> Result<(), lambda_http::Error> {
-    let app = app_from_env().await?;
+    let app = app_from_env(SecretsUsed::Client).await?;
     lambda_http::run(oauth_router(&app, hooks)).await
 }

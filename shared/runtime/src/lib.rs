@@ -9,7 +9,7 @@ mod metrics;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use config::{Config, ConfigError, Source, StoreKind};
+pub use config::{Config, ConfigError, Env, SecretsUsed, SlackSecret, Source, StoreKind};
 pub use metrics::emit_metric;
 
 use tokenkeep_envelope::{
@@ -29,8 +29,9 @@ pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<InstallationStore>,
     pub slack: SlackClient,
-    /// Checks inbound Slack signatures with the app's signing secret.
-    pub verifier: RequestVerifier,
+    /// Checks inbound Slack signatures with the app's signing secret; only
+    /// for binaries that load it ([`SecretsUsed::ClientAndSigning`]).
+    verifier: Option<RequestVerifier>,
     /// Present for `TOKENKEEP_STORE=dynamodb`.
     pub aws: Option<aws_config::SdkConfig>,
 }
@@ -127,6 +128,14 @@ pub fn open_store(
 }
 
 impl App {
+    /// The request verifier, for binaries that verify Slack requests; one that
+    /// did not load the signing secret gets a named error at cold start.
+    pub fn verifier(&self) -> Result<&RequestVerifier, ConfigError> {
+        self.verifier
+            .as_ref()
+            .ok_or(ConfigError::NotLoaded("the Slack signing secret"))
+    }
+
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let aws = match config.store {
             StoreKind::DynamoDb => Some(aws_config().await),
@@ -163,7 +172,10 @@ impl App {
             aws.as_ref(),
             Some(Arc::new(slack.clone())),
         )?;
-        let verifier = RequestVerifier::new(config.slack_signing_secret.clone());
+        let verifier = config
+            .signing_secret()
+            .ok()
+            .map(|secret| RequestVerifier::new(secret.clone()));
         Ok(Self {
             config: Arc::new(config),
             store: Arc::new(store),

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tokenkeep_installations::{Clock, SystemClock};
 use tokenkeep_rotation::SweepConfig;
-use tokenkeep_runtime::{App, Config, StoreKind};
+use tokenkeep_runtime::{App, Config, SecretsUsed, StoreKind};
 
 use crate::exit::Failure;
 
 pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> Result<(), Failure> {
     tokenkeep_runtime::init_tracing();
-    let config = Config::from_env()
+    let config = Config::from_env(SecretsUsed::ClientAndSigning)
         .await
         .map_err(|e| Failure::config(format!("{e} (see README: Run it)")))?;
     let store_kind = config.store;
@@ -40,7 +40,8 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
         tokenkeep_example_app::listeners(),
         Some(tokenkeep_example_app::hooks()),
         Some(lazy),
-    );
+    )
+    .map_err(|e| Failure::config(e.to_string()))?;
 
     // The token service for Bolt apps (clients/python, clients/js). No API
     // Gateway here, so keys generated into the data dir (0600) stand in for IAM;
@@ -53,7 +54,8 @@ pub async fn dev(listen: SocketAddr, create_tables: bool, sweep_every: u64) -> R
             ))
         })?;
     let tokens = tokenkeep_token_service::router(tokenkeep_token_service::TokenServiceState {
-        backend: tokenkeep_token_service::Backend::from_app(&app),
+        backend: tokenkeep_token_service::Backend::from_app(&app)
+            .map_err(|e| Failure::config(e.to_string()))?,
         auth: token_auth,
     });
 
