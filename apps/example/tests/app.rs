@@ -31,7 +31,13 @@ impl Harness {
             ("SLACK_SIGNING_SECRET", SIGNING_SECRET),
             ("TOKENKEEP_DATA_DIR", data_dir.as_str()),
         ];
-        let config = Config::from_source(&source, tokenkeep_app::SecretsUsed::ClientAndSigning, None, None).unwrap();
+        let config = Config::from_source(
+            &source,
+            tokenkeep_app::SecretsUsed::ClientAndSigning,
+            None,
+            None,
+        )
+        .unwrap();
         let app = App::build_with_slack(config, None, slack.client()).unwrap();
         let lazy = tokenkeep_app::embedded_lazy(&app, tokenkeep_example_app::listeners()).unwrap();
         let router = tokenkeep_app::routers(

@@ -9,10 +9,11 @@ use tokenkeep_events::{EventsState, MentionReplier, router};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     tokenkeep_runtime::init_tracing();
-    let app = tokenkeep_runtime::App::build(tokenkeep_runtime::Config::from_env(
-        tokenkeep_runtime::SecretsUsed::ClientAndSigning,
+    let app = tokenkeep_runtime::App::build(
+        tokenkeep_runtime::Config::from_env(tokenkeep_runtime::SecretsUsed::ClientAndSigning)
+            .await?,
     )
-    .await?).await?;
+    .await?;
     let handler = Arc::new(MentionReplier {
         slack: app.slack.clone(),
     });

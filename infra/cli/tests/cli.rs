@@ -514,11 +514,28 @@ async fn purge_asks_first_and_tombstones_like_an_uninstall() {
     let t3 = job_tenant(&store, 3).await.unwrap();
     store.delete_bot(&t3).await.unwrap();
     store.delete_installation(&t3, "U0003").await.unwrap();
-    assert!(!store.repository().tenant_state(&pk(3)).await.unwrap().unwrap().purged);
+    assert!(
+        !store
+            .repository()
+            .tenant_state(&pk(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .purged
+    );
     let out = run(dir.path(), &["--json", "purge", "--team", "T0003", "--yes"]);
     assert_code(&out, 0);
     assert_eq!(json_out(&out)["purged_records"], 0, "{}", stdout(&out));
-    assert!(store.repository().tenant_state(&pk(3)).await.unwrap().unwrap().purged, "no tombstone");
+    assert!(
+        store
+            .repository()
+            .tenant_state(&pk(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .purged,
+        "no tombstone"
+    );
 }
 
 #[test]
@@ -612,7 +629,11 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
     assert_eq!(first["rekeyed"], half);
     // It says what is left: every record not re-wrapped is still under the old key.
     assert_eq!(first["left_total"], total - half, "{first}");
-    assert_eq!(first["left_under_old_keys"][0]["key_id"], old_key.as_str(), "{first}");
+    assert_eq!(
+        first["left_under_old_keys"][0]["key_id"],
+        old_key.as_str(),
+        "{first}"
+    );
 
     // ...and a refresh takes the lease of a record the first run didn't reach.
     let lease_target = scan_all(&*repo)
@@ -643,7 +664,10 @@ async fn rekey_on_the_emulator_is_resumable_and_never_clobbers_a_lease() {
     assert_eq!(report["rekeyed"], total - half - 1, "{report}");
     assert_eq!(report["already_under_key"], half);
     assert_eq!(report["pending"][0]["tenant"], lease_target.pk());
-    assert_eq!(report["left_total"], 1, "only the leased record is left: {report}");
+    assert_eq!(
+        report["left_total"], 1,
+        "only the leased record is left: {report}"
+    );
     // The in-flight refresh's lease is intact, so its write will still land.
     let rec = repo.get(&lease_target).await.unwrap().unwrap();
     assert_eq!(rec.lease_owner.as_deref(), Some("refresh-in-flight"));

@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokenkeep_installations::{EmbeddedRepository, InstallationStore, ReadContext, StoreConfig, TenantKey};
+use tokenkeep_installations::{
+    EmbeddedRepository, InstallationStore, ReadContext, StoreConfig, TenantKey,
+};
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
 use tokenkeep_slack_api::{SigningSecret, SlackOAuth, sign_request};
 
@@ -29,7 +31,10 @@ fn root() -> PathBuf {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// Installs the generators' libraries once per test binary (the script is
@@ -37,8 +42,15 @@ fn now() -> i64 {
 fn fixture_tools() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let out = Command::new("bash").arg(root().join("infra/fixtures/install.sh")).output().expect("run install.sh");
-        assert!(out.status.success(), "infra/fixtures/install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg(root().join("infra/fixtures/install.sh"))
+            .output()
+            .expect("run install.sh");
+        assert!(
+            out.status.success(),
+            "infra/fixtures/install.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
@@ -73,7 +85,10 @@ impl Fixture {
             "slack-sdk-sqlalchemy" => format!("sqlite:///{}", d.join("sqlalchemy.db").display()),
             "slack-sdk-file" => d.join("file").display().to_string(),
             "bolt-js-file" => d.join("bolt").display().to_string(),
-            "slack-sdk-s3" => format!("s3://{}", self.s3_bucket.as_deref().expect("fixture built with s3")),
+            "slack-sdk-s3" => format!(
+                "s3://{}",
+                self.s3_bucket.as_deref().expect("fixture built with s3")
+            ),
             other => panic!("unknown source {other}"),
         }
     }
@@ -93,9 +108,17 @@ impl Fixture {
     fn env(&self, data_dir: &Path) -> Vec<(String, String)> {
         let mut env = vec![
             ("SLACK_CLIENT_ID".to_owned(), self.client_id.clone()),
-            ("TOKENKEEP_DATA_DIR".to_owned(), data_dir.display().to_string()),
+            (
+                "TOKENKEEP_DATA_DIR".to_owned(),
+                data_dir.display().to_string(),
+            ),
         ];
-        for var in ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
+        for var in [
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+        ] {
             if let Ok(v) = std::env::var(var) {
                 env.push((var.to_owned(), v));
             }
@@ -116,8 +139,20 @@ fn standard_installs(org_expires_in: Option<i64>) -> Vec<Install> {
     };
     vec![
         // Three installs of T1: U1, U1 again (reinstall), then U2.
-        Install { code: "t1-u1-a", spec: workspace("U1", true), installed_at: t - 7200.25, custom_values: json!({}), bot_expires_in: None },
-        Install { code: "t1-u1-b", spec: workspace("U1", true), installed_at: t - 3600.5, custom_values: json!({}), bot_expires_in: None },
+        Install {
+            code: "t1-u1-a",
+            spec: workspace("U1", true),
+            installed_at: t - 7200.25,
+            custom_values: json!({}),
+            bot_expires_in: None,
+        },
+        Install {
+            code: "t1-u1-b",
+            spec: workspace("U1", true),
+            installed_at: t - 3600.5,
+            custom_values: json!({}),
+            bot_expires_in: None,
+        },
         Install {
             code: "t1-u2",
             spec: workspace("U2", false),
@@ -169,14 +204,34 @@ async fn build_fixture(installs: Vec<Install>, with_s3: bool) -> Fixture {
     let at = now();
     for (n, install) in installs.into_iter().enumerate() {
         slack.add_install(install.code, install.spec.clone());
-        let r = client.exchange_code(install.code, None).await.expect("exchange with the fake");
-        let bot_token = r.access_token.as_ref().map(|t| t.expose_secret().to_owned());
-        let bot_refresh = r.refresh_token.as_ref().map(|t| t.expose_secret().to_owned());
+        let r = client
+            .exchange_code(install.code, None)
+            .await
+            .expect("exchange with the fake");
+        let bot_token = r
+            .access_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned());
+        let bot_refresh = r
+            .refresh_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned());
         let user = r.authed_user.as_ref();
-        let user_token = user.and_then(|u| u.access_token.as_ref()).map(|t| t.expose_secret().to_owned());
-        let user_refresh = user.and_then(|u| u.refresh_token.as_ref()).map(|t| t.expose_secret().to_owned());
+        let user_token = user
+            .and_then(|u| u.access_token.as_ref())
+            .map(|t| t.expose_secret().to_owned());
+        let user_refresh = user
+            .and_then(|u| u.refresh_token.as_ref())
+            .map(|t| t.expose_secret().to_owned());
         let hook = r.incoming_webhook.as_ref();
-        secrets.extend(bot_token.iter().chain(&bot_refresh).chain(&user_token).chain(&user_refresh).cloned());
+        secrets.extend(
+            bot_token
+                .iter()
+                .chain(&bot_refresh)
+                .chain(&user_token)
+                .chain(&user_refresh)
+                .cloned(),
+        );
         secrets.extend(hook.map(|h| h.url.expose_secret().to_owned()));
         kwargs.push(json!({
             "app_id": r.app_id,
@@ -207,7 +262,8 @@ async fn build_fixture(installs: Vec<Install>, with_s3: bool) -> Fixture {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let s3_bucket = with_s3.then(|| format!("tk-migrate-{}-{:08x}", std::process::id(), rand_u32()));
+    let s3_bucket =
+        with_s3.then(|| format!("tk-migrate-{}-{:08x}", std::process::id(), rand_u32()));
     let spec = json!({
         "client_id": client_id,
         "installations": kwargs,
@@ -226,23 +282,45 @@ async fn build_fixture(installs: Vec<Install>, with_s3: bool) -> Fixture {
         .arg(&spec_path)
         .output()
         .unwrap();
-    assert!(py.status.success(), "slack_sdk generator failed:\n{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "slack_sdk generator failed:\n{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let js = Command::new("node")
         .arg(root().join("infra/fixtures/bolt_js_store.js"))
         .arg(&spec_path)
-        .env("NODE_PATH", root().join(".tools/fixtures-node/node_modules"))
+        .env(
+            "NODE_PATH",
+            root().join(".tools/fixtures-node/node_modules"),
+        )
         .output()
         .unwrap();
-    assert!(js.status.success(), "@slack/oauth generator failed:\n{}", String::from_utf8_lossy(&js.stderr));
+    assert!(
+        js.status.success(),
+        "@slack/oauth generator failed:\n{}",
+        String::from_utf8_lossy(&js.stderr)
+    );
     let mut answers: Value = serde_json::from_slice(&py.stdout).unwrap();
     let bolt: Value = serde_json::from_slice(&js.stdout).unwrap();
     answers["bolt_js"] = bolt["bolt_js"].clone();
     std::fs::remove_file(&spec_path).unwrap();
-    Fixture { _dir: tmp, dir, slack, client_id, secrets, answers, s3_bucket }
+    Fixture {
+        _dir: tmp,
+        dir,
+        slack,
+        client_id,
+        secrets,
+        answers,
+        s3_bucket,
+    }
 }
 
 fn rand_u32() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
 }
 
 fn tokenkeep(env: &[(String, String)], args: &[&str]) -> Output {
@@ -257,7 +335,11 @@ fn tokenkeep(env: &[(String, String)], args: &[&str]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn json_out(out: &Output) -> Value {
@@ -274,7 +356,10 @@ fn assert_no_secret(fx: &Fixture, out: &Output) {
     for s in &fx.secrets {
         assert!(!all.contains(s.as_str()), "output shows a secret:\n{all}");
     }
-    assert!(!TOKEN_SHAPED.iter().any(|t| all.contains(t)), "output shows something token-like:\n{all}");
+    assert!(
+        !TOKEN_SHAPED.iter().any(|t| all.contains(t)),
+        "output shows something token-like:\n{all}"
+    );
 }
 
 fn migrate(fx: &Fixture, data: &Path, source: &str, extra: &[&str]) -> Output {
@@ -295,7 +380,11 @@ fn count(report: &Value, outcome: &str) -> u64 {
 fn open_store(fx: &Fixture, data: &Path) -> InstallationStore {
     let repo = EmbeddedRepository::open(data.join("store.db")).unwrap();
     let keys = tokenkeep_envelope::LocalKeyProvider::open(data.join("keys"), "default").unwrap();
-    InstallationStore::new(Arc::new(repo), Arc::new(keys), StoreConfig::new(fx.client_id.clone()))
+    InstallationStore::new(
+        Arc::new(repo),
+        Arc::new(keys),
+        StoreConfig::new(fx.client_id.clone()),
+    )
 }
 
 /// Every tenant and user of the library's answers holds exactly the token the
@@ -304,21 +393,40 @@ async fn assert_tokens_match(fx: &Fixture, data: &Path, source: &str) {
     let store = open_store(fx, data);
     let ctx = ReadContext::new("migrate-test", "check", "compare with the source library");
     let answers = fx.answers_for(source).as_object().unwrap().clone();
-    assert_eq!(answers.len(), 3, "{source}: three tenants in the fixture: {answers:?}");
+    assert_eq!(
+        answers.len(),
+        3,
+        "{source}: three tenants in the fixture: {answers:?}"
+    );
     for (key, want) in answers {
         let (e, t) = key.split_once('|').unwrap();
         let opt = |s: &str| (s != "-").then(|| s.to_owned());
         let tenant = TenantKey::new(opt(e).as_deref(), opt(t).as_deref()).unwrap();
-        let verified = store.tenant_for_job(&tenant).await.unwrap().unwrap_or_else(|| panic!("{source}: {tenant} not imported"));
+        let verified = store
+            .tenant_for_job(&tenant)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{source}: {tenant} not imported"));
         let bot = store.bot_token(&verified, &ctx).await.unwrap();
-        assert_eq!(Some(bot.fingerprint().as_str()), want["bot"].as_str(), "{source}: bot token of {tenant}");
+        assert_eq!(
+            Some(bot.fingerprint().as_str()),
+            want["bot"].as_str(),
+            "{source}: bot token of {tenant}"
+        );
         for (user, fp) in want["users"].as_object().unwrap() {
             match fp.as_str() {
                 Some(fp) => {
                     let token = store.user_token(&verified, user, &ctx).await.unwrap();
-                    assert_eq!(token.fingerprint(), fp, "{source}: user token of {user} in {tenant}");
+                    assert_eq!(
+                        token.fingerprint(),
+                        fp,
+                        "{source}: user token of {user} in {tenant}"
+                    );
                 }
-                None => assert!(store.user_token(&verified, user, &ctx).await.is_err(), "{source}: {user} has no user token"),
+                None => assert!(
+                    store.user_token(&verified, user, &ctx).await.is_err(),
+                    "{source}: {user} has no user token"
+                ),
             }
         }
     }
@@ -329,16 +437,28 @@ fn assert_store_has_no_plaintext(fx: &Fixture, data: &Path) {
     let mut raw = Vec::new();
     for entry in std::fs::read_dir(data).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_file() && path.file_name().unwrap().to_string_lossy().starts_with("store.db") {
+        if path.is_file()
+            && path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("store.db")
+        {
             raw.extend(std::fs::read(&path).unwrap());
         }
     }
     assert!(!raw.is_empty());
     for s in &fx.secrets {
-        assert!(!contains(&raw, s.as_bytes()), "the store holds a plaintext secret");
+        assert!(
+            !contains(&raw, s.as_bytes()),
+            "the store holds a plaintext secret"
+        );
     }
     for t in TOKEN_SHAPED {
-        assert!(!contains(&raw, t.as_bytes()), "the store holds something token-like in plaintext");
+        assert!(
+            !contains(&raw, t.as_bytes()),
+            "the store holds something token-like in plaintext"
+        );
     }
 }
 
@@ -349,7 +469,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-const FILE_SOURCES: [&str; 4] = ["slack-sdk-sqlite3", "slack-sdk-sqlalchemy", "slack-sdk-file", "bolt-js-file"];
+const FILE_SOURCES: [&str; 4] = [
+    "slack-sdk-sqlite3",
+    "slack-sdk-sqlalchemy",
+    "slack-sdk-file",
+    "bolt-js-file",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_source_imports_what_its_library_answers_once_and_sealed() {
@@ -363,8 +488,14 @@ async fn each_source_imports_what_its_library_answers_once_and_sealed() {
         let plan = json_out(&out);
         // T1 bot + U1 + U2, E1 bot + U9, E1/T3 bot.
         assert_eq!(count(&plan, "created"), 6, "{source}: {plan}");
-        assert!(plan["skipped"].as_array().unwrap().is_empty(), "{source}: {plan}");
-        assert!(!data.join("store.db").exists(), "{source}: a dry run creates no store");
+        assert!(
+            plan["skipped"].as_array().unwrap().is_empty(),
+            "{source}: {plan}"
+        );
+        assert!(
+            !data.join("store.db").exists(),
+            "{source}: a dry run creates no store"
+        );
 
         // When applied.
         let out = migrate(&fx, &data, source, &["--apply"]);
@@ -379,21 +510,43 @@ async fn each_source_imports_what_its_library_answers_once_and_sealed() {
         // ...each write audited...
         let env = fx.env(&data);
         let audit = json_out(&tokenkeep(&env, &["--json", "audit", "--limit", "100"]));
-        let imports = audit.as_array().unwrap().iter().filter(|a| a["actor"] == "tokenkeep migrate").count();
-        assert_eq!(imports, 6, "{source}: one audit record per imported record: {audit}");
+        let imports = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["actor"] == "tokenkeep migrate")
+            .count();
+        assert_eq!(
+            imports, 6,
+            "{source}: one audit record per imported record: {audit}"
+        );
         // ...with rotation, the webhook and the custom values kept.
         let list = json_out(&tokenkeep(&env, &["--json", "list"]));
         let records = list["records"].as_array().unwrap();
-        let t1_bot = records.iter().find(|r| r["tenant"] == "T#-#T1" && r["record"] == "bot").unwrap();
+        let t1_bot = records
+            .iter()
+            .find(|r| r["tenant"] == "T#-#T1" && r["record"] == "bot")
+            .unwrap();
         assert_eq!(t1_bot["rotating"], true, "{source}: {t1_bot}");
-        let sealed: Vec<&str> = t1_bot["sealed_fields"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let sealed: Vec<&str> = t1_bot["sealed_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         if source != "slack-sdk-sqlite3" && source != "slack-sdk-sqlalchemy" {
             // The SQL stores keep no custom values; the others do.
             assert!(sealed.contains(&"source_metadata"), "{source}: {sealed:?}");
         }
-        let org = records.iter().find(|r| r["tenant"] == "T#E1#-" && r["record"] == "bot").unwrap();
+        let org = records
+            .iter()
+            .find(|r| r["tenant"] == "T#E1#-" && r["record"] == "bot")
+            .unwrap();
         assert_eq!(org["is_enterprise_install"], true);
-        let long_lived = records.iter().find(|r| r["tenant"] == "T#E1#T3" && r["record"] == "bot").unwrap();
+        let long_lived = records
+            .iter()
+            .find(|r| r["tenant"] == "T#E1#T3" && r["record"] == "bot")
+            .unwrap();
         assert_eq!(long_lived["rotating"], false);
 
         // And a second run writes nothing.
@@ -401,7 +554,11 @@ async fn each_source_imports_what_its_library_answers_once_and_sealed() {
         assert_code(&out, 0);
         let again = json_out(&out);
         assert_eq!(count(&again, "unchanged"), 6, "{source}: {again}");
-        assert_eq!(count(&again, "created") + count(&again, "replaced"), 0, "{source}: {again}");
+        assert_eq!(
+            count(&again, "created") + count(&again, "replaced"),
+            0,
+            "{source}: {again}"
+        );
     }
 }
 
@@ -412,7 +569,12 @@ async fn an_interrupted_run_resumes_and_purged_tenants_stay_purged() {
     let env = fx.env(&data);
 
     // Given a run stopped after two records (--limit stands in for a kill).
-    let out = migrate(&fx, &data, "slack-sdk-sqlite3", &["--apply", "--limit", "2"]);
+    let out = migrate(
+        &fx,
+        &data,
+        "slack-sdk-sqlite3",
+        &["--apply", "--limit", "2"],
+    );
     assert_code(&out, 3);
     assert_eq!(count(&json_out(&out), "created"), 2);
 
@@ -420,12 +582,19 @@ async fn an_interrupted_run_resumes_and_purged_tenants_stay_purged() {
     let out = migrate(&fx, &data, "slack-sdk-sqlite3", &["--apply"]);
     assert_code(&out, 0);
     let report = json_out(&out);
-    assert_eq!((count(&report, "unchanged"), count(&report, "created")), (2, 4), "{report}");
+    assert_eq!(
+        (count(&report, "unchanged"), count(&report, "created")),
+        (2, 4),
+        "{report}"
+    );
     assert_tokens_match(&fx, &data, "slack-sdk-sqlite3").await;
 
     // Then an org uninstalled since (purged) is never brought back by a rerun,
     // from this store or another.
-    assert_code(&tokenkeep(&env, &["purge", "--enterprise", "E1", "--yes"]), 0);
+    assert_code(
+        &tokenkeep(&env, &["purge", "--enterprise", "E1", "--yes"]),
+        0,
+    );
     for source in ["slack-sdk-sqlite3", "bolt-js-file"] {
         let report = json_out(&migrate(&fx, &data, source, &["--apply"]));
         let refused: Vec<&str> = report["records"]
@@ -438,7 +607,14 @@ async fn an_interrupted_run_resumes_and_purged_tenants_stay_purged() {
         assert_eq!(refused, ["T#E1#-", "T#E1#-"], "{source}: {report}");
     }
     let list = json_out(&tokenkeep(&env, &["--json", "list"]));
-    assert!(list["records"].as_array().unwrap().iter().all(|r| r["tenant"] != "T#E1#-"), "{list}");
+    assert!(
+        list["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tenant"] != "T#E1#-"),
+        "{list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,21 +639,51 @@ async fn bad_records_are_named_and_skipped_and_the_rest_imports() {
     let skipped = report["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 1, "{report}");
     assert_eq!(skipped[0]["from"], "slack_bots id 6");
-    assert_eq!(skipped[0]["reason"], "bot installation without its bot token");
-    assert!(skipped[0]["holds"].as_str().unwrap().contains("team T7"), "{report}");
-    assert_eq!(count(&report, "created"), 6, "the good records still import: {report}");
+    assert_eq!(
+        skipped[0]["reason"],
+        "bot installation without its bot token"
+    );
+    assert!(
+        skipped[0]["holds"].as_str().unwrap().contains("team T7"),
+        "{report}"
+    );
+    assert_eq!(
+        count(&report, "created"),
+        6,
+        "the good records still import: {report}"
+    );
     let store = open_store(&fx, &data);
-    assert!(store.tenant_for_job(&TenantKey::new(None, Some("T7")).unwrap()).await.unwrap().is_none());
+    assert!(
+        store
+            .tenant_for_job(&TenantKey::new(None, Some("T7")).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Given a table whose schema this version doesn't know: skipped whole, by name.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute("ALTER TABLE slack_installations ADD COLUMN installation_v9_field TEXT", []).unwrap();
+    conn.execute(
+        "ALTER TABLE slack_installations ADD COLUMN installation_v9_field TEXT",
+        [],
+    )
+    .unwrap();
     drop(conn);
-    let report = json_out(&migrate(&fx, &fx.dir.join("tk-sql2"), "slack-sdk-sqlite3", &[]));
+    let report = json_out(&migrate(
+        &fx,
+        &fx.dir.join("tk-sql2"),
+        "slack-sdk-sqlite3",
+        &[],
+    ));
     let skipped = report["skipped"].as_array().unwrap();
     assert!(
-        skipped.iter().any(|s| s["from"] == "table slack_installations"
-            && s["reason"].as_str().unwrap().contains("unknown schema version (unknown columns installation_v9_field)")),
+        skipped
+            .iter()
+            .any(|s| s["from"] == "table slack_installations"
+                && s["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unknown schema version (unknown columns installation_v9_field)")),
         "{report}"
     );
 
@@ -487,11 +693,23 @@ async fn bad_records_are_named_and_skipped_and_the_rest_imports() {
     let mut object: Value = serde_json::from_slice(&std::fs::read(&latest).unwrap()).unwrap();
     object["schema_version"] = json!(9);
     std::fs::write(&latest, object.to_string()).unwrap();
-    let bolt_latest = fx.dir.join("bolt").join(format!("{}T1", fx.client_id)).join("user-U2-latest");
+    let bolt_latest = fx
+        .dir
+        .join("bolt")
+        .join(format!("{}T1", fx.client_id))
+        .join("user-U2-latest");
     std::fs::write(&bolt_latest, b"{truncated").unwrap();
     for (source, from, reason) in [
-        ("slack-sdk-file", "none-T1/installer-U2-latest", "unknown schema version (unknown keys schema_version)"),
-        ("bolt-js-file", "user-U2-latest", "not JSON: unreadable installation file"),
+        (
+            "slack-sdk-file",
+            "none-T1/installer-U2-latest",
+            "unknown schema version (unknown keys schema_version)",
+        ),
+        (
+            "bolt-js-file",
+            "user-U2-latest",
+            "not JSON: unreadable installation file",
+        ),
     ] {
         let data = fx.dir.join(format!("tk-{source}"));
         let out = migrate(&fx, &data, source, &["--apply"]);
@@ -499,7 +717,9 @@ async fn bad_records_are_named_and_skipped_and_the_rest_imports() {
         let report = json_out(&out);
         let skipped = report["skipped"].as_array().unwrap();
         assert!(
-            skipped.iter().any(|s| s["from"].as_str().unwrap().ends_with(from) && s["reason"] == reason),
+            skipped
+                .iter()
+                .any(|s| s["from"].as_str().unwrap().ends_with(from) && s["reason"] == reason),
             "{source}: {report}"
         );
         // U2's grant is not imported from anywhere else; the rest is.
@@ -508,9 +728,22 @@ async fn bad_records_are_named_and_skipped_and_the_rest_imports() {
 
     // Given an unreadable source: the command says which and writes nothing.
     let garbage = fx.dir.join("not-a-db.db");
-    std::fs::write(&garbage, b"this is not an sqlite database, not even close....").unwrap();
+    std::fs::write(
+        &garbage,
+        b"this is not an sqlite database, not even close....",
+    )
+    .unwrap();
     let data = fx.dir.join("tk-garbage");
-    let out = tokenkeep(&fx.env(&data), &["migrate", "--from", "slack-sdk-sqlite3", garbage.to_str().unwrap(), "--apply"]);
+    let out = tokenkeep(
+        &fx.env(&data),
+        &[
+            "migrate",
+            "--from",
+            "slack-sdk-sqlite3",
+            garbage.to_str().unwrap(),
+            "--apply",
+        ],
+    );
     assert_code(&out, 1);
     assert!(text(&out).contains("not-a-db.db"), "{}", text(&out));
     assert!(!data.join("store.db").exists());
@@ -522,15 +755,32 @@ async fn rotating_tokens_about_to_expire_are_flagged_for_the_cut_over() {
     let fx = build_fixture(standard_installs(Some(1800)), false).await;
     let data = fx.dir.join("tk");
     let report = json_out(&migrate(&fx, &data, "slack-sdk-sqlite3", &[]));
-    let warnings: Vec<&str> = report["warnings"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     // Then the dry run warns about that record, and only that one.
     assert_eq!(warnings.len(), 1, "{report}");
-    assert!(warnings[0].starts_with("T#E1#- bot: its access token expires within the refresh window"), "{report}");
+    assert!(
+        warnings[0].starts_with("T#E1#- bot: its access token expires within the refresh window"),
+        "{report}"
+    );
     // A narrower window (the operator froze the refresher long ago) doesn't flag it.
     let mut env = fx.env(&data);
     env.push(("TOKENKEEP_REFRESH_WINDOW_MINUTES".into(), "10".into()));
     let location = fx.location("slack-sdk-sqlite3");
-    let out = tokenkeep(&env, &["--json", "migrate", "--from", "slack-sdk-sqlite3", &location]);
+    let out = tokenkeep(
+        &env,
+        &[
+            "--json",
+            "migrate",
+            "--from",
+            "slack-sdk-sqlite3",
+            &location,
+        ],
+    );
     assert!(json_out(&out)["warnings"].as_array().unwrap().is_empty());
 }
 
@@ -553,11 +803,21 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
 
 async fn bucket_bytes(bucket: &str) -> Vec<u8> {
     let aws = tokenkeep_installations::testing::emulator_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
     let mut out = Vec::new();
     let list = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
     for o in list.contents() {
-        let obj = s3.get_object().bucket(bucket).key(o.key().unwrap()).send().await.unwrap();
+        let obj = s3
+            .get_object()
+            .bucket(bucket)
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap();
         out.extend(obj.body.collect().await.unwrap().into_bytes());
     }
     out
@@ -577,8 +837,15 @@ async fn wipe_source_leaves_no_token_in_the_source() {
     };
     let secret_in = |bytes: &[u8]| fx.secrets.iter().any(|s| contains(bytes, s.as_bytes()));
     for source in FILE_SOURCES.iter().copied().chain(["slack-sdk-s3"]) {
-        let before = if source == "slack-sdk-s3" { bucket_bytes(fx.s3_bucket.as_deref().unwrap()).await } else { raw(source) };
-        assert!(secret_in(&before), "{source}: the fixture holds tokens before");
+        let before = if source == "slack-sdk-s3" {
+            bucket_bytes(fx.s3_bucket.as_deref().unwrap()).await
+        } else {
+            raw(source)
+        };
+        assert!(
+            secret_in(&before),
+            "{source}: the fixture holds tokens before"
+        );
         let data = fx.dir.join(format!("tk-{source}"));
 
         // When imported with --wipe-source...
@@ -589,7 +856,10 @@ async fn wipe_source_leaves_no_token_in_the_source() {
 
         // ...then no token is left in the source's bytes, history included...
         if source == "slack-sdk-s3" {
-            assert!(!secret_in(&bucket_bytes(fx.s3_bucket.as_deref().unwrap()).await), "{source}: a token is left");
+            assert!(
+                !secret_in(&bucket_bytes(fx.s3_bucket.as_deref().unwrap()).await),
+                "{source}: a token is left"
+            );
         } else {
             assert!(!secret_in(&raw(source)), "{source}: a token is left");
         }
@@ -597,23 +867,41 @@ async fn wipe_source_leaves_no_token_in_the_source() {
         assert_tokens_match(&fx, &data, source).await;
         // ...and a rerun says why there is nothing left to import.
         let again = json_out(&migrate(&fx, &data, source, &["--apply"]));
-        assert_eq!(count(&again, "created") + count(&again, "replaced"), 0, "{source}: {again}");
+        assert_eq!(
+            count(&again, "created") + count(&again, "replaced"),
+            0,
+            "{source}: {again}"
+        );
         assert!(
-            again["skipped"].as_array().unwrap().iter().all(|s| s["reason"].as_str().unwrap().contains("wiped by an earlier")),
+            again["skipped"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("wiped by an earlier")),
             "{source}: {again}"
         );
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_events_for_migrated_tenants_with_the_imported_tokens() {
     let fx = build_fixture(standard_installs(None), false).await;
     let data = fx.dir.join("tk");
-    assert_code(&migrate(&fx, &data, "slack-sdk-sqlalchemy", &["--apply"]), 0);
+    assert_code(
+        &migrate(&fx, &data, "slack-sdk-sqlalchemy", &["--apply"]),
+        0,
+    );
     let answers = fx.answers_for("slack-sdk-sqlalchemy").clone();
     let cfg = fx.slack.client_config();
     let port = free_port();
@@ -635,7 +923,12 @@ async fn dev_serves_events_for_migrated_tenants_with_the_imported_tokens() {
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if http.get(format!("{base}/slack/install")).send().await.is_ok() {
+        if http
+            .get(format!("{base}/slack/install"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -643,9 +936,27 @@ async fn dev_serves_events_for_migrated_tenants_with_the_imported_tokens() {
 
     // ...when each migrated tenant sends a signed app_mention...
     let tenants: BTreeMap<&str, (Value, &str)> = BTreeMap::from([
-        ("T1", (json!({"team_id": "T1", "is_enterprise_install": false}), "-|T1")),
-        ("E1", (json!({"enterprise_id": "E1", "team_id": null, "is_enterprise_install": true}), "E1|-")),
-        ("T3", (json!({"enterprise_id": "E1", "team_id": "T3", "is_enterprise_install": false}), "E1|T3")),
+        (
+            "T1",
+            (
+                json!({"team_id": "T1", "is_enterprise_install": false}),
+                "-|T1",
+            ),
+        ),
+        (
+            "E1",
+            (
+                json!({"enterprise_id": "E1", "team_id": null, "is_enterprise_install": true}),
+                "E1|-",
+            ),
+        ),
+        (
+            "T3",
+            (
+                json!({"enterprise_id": "E1", "team_id": "T3", "is_enterprise_install": false}),
+                "E1|T3",
+            ),
+        ),
     ]);
     for (n, (install, (auth, _))) in tenants.iter().enumerate() {
         let ts = now();
@@ -680,11 +991,17 @@ async fn dev_serves_events_for_migrated_tenants_with_the_imported_tokens() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     for (install, (_, key)) in &tenants {
         let want = answers[*key]["bot"].as_str().unwrap();
-        assert_eq!(seen.get(&format!("C{install}")).map(String::as_str), Some(want), "{install}: {seen:?}");
+        assert_eq!(
+            seen.get(&format!("C{install}")).map(String::as_str),
+            Some(want),
+            "{install}: {seen:?}"
+        );
     }
 }
 
@@ -694,52 +1011,108 @@ async fn long_lived_tokens_move_onto_rotation_when_asked() {
     let data = fx.dir.join("tk");
     let cfg = fx.slack.client_config();
     let mut env = fx.env(&data);
-    env.push(("SLACK_CLIENT_SECRET".into(), cfg.client_secret.expose_secret().to_owned()));
+    env.push((
+        "SLACK_CLIENT_SECRET".into(),
+        cfg.client_secret.expose_secret().to_owned(),
+    ));
     env.push(("SLACK_API_URL".into(), fx.slack.api_url()));
     let location = fx.location("bolt-js-file");
-    let args = ["--json", "migrate", "--from", "bolt-js-file", location.as_str(), "--apply", "--exchange-long-lived"];
+    let args = [
+        "--json",
+        "migrate",
+        "--from",
+        "bolt-js-file",
+        location.as_str(),
+        "--apply",
+        "--exchange-long-lived",
+    ];
 
     // Given the import of a store holding one long-lived token (E1/T3's bot)...
     let store = open_store_after(&fx, &data, &env, &args);
-    let tenant = store.tenant_for_job(&TenantKey::new(Some("E1"), Some("T3")).unwrap()).await.unwrap().unwrap();
+    let tenant = store
+        .tenant_for_job(&TenantKey::new(Some("E1"), Some("T3")).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let ctx = ReadContext::new("migrate-test", "check", "after the exchange");
     let token = store.bot_token(&tenant, &ctx).await.unwrap();
 
     // ...then that token was exchanged: the stored one is a rotating token
     // Slack accepts, the long-lived one it replaced no longer works...
-    let want = fx.answers_for("bolt-js-file")["E1|T3"]["bot"].as_str().unwrap();
-    assert_ne!(token.fingerprint(), want, "the long-lived token was replaced");
+    let want = fx.answers_for("bolt-js-file")["E1|T3"]["bot"]
+        .as_str()
+        .unwrap();
+    assert_ne!(
+        token.fingerprint(),
+        want,
+        "the long-lived token was replaced"
+    );
     assert!(fx.slack.is_token_active(&token));
     assert!(token.expose_secret().starts_with("xoxe."));
-    assert_eq!(fx.slack.calls("oauth.v2.exchange"), 1, "only the long-lived token is exchanged");
+    assert_eq!(
+        fx.slack.calls("oauth.v2.exchange"),
+        1,
+        "only the long-lived token is exchanged"
+    );
     let list = json_out(&tokenkeep(&env, &["--json", "list"]));
-    let rec = list["records"].as_array().unwrap().iter().find(|r| r["tenant"] == "T#E1#T3").unwrap().clone();
+    let rec = list["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tenant"] == "T#E1#T3")
+        .unwrap()
+        .clone();
     assert_eq!(rec["rotating"], true, "{rec}");
     // ...audited as such.
-    let audit = json_out(&tokenkeep(&env, &["--json", "audit", "--team", "T3", "--enterprise", "E1"]));
-    assert!(audit.as_array().unwrap().iter().any(|a| a["reason"].as_str().unwrap().ends_with("exchanged for a rotating token")), "{audit}");
+    let audit = json_out(&tokenkeep(
+        &env,
+        &["--json", "audit", "--team", "T3", "--enterprise", "E1"],
+    ));
+    assert!(
+        audit.as_array().unwrap().iter().any(|a| a["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("exchanged for a rotating token")),
+        "{audit}"
+    );
 
     // And a rerun exchanges nothing more.
     let out = tokenkeep(&env, &args);
     assert_code(&out, 0);
     assert_no_secret(&fx, &out);
-    assert_eq!(json_out(&out)["exchange"]["exchanged"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        json_out(&out)["exchange"]["exchanged"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     assert_eq!(fx.slack.calls("oauth.v2.exchange"), 1);
 }
 
-fn open_store_after(fx: &Fixture, data: &Path, env: &[(String, String)], args: &[&str]) -> InstallationStore {
+fn open_store_after(
+    fx: &Fixture,
+    data: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+) -> InstallationStore {
     let out = tokenkeep(env, args);
     assert_code(&out, 0);
     assert_no_secret(fx, &out);
     let report = json_out(&out);
-    assert_eq!(report["exchange"]["exchanged"], json!(["T#E1#T3 bot"]), "{report}");
+    assert_eq!(
+        report["exchange"]["exchanged"],
+        json!(["T#E1#T3 bot"]),
+        "{report}"
+    );
     open_store(fx, data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrating_into_dynamodb_leaves_no_plaintext_in_the_table() {
     let fx = build_fixture(standard_installs(None), false).await;
-    let (repo, dynamo, table, audit) = tokenkeep_installations::testing::emulator_repository().await;
+    let (repo, dynamo, table, audit) =
+        tokenkeep_installations::testing::emulator_repository().await;
     let (kms, key) = tokenkeep_installations::testing::emulator_kms_key().await;
     let mut env = fx.env(&fx.dir.join("unused"));
     env.extend([
@@ -751,7 +1124,17 @@ async fn migrating_into_dynamodb_leaves_no_plaintext_in_the_table() {
     let location = fx.location("slack-sdk-file");
 
     // Given the file store migrated into DynamoDB + KMS...
-    let out = tokenkeep(&env, &["--json", "migrate", "--from", "slack-sdk-file", &location, "--apply"]);
+    let out = tokenkeep(
+        &env,
+        &[
+            "--json",
+            "migrate",
+            "--from",
+            "slack-sdk-file",
+            &location,
+            "--apply",
+        ],
+    );
     assert_code(&out, 0);
     assert_no_secret(&fx, &out);
     assert_eq!(count(&json_out(&out), "created"), 6);
@@ -761,10 +1144,19 @@ async fn migrating_into_dynamodb_leaves_no_plaintext_in_the_table() {
     let dump = format!("{:?}", items.items());
     assert!(items.count() >= 6, "{dump}");
     for s in &fx.secrets {
-        assert!(!dump.contains(s.as_str()), "the table holds a plaintext secret");
+        assert!(
+            !dump.contains(s.as_str()),
+            "the table holds a plaintext secret"
+        );
     }
-    assert!(!TOKEN_SHAPED.iter().any(|t| dump.contains(t)), "the table holds something token-like");
-    assert!(!dump.contains("gold"), "custom values are sealed, not plaintext attributes");
+    assert!(
+        !TOKEN_SHAPED.iter().any(|t| dump.contains(t)),
+        "the table holds something token-like"
+    );
+    assert!(
+        !dump.contains("gold"),
+        "custom values are sealed, not plaintext attributes"
+    );
 
     // ...and the records open under KMS with the library's tokens.
     let store = InstallationStore::new(
@@ -773,7 +1165,14 @@ async fn migrating_into_dynamodb_leaves_no_plaintext_in_the_table() {
         StoreConfig::new(fx.client_id.clone()),
     );
     let ctx = ReadContext::new("migrate-test", "check", "dynamodb import");
-    let tenant = store.tenant_for_job(&TenantKey::new(None, Some("T1")).unwrap()).await.unwrap().unwrap();
+    let tenant = store
+        .tenant_for_job(&TenantKey::new(None, Some("T1")).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let bot = store.bot_token(&tenant, &ctx).await.unwrap();
-    assert_eq!(Some(bot.fingerprint().as_str()), fx.answers_for("slack-sdk-file")["-|T1"]["bot"].as_str());
+    assert_eq!(
+        Some(bot.fingerprint().as_str()),
+        fx.answers_for("slack-sdk-file")["-|T1"]["bot"].as_str()
+    );
 }

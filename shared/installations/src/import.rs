@@ -59,7 +59,8 @@ impl std::fmt::Debug for ImportedRecord {
 impl ImportedRecord {
     /// Same install and same token generation as the stored record: a rerun.
     pub fn is_same_as(&self, stored: &InstallationMeta) -> bool {
-        stored.installed_at == self.meta.installed_at && stored.token_expires_at == self.meta.token_expires_at
+        stored.installed_at == self.meta.installed_at
+            && stored.token_expires_at == self.meta.token_expires_at
     }
 
     /// Whether this copy should replace the stored record: a later install, or

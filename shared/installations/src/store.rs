@@ -13,8 +13,8 @@ use crate::schema;
 use crate::{
     AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta,
     InstallationQuery, LifecycleEvent, LifecycleOutcome, Outcome, ReadContext, RecordKey,
-    RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey, TokenKind,
-    VerifiedTenant,
+    RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
+    TokenKind, VerifiedTenant,
 };
 use crate::{ImportOutcome, ImportedRecord};
 

@@ -11,8 +11,8 @@ use common::{assert_no_plaintext, ctx, embedded_store, install};
 use tokenkeep_envelope::KmsKeyProvider;
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
 use tokenkeep_installations::{
-    ImportOutcome, ImportedRecord, InstallationMeta, InstallationStore, RecordKey, SourceMetadata, StoreConfig,
-    TenantKey,
+    ImportOutcome, ImportedRecord, InstallationMeta, InstallationStore, RecordKey, SourceMetadata,
+    StoreConfig, TenantKey,
 };
 use tokenkeep_slack_api::{AccessToken, RefreshToken};
 
@@ -31,62 +31,153 @@ fn imported(team: &str, installed_at: i64, expires_at: Option<i64>, token: &str)
         token: AccessToken::new(token),
         refresh_token: expires_at.map(|_| RefreshToken::new(format!("xoxe-1-refresh-of-{token}"))),
         incoming_webhook_url: None,
-        source_metadata: Some(SourceMetadata::new(r#"{"plan":"gold","api_key":"sk-not-for-the-table"}"#)),
+        source_metadata: Some(SourceMetadata::new(
+            r#"{"plan":"gold","api_key":"sk-not-for-the-table"}"#,
+        )),
     }
 }
 
 async fn import_rules(store: &InstallationStore) {
     let repo = store.repository();
     let now = store.clock().now_secs();
-    let first = imported("TIMP", now - 600, Some(now + 40_000), "xoxe.xoxb-imported-1");
+    let first = imported(
+        "TIMP",
+        now - 600,
+        Some(now + 40_000),
+        "xoxe.xoxb-imported-1",
+    );
 
     // Given nothing stored: a plan says create and writes nothing.
-    assert_eq!(store.plan_import(&first).await.unwrap(), ImportOutcome::Created);
+    assert_eq!(
+        store.plan_import(&first).await.unwrap(),
+        ImportOutcome::Created
+    );
     assert!(repo.get(&first.key).await.unwrap().is_none());
-    assert!(repo.tenant_state(&first.key.pk()).await.unwrap().is_none(), "a plan opens no tenant");
+    assert!(
+        repo.tenant_state(&first.key.pk()).await.unwrap().is_none(),
+        "a plan opens no tenant"
+    );
 
     // When imported: created, readable, sealed, audited.
-    assert_eq!(store.import_record(&first, &ctx()).await.unwrap(), ImportOutcome::Created);
-    let tenant = store.tenant_for_job(&first.key.tenant).await.unwrap().unwrap();
-    assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), "xoxe.xoxb-imported-1");
+    assert_eq!(
+        store.import_record(&first, &ctx()).await.unwrap(),
+        ImportOutcome::Created
+    );
+    let tenant = store
+        .tenant_for_job(&first.key.tenant)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxe.xoxb-imported-1"
+    );
     let stored = repo.get(&first.key).await.unwrap().unwrap();
-    assert!(stored.sealed.contains_key("source_metadata"), "custom values are kept, sealed");
+    assert!(
+        stored.sealed.contains_key("source_metadata"),
+        "custom values are kept, sealed"
+    );
     let dump = serde_json::to_string(&stored).unwrap();
     assert_no_plaintext(&dump, "imported record");
-    assert!(!dump.contains("sk-not-for-the-table"), "custom values never in plaintext attributes");
+    assert!(
+        !dump.contains("sk-not-for-the-table"),
+        "custom values never in plaintext attributes"
+    );
     store.verify_record(&stored, &ctx()).await.unwrap();
-    let audit = repo.query_audit(Some(&first.key.pk()), 0, 100).await.unwrap();
-    assert_eq!(audit.iter().filter(|a| a.actor == "test" && a.version == 1).count(), 3, "import, read and verify audited: {audit:?}");
+    let audit = repo
+        .query_audit(Some(&first.key.pk()), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.actor == "test" && a.version == 1)
+            .count(),
+        3,
+        "import, read and verify audited: {audit:?}"
+    );
 
     // A rerun: unchanged, nothing written.
-    assert_eq!(store.import_record(&first, &ctx()).await.unwrap(), ImportOutcome::Unchanged);
+    assert_eq!(
+        store.import_record(&first, &ctx()).await.unwrap(),
+        ImportOutcome::Unchanged
+    );
     assert_eq!(repo.get(&first.key).await.unwrap().unwrap().version, 1);
 
     // An older copy (earlier install) is kept out.
     let older = imported("TIMP", now - 6000, Some(now + 40_000), "xoxe.xoxb-older");
-    assert_eq!(store.import_record(&older, &ctx()).await.unwrap(), ImportOutcome::KeptNewer);
+    assert_eq!(
+        store.import_record(&older, &ctx()).await.unwrap(),
+        ImportOutcome::KeptNewer
+    );
     // The same install refreshed by the source since (later expiry): replaces,
     // since the stored refresh token is spent.
-    let refreshed = imported("TIMP", now - 600, Some(now + 43_000), "xoxe.xoxb-refreshed-by-source");
-    assert_eq!(store.import_record(&refreshed, &ctx()).await.unwrap(), ImportOutcome::Replaced);
-    assert_eq!(store.bot_token(&tenant, &ctx()).await.unwrap().expose_secret(), "xoxe.xoxb-refreshed-by-source");
+    let refreshed = imported(
+        "TIMP",
+        now - 600,
+        Some(now + 43_000),
+        "xoxe.xoxb-refreshed-by-source",
+    );
+    assert_eq!(
+        store.import_record(&refreshed, &ctx()).await.unwrap(),
+        ImportOutcome::Replaced
+    );
+    assert_eq!(
+        store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxe.xoxb-refreshed-by-source"
+    );
     assert_eq!(repo.get(&first.key).await.unwrap().unwrap().version, 2);
     // ...and the first copy (earlier expiry) no longer counts as newer.
-    assert_eq!(store.import_record(&first, &ctx()).await.unwrap(), ImportOutcome::KeptNewer);
+    assert_eq!(
+        store.import_record(&first, &ctx()).await.unwrap(),
+        ImportOutcome::KeptNewer
+    );
 
     // A tenant reinstalled through tokenkeep (OAuth, installed now) beats any import of before.
     install(store, "TNEW", 1).await;
     let stale = imported("TNEW", now - 60, None, "xoxb-from-the-old-store");
-    assert_eq!(store.import_record(&stale, &ctx()).await.unwrap(), ImportOutcome::KeptNewer);
+    assert_eq!(
+        store.import_record(&stale, &ctx()).await.unwrap(),
+        ImportOutcome::KeptNewer
+    );
 
     // A purged tenant is never brought back, however new the import.
-    let verified = store.tenant_for_job(&first.key.tenant).await.unwrap().unwrap();
+    let verified = store
+        .tenant_for_job(&first.key.tenant)
+        .await
+        .unwrap()
+        .unwrap();
     store.purge_tenant(&verified).await.unwrap();
-    let newest = imported("TIMP", now + 60, Some(now + 50_000), "xoxe.xoxb-after-purge");
-    assert_eq!(store.plan_import(&newest).await.unwrap(), ImportOutcome::Refused);
-    assert_eq!(store.import_record(&newest, &ctx()).await.unwrap(), ImportOutcome::Refused);
+    let newest = imported(
+        "TIMP",
+        now + 60,
+        Some(now + 50_000),
+        "xoxe.xoxb-after-purge",
+    );
+    assert_eq!(
+        store.plan_import(&newest).await.unwrap(),
+        ImportOutcome::Refused
+    );
+    assert_eq!(
+        store.import_record(&newest, &ctx()).await.unwrap(),
+        ImportOutcome::Refused
+    );
     assert!(repo.get(&newest.key).await.unwrap().is_none());
-    assert!(repo.tenant_state(&newest.key.pk()).await.unwrap().unwrap().purged);
+    assert!(
+        repo.tenant_state(&newest.key.pk())
+            .await
+            .unwrap()
+            .unwrap()
+            .purged
+    );
 }
 
 #[tokio::test]
@@ -99,7 +190,11 @@ async fn import_rules_on_the_embedded_store() {
 async fn import_rules_on_dynamodb() {
     let (repo, _, _, _) = emulator_repository().await;
     let (kms, key) = emulator_kms_key().await;
-    let store = InstallationStore::new(Arc::new(repo), Arc::new(KmsKeyProvider::new(kms, key)), StoreConfig::new("A1"));
+    let store = InstallationStore::new(
+        Arc::new(repo),
+        Arc::new(KmsKeyProvider::new(kms, key)),
+        StoreConfig::new("A1"),
+    );
     import_rules(&store).await;
 }
 
@@ -107,5 +202,8 @@ async fn import_rules_on_dynamodb() {
 fn imported_records_show_no_secret_in_debug() {
     let record = imported("TDBG", 1, Some(2), "xoxe.xoxb-debug-secret");
     let shown = format!("{record:?}");
-    assert!(!shown.contains("debug-secret") && !shown.contains("gold"), "{shown}");
+    assert!(
+        !shown.contains("debug-secret") && !shown.contains("gold"),
+        "{shown}"
+    );
 }

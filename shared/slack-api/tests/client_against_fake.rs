@@ -736,10 +736,23 @@ async fn a_long_lived_token_is_exchanged_once_for_a_rotating_pair() {
     // Given an install from before the app turned rotation on
     let slack = fake().await;
     let client = slack.client();
-    slack.add_install("old", InstallSpec { long_lived: true, ..InstallSpec::workspace("T1") });
-    let r = client.exchange_code("old", None).await.unwrap().into_response();
+    slack.add_install(
+        "old",
+        InstallSpec {
+            long_lived: true,
+            ..InstallSpec::workspace("T1")
+        },
+    );
+    let r = client
+        .exchange_code("old", None)
+        .await
+        .unwrap()
+        .into_response();
     let long_lived = r.access_token.unwrap();
-    assert!(r.refresh_token.is_none() && r.expires_in.is_none(), "a long-lived install has no refresh pair");
+    assert!(
+        r.refresh_token.is_none() && r.expires_in.is_none(),
+        "a long-lived install has no refresh pair"
+    );
     // When it is exchanged (oauth.v2.exchange)
     let ex = client.exchange_long_lived(&long_lived).await.unwrap();
     // Then a rotating pair comes back, which works and refreshes, and the old token is retired

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use tokenkeep_installations::{ImportedRecord, InstallationMeta, RecordKey, SourceMetadata, Status, TenantKey};
+use tokenkeep_installations::{
+    ImportedRecord, InstallationMeta, RecordKey, SourceMetadata, Status, TenantKey,
+};
 
 use super::objects::Objects;
 use super::sdk::{access, refresh, webhook};
@@ -21,8 +23,17 @@ use super::source::{Candidate, Scan, WIPED, describe_ids};
 use crate::exit::Failure;
 
 const KEYS: &[&str] = &[
-    "team", "enterprise", "user", "bot", "incomingWebhook", "appId", "tokenType", "enterpriseUrl",
-    "isEnterpriseInstall", "authVersion", "metadata",
+    "team",
+    "enterprise",
+    "user",
+    "bot",
+    "incomingWebhook",
+    "appId",
+    "tokenType",
+    "enterpriseUrl",
+    "isEnterpriseInstall",
+    "authVersion",
+    "metadata",
 ];
 
 #[derive(Debug, Clone)]
@@ -31,7 +42,9 @@ pub struct BoltJsFileStore {
 }
 
 fn read_dir(path: &Path) -> Vec<std::fs::DirEntry> {
-    std::fs::read_dir(path).map(|d| d.filter_map(Result::ok).collect()).unwrap_or_default()
+    std::fs::read_dir(path)
+        .map(|d| d.filter_map(Result::ok).collect())
+        .unwrap_or_default()
 }
 
 fn is_dir(entry: &std::fs::DirEntry) -> bool {
@@ -40,7 +53,9 @@ fn is_dir(entry: &std::fs::DirEntry) -> bool {
 
 /// Slack ids: what @slack/oauth appends to the base directory for a workspace.
 fn slack_id(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 impl BoltJsFileStore {
@@ -54,9 +69,18 @@ impl BoltJsFileStore {
                 let name = e.file_name().to_string_lossy().into_owned();
                 is_dir(e) && name.strip_prefix(client_id).is_some_and(slack_id)
             });
-        let store = Self { root: if uses_client_id { per_app } else { base.clone() } };
+        let store = Self {
+            root: if uses_client_id {
+                per_app
+            } else {
+                base.clone()
+            },
+        };
         if store.folders().is_empty() {
-            return Err(Failure::msg(format!("{}: no @slack/oauth installation folders there", base.display())));
+            return Err(Failure::msg(format!(
+                "{}: no @slack/oauth installation folders there",
+                base.display()
+            )));
         }
         Ok(store)
     }
@@ -69,7 +93,11 @@ impl BoltJsFileStore {
     /// base (`base/E1`, `base/E1-T2`) but appends a workspace's team id to the
     /// base's own name (`baseT1`, a sibling), so both places are read.
     fn folders(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = read_dir(&self.root).iter().filter(|e| is_dir(e)).map(|e| e.path()).collect();
+        let mut out: Vec<PathBuf> = read_dir(&self.root)
+            .iter()
+            .filter(|e| is_dir(e))
+            .map(|e| e.path())
+            .collect();
         if let (Some(parent), Some(name)) = (self.root.parent(), self.root.file_name()) {
             let name = name.to_string_lossy().into_owned();
             for e in read_dir(parent) {
@@ -107,7 +135,9 @@ impl BoltJsFileStore {
                 scan.entries_read += 1;
                 let slot = history.entry((folder, owner)).or_default();
                 *slot = (*slot).max(stamp.div_euclid(1000));
-            } else if name == "app-latest" || (name.starts_with("user-") && name.ends_with("-latest")) {
+            } else if name == "app-latest"
+                || (name.starts_with("user-") && name.ends_with("-latest"))
+            {
                 scan.entries_read += 1;
                 latest.push((folder, name));
             }
@@ -116,7 +146,11 @@ impl BoltJsFileStore {
             let path = folder.join(&name);
             let origin = path.display().to_string();
             let is_app = name == "app-latest";
-            let owner = if is_app { "app".to_owned() } else { name["user-".len()..name.len() - "-latest".len()].to_owned() };
+            let owner = if is_app {
+                "app".to_owned()
+            } else {
+                name["user-".len()..name.len() - "-latest".len()].to_owned()
+            };
             let installed_at = match history.get(&(folder.clone(), owner)) {
                 Some(t) => *t,
                 None => mtime(&path).unwrap_or_default(),
@@ -146,14 +180,22 @@ impl BoltJsFileStore {
                 continue;
             }
             let path = folder.join(&name);
-            let Ok(bytes) = std::fs::read(&path) else { continue };
-            let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
             if !tenant_of(&map).is_some_and(|t| tenants.contains(&t)) {
                 continue;
             }
             if wipe_fields(&mut map) {
-                let objects = Objects::Dir { root: folder.clone() };
-                objects.put(&name, serde_json::to_vec(&Value::Object(map))?).await?;
+                let objects = Objects::Dir {
+                    root: folder.clone(),
+                };
+                objects
+                    .put(&name, serde_json::to_vec(&Value::Object(map))?)
+                    .await?;
                 rewritten += 1;
             }
         }
@@ -174,14 +216,19 @@ fn history_name(name: &str) -> Option<(String, i64)> {
 
 fn mtime(path: &Path) -> Option<i64> {
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    jiff::Timestamp::try_from(modified).ok().map(|t| t.as_second())
+    jiff::Timestamp::try_from(modified)
+        .ok()
+        .map(|t| t.as_second())
 }
 
 fn wipe_fields(map: &mut Map<String, Value>) -> bool {
     let mut changed = false;
     for part in ["bot", "user"] {
         if let Some(Value::Object(grant)) = map.get_mut(part) {
-            if grant.get("token").is_some_and(|t| t.is_string() && t.as_str() != Some(WIPED)) {
+            if grant
+                .get("token")
+                .is_some_and(|t| t.is_string() && t.as_str() != Some(WIPED))
+            {
                 grant.insert("token".into(), Value::String(WIPED.into()));
                 changed = true;
             }
@@ -203,8 +250,16 @@ fn name_of(map: &Map<String, Value>, key: &str) -> Option<String> {
 }
 
 fn tenant_of(map: &Map<String, Value>) -> Option<TenantKey> {
-    let org = map.get("isEnterpriseInstall").and_then(Value::as_bool).unwrap_or(false);
-    TenantKey::for_lookup(id_of(map, "enterprise").as_deref(), id_of(map, "team").as_deref(), org).ok()
+    let org = map
+        .get("isEnterpriseInstall")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    TenantKey::for_lookup(
+        id_of(map, "enterprise").as_deref(),
+        id_of(map, "team").as_deref(),
+        org,
+    )
+    .ok()
 }
 
 fn str_field(grant: Option<&Value>, key: &str) -> Option<String> {
@@ -215,7 +270,11 @@ fn scopes(grant: Option<&Value>) -> Vec<String> {
     grant
         .and_then(|g| g.get("scopes"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -226,43 +285,99 @@ fn expires(grant: Option<&Value>) -> Option<i64> {
 type Refusal = (Option<TenantKey>, String, String);
 
 /// `app-latest` → the bot record; `user-*-latest` → that user's record.
-fn parse(origin: &str, bytes: &[u8], installed_at: i64, is_app: bool) -> Result<Option<ImportedRecord>, Refusal> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|_| (None, format!("{} bytes", bytes.len()), "not JSON: unreadable installation file".to_owned()))?;
+fn parse(
+    origin: &str,
+    bytes: &[u8],
+    installed_at: i64,
+    is_app: bool,
+) -> Result<Option<ImportedRecord>, Refusal> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| {
+        (
+            None,
+            format!("{} bytes", bytes.len()),
+            "not JSON: unreadable installation file".to_owned(),
+        )
+    })?;
     let Value::Object(map) = value else {
-        return Err((None, "a JSON value that is not an object".into(), "unknown schema version".into()));
+        return Err((
+            None,
+            "a JSON value that is not an object".into(),
+            "unknown schema version".into(),
+        ));
     };
     let (bot, user, hook) = (map.get("bot"), map.get("user"), map.get("incomingWebhook"));
     let tenant = tenant_of(&map);
     let user_id = str_field(user, "id");
-    let mut holds = describe_ids(id_of(&map, "enterprise").as_deref(), id_of(&map, "team").as_deref(), user_id.as_deref());
+    let mut holds = describe_ids(
+        id_of(&map, "enterprise").as_deref(),
+        id_of(&map, "team").as_deref(),
+        user_id.as_deref(),
+    );
     let fields: Vec<&str> = [
         ("bot token", str_field(bot, "token").is_some()),
-        ("bot refresh token", str_field(bot, "refreshToken").is_some()),
+        (
+            "bot refresh token",
+            str_field(bot, "refreshToken").is_some(),
+        ),
         ("user token", str_field(user, "token").is_some()),
-        ("user refresh token", str_field(user, "refreshToken").is_some()),
+        (
+            "user refresh token",
+            str_field(user, "refreshToken").is_some(),
+        ),
         ("incoming webhook", str_field(hook, "url").is_some()),
     ]
     .into_iter()
     .filter_map(|(n, p)| p.then_some(n))
     .collect();
-    holds.push_str(&format!("; {}", if fields.is_empty() { "no token".to_owned() } else { fields.join(", ") }));
-    let unknown: Vec<&str> = map.keys().map(String::as_str).filter(|k| !KEYS.contains(k)).collect();
+    holds.push_str(&format!(
+        "; {}",
+        if fields.is_empty() {
+            "no token".to_owned()
+        } else {
+            fields.join(", ")
+        }
+    ));
+    let unknown: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !KEYS.contains(k))
+        .collect();
     if !unknown.is_empty() {
-        return Err((tenant, holds, format!("unknown schema version (unknown keys {})", unknown.join(", "))));
+        return Err((
+            tenant,
+            holds,
+            format!(
+                "unknown schema version (unknown keys {})",
+                unknown.join(", ")
+            ),
+        ));
     }
     if map.get("authVersion").and_then(Value::as_str) == Some("v1") {
-        return Err((tenant, holds, "classic app install (oauth.access, authVersion v1): not supported".into()));
+        return Err((
+            tenant,
+            holds,
+            "classic app install (oauth.access, authVersion v1): not supported".into(),
+        ));
     }
     let Some(tenant) = tenant else {
-        return Err((None, holds, "malformed or missing team / enterprise id".into()));
+        return Err((
+            None,
+            holds,
+            "malformed or missing team / enterprise id".into(),
+        ));
     };
-    let org = map.get("isEnterpriseInstall").and_then(Value::as_bool).unwrap_or(false);
+    let org = map
+        .get("isEnterpriseInstall")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut meta = InstallationMeta {
         app_id: map.get("appId").and_then(Value::as_str).map(str::to_owned),
         enterprise_id: id_of(&map, "enterprise"),
         enterprise_name: name_of(&map, "enterprise"),
-        enterprise_url: map.get("enterpriseUrl").and_then(Value::as_str).map(str::to_owned),
+        enterprise_url: map
+            .get("enterpriseUrl")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         team_id: id_of(&map, "team"),
         team_name: name_of(&map, "team"),
         bot_id: str_field(bot, "id"),
@@ -290,7 +405,9 @@ fn parse(origin: &str, bytes: &[u8], installed_at: i64, is_app: bool) -> Result<
         };
         let Some(token) = access(str_field(Some(bot), "token")) else {
             let why = match str_field(Some(bot), "token").as_deref() == Some(WIPED) {
-                true => "bot token wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)",
+                true => {
+                    "bot token wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)"
+                }
                 false => "bot installation without its bot token",
             };
             return Err((Some(tenant), holds, why.into()));
@@ -315,15 +432,31 @@ fn parse(origin: &str, bytes: &[u8], installed_at: i64, is_app: bool) -> Result<
     }
     let Some(token) = access(str_field(user, "token")) else {
         if str_field(user, "token").as_deref() == Some(WIPED) {
-            return Err((Some(tenant), holds, "user token wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)".into()));
+            return Err((
+                Some(tenant),
+                holds,
+                "user token wiped by an earlier `migrate --wipe-source` (it lives in tokenkeep)"
+                    .into(),
+            ));
         }
         if str_field(user, "refreshToken").is_some() {
-            return Err((Some(tenant), holds, "user refresh token without its user token".into()));
+            return Err((
+                Some(tenant),
+                holds,
+                "user refresh token without its user token".into(),
+            ));
         }
         return Ok(None);
     };
-    let Some(key) = user_id.as_deref().and_then(|u| RecordKey::user(tenant.clone(), u).ok()) else {
-        return Err((Some(tenant), holds, format!("malformed user id in {origin}")));
+    let Some(key) = user_id
+        .as_deref()
+        .and_then(|u| RecordKey::user(tenant.clone(), u).ok())
+    else {
+        return Err((
+            Some(tenant),
+            holds,
+            format!("malformed user id in {origin}"),
+        ));
     };
     meta.user_scopes = scopes(user);
     meta.token_type = Some("user".into());

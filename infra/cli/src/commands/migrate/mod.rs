@@ -31,7 +31,9 @@ use clap::{Args, ValueEnum};
 use comfy_table::{Table, presets};
 use futures::stream::{self, StreamExt};
 use serde_json::json;
-use tokenkeep_installations::{ImportOutcome, InstallationStore, ReadContext, StoreError, TenantKey};
+use tokenkeep_installations::{
+    ImportOutcome, InstallationStore, ReadContext, StoreError, TenantKey,
+};
 
 use self::source::{Candidate, Scan, record_name};
 use crate::cli::{GlobalArgs, StoreArg};
@@ -114,16 +116,32 @@ enum Source {
 impl Source {
     async fn open(args: &MigrateArgs, client_id: &str) -> Result<Self, Failure> {
         use slack_sdk_sql::{Flavor, SqlStore};
-        let (loc, inst, bots) = (args.location.as_str(), args.installations_table.as_str(), args.bots_table.as_str());
+        let (loc, inst, bots) = (
+            args.location.as_str(),
+            args.installations_table.as_str(),
+            args.bots_table.as_str(),
+        );
         Ok(match args.from {
-            SourceKind::SlackSdkSqlite3 => Source::Sql(SqlStore::open(Flavor::Sqlite3, loc, inst, bots, client_id)?),
-            SourceKind::SlackSdkSqlalchemy => Source::Sql(SqlStore::open(Flavor::SqlAlchemy, loc, inst, bots, client_id)?),
-            SourceKind::SlackSdkFile => Source::SdkObjects(slack_sdk_json::SdkObjectStore::file(loc, client_id)?),
+            SourceKind::SlackSdkSqlite3 => {
+                Source::Sql(SqlStore::open(Flavor::Sqlite3, loc, inst, bots, client_id)?)
+            }
+            SourceKind::SlackSdkSqlalchemy => Source::Sql(SqlStore::open(
+                Flavor::SqlAlchemy,
+                loc,
+                inst,
+                bots,
+                client_id,
+            )?),
+            SourceKind::SlackSdkFile => {
+                Source::SdkObjects(slack_sdk_json::SdkObjectStore::file(loc, client_id)?)
+            }
             SourceKind::SlackSdkS3 => {
                 let aws = tokenkeep_runtime::aws_config().await;
                 Source::SdkObjects(slack_sdk_json::SdkObjectStore::s3(loc, client_id, &aws)?)
             }
-            SourceKind::BoltJsFile => Source::BoltJs(bolt_js_file::BoltJsFileStore::open(loc, client_id)?),
+            SourceKind::BoltJsFile => {
+                Source::BoltJs(bolt_js_file::BoltJsFileStore::open(loc, client_id)?)
+            }
         })
     }
 
@@ -139,7 +157,9 @@ impl Source {
         match self {
             Source::Sql(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.scan()).await.map_err(|e| Failure::msg(format!("reading: {e}")))?
+                tokio::task::spawn_blocking(move || s.scan())
+                    .await
+                    .map_err(|e| Failure::msg(format!("reading: {e}")))?
             }
             Source::SdkObjects(s) => s.scan().await,
             Source::BoltJs(s) => s.scan().await,
@@ -147,11 +167,16 @@ impl Source {
     }
 
     /// Overwrites the tokens of these tenants; returns what changed and any warning.
-    async fn wipe(&self, tenants: &BTreeSet<TenantKey>) -> Result<(usize, Option<String>), Failure> {
+    async fn wipe(
+        &self,
+        tenants: &BTreeSet<TenantKey>,
+    ) -> Result<(usize, Option<String>), Failure> {
         match self {
             Source::Sql(s) => {
                 let (s, t) = (s.clone(), tenants.clone());
-                let n = tokio::task::spawn_blocking(move || s.wipe(&t)).await.map_err(|e| Failure::msg(format!("wiping: {e}")))??;
+                let n = tokio::task::spawn_blocking(move || s.wipe(&t))
+                    .await
+                    .map_err(|e| Failure::msg(format!("wiping: {e}")))??;
                 Ok((n, None))
             }
             Source::SdkObjects(s) => s.wipe(tenants).await,
@@ -177,13 +202,19 @@ fn action(outcome: &Result1, apply: bool) -> String {
 }
 
 fn expiry(expires_at: Option<i64>, now: i64) -> String {
-    let Some(t) = expires_at else { return "-".into() };
+    let Some(t) = expires_at else {
+        return "-".into();
+    };
     let when = utc(t);
     let left = t - now;
     match left {
         ..=0 => format!("{when} (expired)"),
         // Minutes matter inside the refresh window; days beyond two.
-        1..172_800 => format!("{when} (in {:#})", jiff::SignedDuration::from_secs(left - left % 60).max(jiff::SignedDuration::from_secs(60))),
+        1..172_800 => format!(
+            "{when} (in {:#})",
+            jiff::SignedDuration::from_secs(left - left % 60)
+                .max(jiff::SignedDuration::from_secs(60))
+        ),
         _ => format!("{when} (in {}d)", left / 86_400),
     }
 }
@@ -191,7 +222,10 @@ fn expiry(expires_at: Option<i64>, now: i64) -> String {
 /// Rotating tokens the source may refresh while the move is under way.
 fn cutover_warnings(candidates: &[Candidate], now: i64, window_secs: i64) -> Vec<String> {
     let mut out = Vec::new();
-    for c in candidates.iter().filter(|c| c.record.refresh_token.is_some()) {
+    for c in candidates
+        .iter()
+        .filter(|c| c.record.refresh_token.is_some())
+    {
         let name = record_name(&c.record.key.tenant, &c.record.key.kind);
         match c.record.meta.token_expires_at {
             Some(t) if t <= now => out.push(format!(
@@ -215,18 +249,29 @@ pub async fn migrate(global: &GlobalArgs, args: &MigrateArgs) -> Result<(), Fail
     let client_id = global.app_id.clone().unwrap_or_default();
     let source = Source::open(args, &client_id).await?;
     let mut scan = source.scan().await?;
-    scan.candidates.sort_by(|a, b| a.record.key.cmp(&b.record.key));
+    scan.candidates
+        .sort_by(|a, b| a.record.key.cmp(&b.record.key));
 
     // A dry run against an embedded store that doesn't exist yet creates
     // nothing: every record would simply be created.
-    let fresh = !args.apply && global.store == StoreArg::Embedded && !global.data_dir.join("store.db").exists();
-    let op = if fresh { None } else { Some(store_only.build(args.apply).await?) };
+    let fresh = !args.apply
+        && global.store == StoreArg::Embedded
+        && !global.data_dir.join("store.db").exists();
+    let op = if fresh {
+        None
+    } else {
+        Some(store_only.build(args.apply).await?)
+    };
     let store = op.as_ref().map(|o| &o.store);
 
     let now = now_secs();
     let warnings = cutover_warnings(&scan.candidates, now, args.refresh_window_minutes * 60);
     let run_id = format!("migrate-{:016x}", rand::random::<u64>());
-    let ctx = ReadContext::new("tokenkeep migrate", run_id.clone(), format!("migrate from {}", args.from.name()));
+    let ctx = ReadContext::new(
+        "tokenkeep migrate",
+        run_id.clone(),
+        format!("migrate from {}", args.from.name()),
+    );
 
     let take = args.limit.unwrap_or(usize::MAX).min(scan.candidates.len());
     let bar = progress(take as u64, if args.apply { "migrate" } else { "plan" });
@@ -253,7 +298,9 @@ pub async fn migrate(global: &GlobalArgs, args: &MigrateArgs) -> Result<(), Fail
 
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &results {
-        *counts.entry(r.as_ref().map_or("failed", |o| o.as_str())).or_default() += 1;
+        *counts
+            .entry(r.as_ref().map_or("failed", |o| o.as_str()))
+            .or_default() += 1;
     }
     let failed = counts.get("failed").copied().unwrap_or(0);
     let not_reached = scan.candidates.len() - results.len();
@@ -264,16 +311,42 @@ pub async fn migrate(global: &GlobalArgs, args: &MigrateArgs) -> Result<(), Fail
     };
 
     let wipe = match (args.wipe_source, store) {
-        (true, Some(store)) if failed == 0 && not_reached == 0 => Some(wipe_verified(store, &source, &scan, &results).await?),
-        (true, _) => Some(WipeReport { refused: Some("the import is incomplete; nothing wiped".into()), ..Default::default() }),
+        (true, Some(store)) if failed == 0 && not_reached == 0 => {
+            Some(wipe_verified(store, &source, &scan, &results).await?)
+        }
+        (true, _) => Some(WipeReport {
+            refused: Some("the import is incomplete; nothing wiped".into()),
+            ..Default::default()
+        }),
         _ => None,
     };
 
     if json {
-        print_json(args, &source, &scan, &results, &counts, &warnings, exchange.as_ref(), wipe.as_ref(), &run_id);
+        print_json(
+            args,
+            &source,
+            &scan,
+            &results,
+            &counts,
+            &warnings,
+            exchange.as_ref(),
+            wipe.as_ref(),
+            &run_id,
+        );
     } else {
         let store = op.as_ref().map(|o| o.describe());
-        print_text(args, &source, store, &scan, &results, &counts, &warnings, exchange.as_ref(), wipe.as_ref(), now);
+        print_text(
+            args,
+            &source,
+            store,
+            &scan,
+            &results,
+            &counts,
+            &warnings,
+            exchange.as_ref(),
+            wipe.as_ref(),
+            now,
+        );
     }
     let exchange_failed = exchange.as_ref().is_some_and(|e| !e.failed.is_empty());
     if failed > 0 || not_reached > 0 || exchange_failed {
@@ -315,7 +388,10 @@ async fn exchange_long_lived(
             continue;
         }
         let name = record_name(&c.record.key.tenant, &c.record.key.kind);
-        match store.exchange_for_rotating(&c.record.key, &slack, ctx).await {
+        match store
+            .exchange_for_rotating(&c.record.key, &slack, ctx)
+            .await
+        {
             Ok(true) => report.exchanged.push(name),
             Ok(false) => {}
             Err(e) => {
@@ -360,12 +436,20 @@ async fn wipe_verified(
             report.kept.push(format!("{tenant} (not fully imported)"));
             continue;
         }
-        let wanted: BTreeSet<String> =
-            scan.candidates.iter().filter(|c| c.record.key.tenant == tenant).map(|c| c.record.key.sk()).collect();
+        let wanted: BTreeSet<String> = scan
+            .candidates
+            .iter()
+            .filter(|c| c.record.key.tenant == tenant)
+            .map(|c| c.record.key.sk())
+            .collect();
         let stored = store.repository().list_tenant(&tenant.pk()).await?;
         let mut good = wanted.iter().all(|sk| stored.iter().any(|r| &r.sk == sk));
         // Opening each record reads its secrets: audited, as every read is.
-        let ctx = ReadContext::new("tokenkeep migrate", tenant.pk(), "verify before wipe-source");
+        let ctx = ReadContext::new(
+            "tokenkeep migrate",
+            tenant.pk(),
+            "verify before wipe-source",
+        );
         for record in stored.iter().filter(|r| wanted.contains(&r.sk)) {
             if store.verify_record(record, &ctx).await.is_err() {
                 good = false;
@@ -374,7 +458,9 @@ async fn wipe_verified(
         if good {
             verified.insert(tenant);
         } else {
-            report.kept.push(format!("{tenant} (records in tokenkeep did not verify)"));
+            report
+                .kept
+                .push(format!("{tenant} (records in tokenkeep did not verify)"));
         }
     }
     report.tenants = verified.len();
@@ -472,9 +558,15 @@ fn print_text(
             table.add_row([
                 record_name(&r.key.tenant, &r.key.kind),
                 c.origin.clone(),
-                if r.refresh_token.is_some() { "rotating".into() } else { "long-lived".into() },
+                if r.refresh_token.is_some() {
+                    "rotating".into()
+                } else {
+                    "long-lived".into()
+                },
                 expiry(r.meta.token_expires_at, now),
-                results.get(i).map_or_else(|| "not reached (--limit)".into(), |o| action(o, args.apply)),
+                results
+                    .get(i)
+                    .map_or_else(|| "not reached (--limit)".into(), |o| action(o, args.apply)),
             ]);
         }
         println!("{table}");
@@ -492,14 +584,22 @@ fn print_text(
         println!("warning: {w}");
     }
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let summary = if summary.is_empty() { "nothing to import".to_owned() } else { summary.join(", ") };
+    let summary = if summary.is_empty() {
+        "nothing to import".to_owned()
+    } else {
+        summary.join(", ")
+    };
     if args.apply {
         println!("migrated: {summary}");
     } else {
         println!("dry run, nothing written; if applied: {summary} (rerun with --apply to write)");
     }
     if let Some(e) = exchange {
-        println!("exchange-long-lived: {} token(s) now rotating, {} failed", e.exchanged.len(), e.failed.len());
+        println!(
+            "exchange-long-lived: {} token(s) now rotating, {} failed",
+            e.exchanged.len(),
+            e.failed.len()
+        );
         for f in &e.failed {
             println!("exchange-long-lived: failed {f}");
         }
@@ -508,7 +608,10 @@ fn print_text(
         if let Some(why) = &w.refused {
             println!("wipe-source: {why}");
         } else {
-            println!("wipe-source: {} tenant(s) wiped, {} row(s)/object(s) overwritten", w.tenants, w.changed);
+            println!(
+                "wipe-source: {} tenant(s) wiped, {} row(s)/object(s) overwritten",
+                w.tenants, w.changed
+            );
         }
         for k in &w.kept {
             println!("wipe-source: kept {k}");

@@ -8,8 +8,13 @@ use crate::exit::Failure;
 /// A directory or an S3 bucket, addressed by `/`-separated keys.
 #[derive(Debug, Clone)]
 pub enum Objects {
-    Dir { root: PathBuf },
-    S3 { client: aws_sdk_s3::Client, bucket: String },
+    Dir {
+        root: PathBuf,
+    },
+    S3 {
+        client: aws_sdk_s3::Client,
+        bucket: String,
+    },
 }
 
 impl Objects {
@@ -32,12 +37,24 @@ impl Objects {
                     .map_err(|e| Failure::msg(format!("listing: {e}")))??;
             }
             Objects::S3 { client, bucket } => {
-                let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .into_paginator()
+                    .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(|e| {
-                        Failure::msg(format!("can't list s3://{bucket}/{prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+                        Failure::msg(format!(
+                            "can't list s3://{bucket}/{prefix}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        ))
                     })?;
-                    keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+                    keys.extend(
+                        page.contents()
+                            .iter()
+                            .filter_map(|o| o.key().map(str::to_owned)),
+                    );
                 }
             }
         }
@@ -47,7 +64,9 @@ impl Objects {
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, String> {
         match self {
-            Objects::Dir { root } => std::fs::read(root.join(key)).map_err(|e| format!("can't read: {e}")),
+            Objects::Dir { root } => {
+                std::fs::read(root.join(key)).map_err(|e| format!("can't read: {e}"))
+            }
             Objects::S3 { client, bucket } => {
                 let out = client
                     .get_object()
@@ -55,8 +74,14 @@ impl Objects {
                     .key(key)
                     .send()
                     .await
-                    .map_err(|e| format!("can't get: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
-                let body = out.body.collect().await.map_err(|e| format!("can't read: {e}"))?;
+                    .map_err(|e| {
+                        format!("can't get: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| format!("can't read: {e}"))?;
                 Ok(body.into_bytes().to_vec())
             }
         }
@@ -85,7 +110,12 @@ impl Objects {
                     .body(bytes.into())
                     .send()
                     .await
-                    .map_err(|e| Failure::msg(format!("can't rewrite s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(e))))?;
+                    .map_err(|e| {
+                        Failure::msg(format!(
+                            "can't rewrite s3://{bucket}/{key}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(e)
+                        ))
+                    })?;
                 Ok(())
             }
         }
@@ -94,12 +124,16 @@ impl Objects {
     /// Older copies a rewrite leaves behind: S3 versions (when the bucket is
     /// versioned). A directory has none the command can see.
     pub async fn versioning_warning(&self) -> Option<String> {
-        let Objects::S3 { client, bucket } = self else { return None };
+        let Objects::S3 { client, bucket } = self else {
+            return None;
+        };
         match client.get_bucket_versioning().bucket(bucket).send().await {
             Ok(v) if v.status().is_some() => Some(format!(
                 "s3://{bucket} has versioning {}: overwritten objects keep their old versions (with the tokens); \
                  delete the noncurrent versions (aws s3api list-object-versions / delete-object --version-id)",
-                v.status().map(|s| s.as_str().to_lowercase()).unwrap_or_default()
+                v.status()
+                    .map(|s| s.as_str().to_lowercase())
+                    .unwrap_or_default()
             )),
             Ok(_) => None,
             Err(e) => Some(format!(
@@ -113,7 +147,9 @@ impl Objects {
 /// Files two levels deep (`tenant-dir/file`), the layout every file store writes.
 fn list_dir(root: &std::path::Path, prefix: &str) -> Result<Vec<String>, Failure> {
     let base = root.join(prefix);
-    let read = |p: &std::path::Path| std::fs::read_dir(p).map_err(|e| Failure::msg(format!("can't list {}: {e}", p.display())));
+    let read = |p: &std::path::Path| {
+        std::fs::read_dir(p).map_err(|e| Failure::msg(format!("can't list {}: {e}", p.display())))
+    };
     let mut keys = Vec::new();
     for dir in read(&base)? {
         let dir = dir?;
@@ -124,7 +160,11 @@ fn list_dir(root: &std::path::Path, prefix: &str) -> Result<Vec<String>, Failure
             let file = file?;
             if file.file_type()?.is_file() {
                 let (d, f) = (dir.file_name(), file.file_name());
-                keys.push(format!("{prefix}{}/{}", d.to_string_lossy(), f.to_string_lossy()));
+                keys.push(format!(
+                    "{prefix}{}/{}",
+                    d.to_string_lossy(),
+                    f.to_string_lossy()
+                ));
             }
         }
     }

@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use tokenkeep_installations::{ImportedRecord, InstallationMeta, RecordKey, SourceMetadata, Status, TenantKey};
+use tokenkeep_installations::{
+    ImportedRecord, InstallationMeta, RecordKey, SourceMetadata, Status, TenantKey,
+};
 use tokenkeep_slack_api::{AccessToken, RefreshToken, WebhookUrl};
 
 use super::source::{Candidate, Scan, describe_ids, token_value};
@@ -80,7 +82,11 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 
 impl SdkEntry {
     pub fn tenant(&self) -> Result<TenantKey, tokenkeep_installations::TenantError> {
-        TenantKey::for_lookup(non_empty(&self.enterprise_id), non_empty(&self.team_id), self.is_enterprise_install)
+        TenantKey::for_lookup(
+            non_empty(&self.enterprise_id),
+            non_empty(&self.team_id),
+            self.is_enterprise_install,
+        )
     }
 
     pub fn installed_at_secs(&self) -> i64 {
@@ -89,7 +95,11 @@ impl SdkEntry {
 
     /// The ids an entry holds, for skip reports.
     pub fn holds(&self) -> String {
-        let mut s = describe_ids(non_empty(&self.enterprise_id), non_empty(&self.team_id), non_empty(&self.user_id));
+        let mut s = describe_ids(
+            non_empty(&self.enterprise_id),
+            non_empty(&self.team_id),
+            non_empty(&self.user_id),
+        );
         let fields: Vec<&str> = [
             ("bot token", self.bot_token.is_some()),
             ("bot refresh token", self.bot_refresh_token.is_some()),
@@ -100,7 +110,14 @@ impl SdkEntry {
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
         .collect();
-        s.push_str(&format!("; {}", if fields.is_empty() { "no token".to_owned() } else { fields.join(", ") }));
+        s.push_str(&format!(
+            "; {}",
+            if fields.is_empty() {
+                "no token".to_owned()
+            } else {
+                fields.join(", ")
+            }
+        ));
         s
     }
 
@@ -142,7 +159,11 @@ impl Latest {
     /// A `Bot` entry (bots table, `bot-latest`).
     pub fn offer_bot(&mut self, scan: &mut Scan, entry: SdkEntry) {
         let Ok(tenant) = entry.tenant() else {
-            scan.skip(&entry.origin, entry.holds(), "malformed or missing team / enterprise id");
+            scan.skip(
+                &entry.origin,
+                entry.holds(),
+                "malformed or missing team / enterprise id",
+            );
             return;
         };
         keep_latest(self.bots.entry(tenant), entry);
@@ -150,14 +171,29 @@ impl Latest {
 
     /// An `Installation` entry that is the tenant's latest (`installer-latest`)
     /// or any installation row (the latest wins).
-    pub fn offer_installation(&mut self, scan: &mut Scan, entry: SdkEntry, per_user: bool, per_tenant: bool) {
+    pub fn offer_installation(
+        &mut self,
+        scan: &mut Scan,
+        entry: SdkEntry,
+        per_user: bool,
+        per_tenant: bool,
+    ) {
         let Ok(tenant) = entry.tenant() else {
-            scan.skip(&entry.origin, entry.holds(), "malformed or missing team / enterprise id");
+            scan.skip(
+                &entry.origin,
+                entry.holds(),
+                "malformed or missing team / enterprise id",
+            );
             return;
         };
         if per_user {
             let Some(user) = non_empty(&entry.user_id).map(str::to_owned) else {
-                scan.skip_tenant(Some(tenant), &entry.origin, entry.holds(), "installation without a user id");
+                scan.skip_tenant(
+                    Some(tenant),
+                    &entry.origin,
+                    entry.holds(),
+                    "installation without a user id",
+                );
                 return;
             };
             if per_tenant {
@@ -172,9 +208,17 @@ impl Latest {
 
     /// Turns the latest entries into records.
     pub fn into_candidates(self, scan: &mut Scan) {
-        let Latest { mut bots, mut installers, users } = self;
-        let tenants: std::collections::BTreeSet<TenantKey> =
-            bots.keys().chain(installers.keys()).chain(users.keys().map(|(t, _)| t)).cloned().collect();
+        let Latest {
+            mut bots,
+            mut installers,
+            users,
+        } = self;
+        let tenants: std::collections::BTreeSet<TenantKey> = bots
+            .keys()
+            .chain(installers.keys())
+            .chain(users.keys().map(|(t, _)| t))
+            .cloned()
+            .collect();
         for tenant in &tenants {
             let installer = installers.remove(tenant);
             match bots.remove(tenant) {
@@ -183,9 +227,13 @@ impl Latest {
                 // the installation's bot half is the bot.
                 None => match &installer {
                     Some(i) if i.bot_token.is_some() => bot_record(scan, tenant, i, Some(i)),
-                    Some(i) if i.bot_id.is_some() || i.bot_refresh_token.is_some() => {
-                        scan.skip_tenant(Some(tenant.clone()), &i.origin, i.holds(), missing(i.bot_wiped, "bot token"))
-                    }
+                    Some(i) if i.bot_id.is_some() || i.bot_refresh_token.is_some() => scan
+                        .skip_tenant(
+                            Some(tenant.clone()),
+                            &i.origin,
+                            i.holds(),
+                            missing(i.bot_wiped, "bot token"),
+                        ),
                     _ => {}
                 },
             }
@@ -249,7 +297,12 @@ fn keep_latest<K: Ord>(slot: std::collections::btree_map::Entry<'_, K, SdkEntry>
 
 fn bot_record(scan: &mut Scan, tenant: &TenantKey, bot: &SdkEntry, installer: Option<&SdkEntry>) {
     let Some(token) = bot.bot_token.clone() else {
-        scan.skip_tenant(Some(tenant.clone()), &bot.origin, bot.holds(), missing(bot.bot_wiped, "bot token"));
+        scan.skip_tenant(
+            Some(tenant.clone()),
+            &bot.origin,
+            bot.holds(),
+            missing(bot.bot_wiped, "bot token"),
+        );
         return;
     };
     let mut meta = bot.base_meta();
@@ -259,7 +312,9 @@ fn bot_record(scan: &mut Scan, tenant: &TenantKey, bot: &SdkEntry, installer: Op
     let mut incoming_webhook_url = None;
     if let Some(i) = installer {
         meta.enterprise_url = meta.enterprise_url.or_else(|| i.enterprise_url.clone());
-        meta.user_id = meta.user_id.or_else(|| non_empty(&i.user_id).map(str::to_owned));
+        meta.user_id = meta
+            .user_id
+            .or_else(|| non_empty(&i.user_id).map(str::to_owned));
         if let Some(url) = &i.incoming_webhook_url {
             incoming_webhook_url = Some(url.clone());
             meta.incoming_webhook_channel = i.incoming_webhook_channel.clone();
@@ -283,15 +338,30 @@ fn bot_record(scan: &mut Scan, tenant: &TenantKey, bot: &SdkEntry, installer: Op
 fn user_record(scan: &mut Scan, tenant: &TenantKey, user: &str, entry: &SdkEntry) {
     let Some(token) = entry.user_token.clone() else {
         if entry.user_wiped {
-            scan.skip_tenant(Some(tenant.clone()), &entry.origin, entry.holds(), missing(true, "user token"));
+            scan.skip_tenant(
+                Some(tenant.clone()),
+                &entry.origin,
+                entry.holds(),
+                missing(true, "user token"),
+            );
         } else if entry.user_refresh_token.is_some() {
-            scan.skip_tenant(Some(tenant.clone()), &entry.origin, entry.holds(), "user refresh token without its user token");
+            scan.skip_tenant(
+                Some(tenant.clone()),
+                &entry.origin,
+                entry.holds(),
+                "user refresh token without its user token",
+            );
         }
         // A bot-only install by this user: no user grant to import.
         return;
     };
     let Ok(key) = RecordKey::user(tenant.clone(), user) else {
-        scan.skip_tenant(Some(tenant.clone()), &entry.origin, entry.holds(), "malformed user id");
+        scan.skip_tenant(
+            Some(tenant.clone()),
+            &entry.origin,
+            entry.holds(),
+            "malformed user id",
+        );
         return;
     };
     let mut meta = entry.base_meta();

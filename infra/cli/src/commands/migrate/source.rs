@@ -43,8 +43,18 @@ pub struct Scan {
 }
 
 impl Scan {
-    pub fn skip(&mut self, origin: impl Into<String>, holds: impl Into<String>, reason: impl Into<String>) {
-        self.skipped.push(Skip { origin: origin.into(), tenant: None, holds: holds.into(), reason: reason.into() });
+    pub fn skip(
+        &mut self,
+        origin: impl Into<String>,
+        holds: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
+        self.skipped.push(Skip {
+            origin: origin.into(),
+            tenant: None,
+            holds: holds.into(),
+            reason: reason.into(),
+        });
     }
 
     pub fn skip_tenant(
@@ -54,7 +64,12 @@ impl Scan {
         holds: impl Into<String>,
         reason: impl Into<String>,
     ) {
-        self.skipped.push(Skip { origin: origin.into(), tenant, holds: holds.into(), reason: reason.into() });
+        self.skipped.push(Skip {
+            origin: origin.into(),
+            tenant,
+            holds: holds.into(),
+            reason: reason.into(),
+        });
     }
 }
 
@@ -70,7 +85,11 @@ pub fn describe_ids(enterprise: Option<&str>, team: Option<&str>, user: Option<&
     if let Some(u) = user.filter(|s| !s.is_empty()) {
         parts.push(format!("user {u}"));
     }
-    if parts.is_empty() { "no ids".to_owned() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "no ids".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The label reports use for a record key: `T#-#T1 bot`, `T#-#T1 user U1`.
@@ -83,7 +102,11 @@ pub fn record_name(tenant: &TenantKey, kind: &RecordKind) -> String {
 
 /// Splits Slack's comma-separated scope strings.
 pub fn split_scopes(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A source timestamp as the slack_sdk stores write them: unix seconds (int,
@@ -98,7 +121,10 @@ pub fn parse_time_micros(text: &str) -> Option<i64> {
         return Some(ts.as_microsecond());
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp().as_microsecond())
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_microsecond())
 }
 
 pub fn secs_to_micros(secs: f64) -> Option<i64> {
@@ -113,13 +139,25 @@ mod tests {
     #[test]
     fn times_as_the_slack_sdk_stores_write_them() {
         // SQLite3InstallationStore: current_timestamp text, or unix seconds.
-        assert_eq!(parse_time_micros("2023-11-14 22:13:20"), Some(1_700_000_000_000_000));
+        assert_eq!(
+            parse_time_micros("2023-11-14 22:13:20"),
+            Some(1_700_000_000_000_000)
+        );
         assert_eq!(parse_time_micros("1700000000"), Some(1_700_000_000_000_000));
         // SQLAlchemy: naive UTC with microseconds; file/S3: float seconds.
-        assert_eq!(parse_time_micros("2023-11-14 22:13:20.250000"), Some(1_700_000_000_250_000));
-        assert_eq!(parse_time_micros("1700000000.25"), Some(1_700_000_000_250_000));
+        assert_eq!(
+            parse_time_micros("2023-11-14 22:13:20.250000"),
+            Some(1_700_000_000_250_000)
+        );
+        assert_eq!(
+            parse_time_micros("1700000000.25"),
+            Some(1_700_000_000_250_000)
+        );
         // ISO with an offset, as slack_sdk's own parser accepts.
-        assert_eq!(parse_time_micros("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000_000));
+        assert_eq!(
+            parse_time_micros("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000_000)
+        );
         assert_eq!(parse_time_micros("yesterday"), None);
         assert_eq!(parse_time_micros("1e300"), None);
     }
@@ -128,6 +166,9 @@ mod tests {
     fn wiped_and_empty_tokens_are_absent() {
         assert_eq!(token_value(Some(WIPED.into())), None);
         assert_eq!(token_value(Some(String::new())), None);
-        assert_eq!(token_value(Some("xoxb-1".into())).as_deref(), Some("xoxb-1"));
+        assert_eq!(
+            token_value(Some("xoxb-1".into())).as_deref(),
+            Some("xoxb-1")
+        );
     }
 }
