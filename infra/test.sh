@@ -2,6 +2,7 @@
 # The whole test suite, on a fresh machine or a warm one. Needs only Rust (rustup,
 # stable, with rustfmt and clippy), Python 3.11 with pip and Node 20 with npm; everything else is
 # installed by this script under .tools/ (git-ignored) or into the cargo registry:
+#   0. `cargo fmt --all --check` (formatting is part of the suite, as clippy is),
 #   1. `cargo fetch --locked`: every crate of Cargo.lock into the registry cache,
 #      so the offline steps below never depend on what a machine happened to hold,
 #   2. installs the local AWS emulator (moto's server, .tools/moto-venv) if missing,
@@ -27,6 +28,9 @@ MOTO_VERSION=5.2.5
 CARGO_DENY_VERSION=0.18.9
 
 step() { echo "==> [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
 
 step "cargo fetch --locked"
 cargo fetch --locked --quiet
