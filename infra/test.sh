@@ -44,7 +44,8 @@ fi
 
 PORT="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
 mkdir -p target
-"$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >target/moto.log 2>&1 &
+# moto behind one lock (infra/emulator.py says why).
+"$MOTO_VENV/bin/python" infra/emulator.py 127.0.0.1 "$PORT" >target/moto.log 2>&1 &
 MOTO_PID=$!
 cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
 trap cleanup EXIT
