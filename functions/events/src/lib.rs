@@ -27,18 +27,22 @@
 //!    the store (audited, reason = the listener's name). No installation: 200 without
 //!    processing, plus an `UnknownTenant` metric. Any other store error: 500,
 //!    so Slack retries.
-//! 8. **Dedupe** by `event_id` ([`InstallationStore::record_event`]): a retry of
-//!    an event already claimed is acknowledged and not processed again.
+//! 8. **Dedupe** by `event_id`, in the same write as the token read's audit
+//!    record ([`InstallationStore::bot_token_for_event`]): a retry of an event
+//!    already claimed is acknowledged and not processed again.
 //! 9. **Dispatch** to the handler; its [`Ack`] is the answer (empty, or the
 //!    JSON body Slack expects). A handler error or panic is logged, counted
 //!    (`HandlerFailed`) and acknowledged with an empty 200 (see [`EventHandler`]).
 //!
-//! Why dedupe comes after the lifecycle step and the token read rather than
-//! right after parsing: the repository can record an event id but not forget
-//! one, so a claim made before a step that then fails with a transient error
-//! would turn Slack's retry into a silent drop. Claiming last means a 500 is
-//! always followed by a real second attempt; lifecycle events need no claim
-//! because repeating them changes nothing.
+//! Why dedupe comes with the token read's audit write rather than right after
+//! parsing: the repository can record an event id but not forget one, so a
+//! claim made before a step that then fails with a transient error would turn
+//! Slack's retry into a silent drop. Folding the claim into the audit write
+//! (one `TransactWriteItems` on DynamoDB) keeps that property and makes an
+//! authorized event two sequential round trips (the record read, then the
+//! audit + claim write) instead of three; a failed read claims nothing, so a
+//! 500 is always followed by a real second attempt. Lifecycle events need no
+//! claim because repeating them changes nothing.
 //!
 //! Responses are generic (`{"ok":false}` plus the request id); causes go to the log.
 
@@ -452,8 +456,22 @@ impl Flow<'_> {
         if let Some(deadline) = self.deadline {
             ctx = ctx.with_deadline(deadline);
         }
-        let bot_token = match self.store().bot_token(&tenant, &ctx).await {
-            Ok(token) => token,
+        // Events API deliveries carry an event id: the read's audit record and
+        // the dedupe claim are one write (see the crate doc, step 8).
+        let read = match &event_id {
+            Some(event_id) => {
+                self.store()
+                    .bot_token_for_event(&tenant, &ctx, event_id)
+                    .await
+            }
+            None => self.store().bot_token(&tenant, &ctx).await.map(Some),
+        };
+        let bot_token = match read {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                tracing::info!(request_id = %self.request_id, event_id = event_id.as_deref().unwrap_or(""), "event already handled; retry acknowledged");
+                return ack();
+            }
             Err(StoreError::NotInstalled) => {
                 tracing::warn!(request_id = %self.request_id, tenant = %tenant.key(), %event_type, "request for a tenant with no installation; acknowledged, not processed");
                 self.count(Metric::UnknownTenant);
@@ -461,16 +479,6 @@ impl Flow<'_> {
             }
             Err(e) => return self.store_failed("bot_token", &e),
         };
-        if let Some(event_id) = &event_id {
-            match self.store().record_event(event_id).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(request_id = %self.request_id, %event_id, "event already handled; retry acknowledged");
-                    return ack();
-                }
-                Err(e) => return self.store_failed("record_event", &e),
-            }
-        }
         let tenant_key = tenant.key().clone();
         let listener = route.listener.clone();
         let ctx = AuthorizedEvent {

@@ -23,8 +23,8 @@ use tokenkeep_installations::testing::{
     ManualClock, emulator_kms_key, emulator_repository, local_keys,
 };
 use tokenkeep_installations::{
-    AuditRecord, Clock, EmbeddedRepository, Expect, Installation, InstallationStore, Outcome,
-    RecordKey, RepoError, Repository, StoreConfig, StoredRecord, TenantKey, TenantState,
+    AuditRecord, Clock, DueCursor, EmbeddedRepository, Expect, Installation, InstallationStore,
+    Outcome, RecordKey, RepoError, Repository, StoreConfig, StoredRecord, TenantKey, TenantState,
     VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
@@ -46,6 +46,7 @@ const FORM: &str = "application/x-www-form-urlencoded";
 struct CountingRepository {
     inner: Arc<dyn Repository>,
     calls: AtomicU64,
+    methods: Mutex<Vec<&'static str>>,
     fail_gets: AtomicBool,
 }
 
@@ -53,42 +54,57 @@ impl CountingRepository {
     fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
     }
-    fn tick(&self) {
+    fn tick(&self, method: &'static str) {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.methods.lock().unwrap().push(method);
+    }
+    /// The methods called since `from` calls, in order.
+    fn methods_since(&self, from: usize) -> Vec<&'static str> {
+        self.methods.lock().unwrap()[from..].to_vec()
     }
 }
 
 #[async_trait]
 impl Repository for CountingRepository {
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
-        self.tick();
+        self.tick("get");
         if self.fail_gets.load(Ordering::SeqCst) {
             return Err(RepoError::Unavailable("injected outage".into()));
         }
         self.inner.get(key).await
     }
+    async fn get_with_tenant(
+        &self,
+        key: &RecordKey,
+    ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
+        self.tick("get_with_tenant");
+        if self.fail_gets.load(Ordering::SeqCst) {
+            return Err(RepoError::Unavailable("injected outage".into()));
+        }
+        self.inner.get_with_tenant(key).await
+    }
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
-        self.tick();
+        self.tick("list_tenant");
         self.inner.list_tenant(pk).await
     }
     async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
-        self.tick();
+        self.tick("put");
         self.inner.put(record, expect).await
     }
     async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
-        self.tick();
+        self.tick("delete");
         self.inner.delete(key).await
     }
     async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
-        self.tick();
+        self.tick("tenant_state");
         self.inner.tenant_state(pk).await
     }
     async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
-        self.tick();
+        self.tick("open_generation");
         self.inner.open_generation(pk).await
     }
     async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
-        self.tick();
+        self.tick("purge_tenant");
         self.inner.purge_tenant(pk, now).await
     }
     async fn try_lease(
@@ -100,46 +116,47 @@ impl Repository for CountingRepository {
         now: i64,
         until: i64,
     ) -> Result<bool, RepoError> {
-        self.tick();
+        self.tick("try_lease");
         self.inner
             .try_lease(key, version, generation, owner, now, until)
             .await
     }
     async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
-        self.tick();
+        self.tick("release_lease");
         self.inner.release_lease(key, owner).await
     }
     async fn query_due(
         &self,
         shard: &str,
         before: i64,
+        after: Option<&DueCursor>,
         limit: usize,
-    ) -> Result<Vec<RecordKey>, RepoError> {
-        self.tick();
-        self.inner.query_due(shard, before, limit).await
+    ) -> Result<(Vec<RecordKey>, Option<DueCursor>), RepoError> {
+        self.tick("query_due");
+        self.inner.query_due(shard, before, after, limit).await
     }
     async fn scan_records(
         &self,
         after: Option<(String, String)>,
         limit: usize,
     ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
-        self.tick();
+        self.tick("scan_records");
         self.inner.scan_records(after, limit).await
     }
     async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
-        self.tick();
+        self.tick("scan_tenants");
         self.inner.scan_tenants().await
     }
     async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
-        self.tick();
+        self.tick("restore_tenant");
         self.inner.restore_tenant(pk, state).await
     }
     async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
-        self.tick();
+        self.tick("put_state");
         self.inner.put_state(nonce, expires_at).await
     }
     async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
-        self.tick();
+        self.tick("consume_state");
         self.inner.consume_state(nonce, now).await
     }
     async fn record_event(
@@ -148,16 +165,29 @@ impl Repository for CountingRepository {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, RepoError> {
-        self.tick();
+        self.tick("record_event");
         self.inner.record_event(event_id, now, expires_at).await
     }
     async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
-        self.tick();
+        self.tick("event_seen");
         self.inner.event_seen(event_id, now).await
     }
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
-        self.tick();
+        self.tick("append_audit");
         self.inner.append_audit(record, expires_at).await
+    }
+    async fn append_audit_claiming(
+        &self,
+        record: &AuditRecord,
+        expires_at: i64,
+        event_id: &str,
+        now: i64,
+        event_expires_at: i64,
+    ) -> Result<bool, RepoError> {
+        self.tick("append_audit_claiming");
+        self.inner
+            .append_audit_claiming(record, expires_at, event_id, now, event_expires_at)
+            .await
     }
     async fn query_audit(
         &self,
@@ -165,7 +195,7 @@ impl Repository for CountingRepository {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, RepoError> {
-        self.tick();
+        self.tick("query_audit");
         self.inner.query_audit(tenant, since_ms, limit).await
     }
 }
@@ -291,6 +321,7 @@ impl Harness {
         let repo = Arc::new(CountingRepository {
             inner,
             calls: AtomicU64::new(0),
+            methods: Mutex::default(),
             fail_gets: AtomicBool::new(false),
         });
         let clock = Arc::new(ManualClock::at_secs(SAMPLE_TS));
@@ -870,6 +901,37 @@ async fn retries_are_handled_once(backend: Backend) {
     assert!(concurrent.iter().all(|(s, _)| *s == StatusCode::OK));
     assert_eq!(h.handler.seen().len(), 1);
     assert_eq!(h.slack.posts().len(), 1);
+    // And only the token handed to the handler was audited (a duplicate's
+    // token never leaves the store)
+    let handed_out = h
+        .audit_of("T0RETRY")
+        .await
+        .into_iter()
+        .filter(|a| a.outcome == Outcome::Ok)
+        .count();
+    assert_eq!(handed_out, 1);
+}
+
+async fn an_authorized_event_is_one_read_and_one_write(backend: Backend) {
+    // Given an installed workspace
+    let h = Harness::new(backend).await;
+    h.install(InstallSpec::workspace("T0TRIPS")).await;
+    let from = h.repo.methods_since(0).len();
+    // When an event arrives for it
+    let (status, _) = h
+        .send(signed(
+            JSON,
+            callback("T0TRIPS", "Ev0TRIPS", mention("C1", "6.0")),
+        ))
+        .await;
+    // Then the store made two calls in sequence: the record (with its tenant
+    // item) and one write holding the audit record and the dedupe claim
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.handler.seen().len(), 1);
+    assert_eq!(
+        h.repo.methods_since(from),
+        ["get_with_tenant", "append_audit_claiming"]
+    );
 }
 
 async fn store_outage_is_500_and_the_retry_is_processed(backend: Backend) {
@@ -1084,6 +1146,7 @@ on_both_repositories!(
     revoking_only_a_user_keeps_the_bot,
     uninstall_racing_with_token_reads,
     retries_are_handled_once,
+    an_authorized_event_is_one_read_and_one_write,
     store_outage_is_500_and_the_retry_is_processed,
     handler_failure_is_acked_and_counted,
     slash_commands_and_interactivity_are_dispatched,

@@ -12,12 +12,11 @@
 //! mid-call would hold its lease until it runs out, and one in flight is never
 //! abandoned by us.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use tokenkeep_installations::{InstallationStore, RecordKey, RotateOutcome, schema};
+use tokenkeep_installations::{DueCursor, InstallationStore, RecordKey, RotateOutcome, schema};
 
 /// How a sweep runs.
 #[derive(Debug, Clone)]
@@ -89,7 +88,7 @@ pub async fn sweep(
         before,
         page,
         shard: 0,
-        seen: HashSet::new(),
+        cursor: None,
         buffer: Vec::new(),
         query_errors: 0,
     };
@@ -143,19 +142,16 @@ async fn rotate_one(store: &InstallationStore, key: RecordKey) -> Result<RotateO
     })
 }
 
-/// Walks the due records of every shard, page by page.
-///
-/// `query_due` has no cursor: it returns the earliest-expiring keys. Refreshed
-/// records leave the window (their new expiry is hours away), but records that
-/// stay due (held elsewhere, failed) would come back on every query, so each
-/// round asks for `seen + page` keys and keeps only new ones; a short answer
-/// means the shard is exhausted.
+/// Walks the due records of every shard, page by page, each page starting
+/// where the last one stopped (the index cursor). Records that stay due
+/// (held elsewhere, failed) are behind the cursor and not listed again, so a
+/// sweep over N due records makes N / page queries however many stay due.
 struct DueListing<'a> {
     store: &'a InstallationStore,
     before: i64,
     page: usize,
     shard: u32,
-    seen: HashSet<RecordKey>,
+    cursor: Option<DueCursor>,
     /// Fetched keys not handed out yet, in reverse order (popped from the end).
     buffer: Vec<RecordKey>,
     query_errors: usize,
@@ -171,24 +167,19 @@ impl DueListing<'_> {
                 return None;
             }
             let shard = format!("EXP#{}", self.shard);
-            let limit = self.seen.len() + self.page;
             match self
                 .store
                 .repository()
-                .query_due(&shard, self.before, limit)
+                .query_due(&shard, self.before, self.cursor.as_ref(), self.page)
                 .await
             {
-                Ok(keys) => {
-                    let exhausted = keys.len() < limit;
-                    let mut fresh: Vec<RecordKey> = keys
-                        .into_iter()
-                        .filter(|k| self.seen.insert(k.clone()))
-                        .collect();
-                    if exhausted || fresh.is_empty() {
-                        self.next_shard();
+                Ok((mut keys, next)) => {
+                    match next {
+                        Some(cursor) => self.cursor = Some(cursor),
+                        None => self.next_shard(),
                     }
-                    fresh.reverse();
-                    self.buffer = fresh;
+                    keys.reverse();
+                    self.buffer = keys;
                 }
                 Err(e) => {
                     tracing::warn!(shard = %shard, error = %e, "expiry index query failed; shard left for the next run");
@@ -201,7 +192,7 @@ impl DueListing<'_> {
 
     fn next_shard(&mut self) {
         self.shard += 1;
-        self.seen.clear();
+        self.cursor = None;
     }
 }
 

@@ -14,7 +14,9 @@ use aws_sdk_dynamodb::types::{
 use futures::StreamExt;
 
 use crate::schema::{self, GSI_EXPIRY_PK, GSI_EXPIRY_SK, PK, SK, SK_TENANT, TTL_ATTRIBUTE};
-use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
+use crate::{
+    AuditRecord, DueCursor, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState,
+};
 
 #[derive(Debug, Clone)]
 pub struct DynamoRepository {
@@ -45,6 +47,37 @@ fn key_of(pk: String, sk: String) -> HashMap<String, AttributeValue> {
 }
 
 /// Maps SDK failures to what callers act on.
+/// An audit record as an item of the audit table.
+fn audit_item(
+    record: &AuditRecord,
+    expires_at: i64,
+) -> Result<HashMap<String, AttributeValue>, RepoError> {
+    let mut item: HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(record).map_err(|e| RepoError::Corrupt(e.to_string()))?;
+    item.insert(PK.into(), s(record.tenant.clone()));
+    item.insert(SK.into(), s(record.sort_key(rand::random())));
+    item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
+    Ok(item)
+}
+
+/// The cursor of a `by_expiry` query's LastEvaluatedKey.
+fn due_cursor(item: &HashMap<String, AttributeValue>) -> Result<DueCursor, RepoError> {
+    let corrupt = || RepoError::Corrupt("malformed expiry index cursor".into());
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(corrupt)
+    };
+    let expires_at = item
+        .get(GSI_EXPIRY_SK)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(corrupt)?;
+    let key = RecordKey::from_keys(text(PK)?, text(SK)?)
+        .map_err(|e| RepoError::Corrupt(e.to_string()))?;
+    Ok(DueCursor { expires_at, key })
+}
+
 fn classify<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> RepoError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -494,10 +527,20 @@ impl Repository for DynamoRepository {
         &self,
         shard: &str,
         before: i64,
+        after: Option<&DueCursor>,
         limit: usize,
-    ) -> Result<Vec<RecordKey>, RepoError> {
+    ) -> Result<(Vec<RecordKey>, Option<DueCursor>), RepoError> {
         let mut keys = Vec::new();
-        let mut start = None;
+        // A GSI's LastEvaluatedKey is its own keys plus the table's; the cursor
+        // holds exactly those, so a page resumes where the last one stopped.
+        let mut start = after.map(|c| {
+            HashMap::from([
+                (GSI_EXPIRY_PK.to_owned(), s(shard)),
+                (GSI_EXPIRY_SK.to_owned(), n(c.expires_at)),
+                (PK.to_owned(), s(c.key.pk())),
+                (SK.to_owned(), s(c.key.sk())),
+            ])
+        });
         loop {
             let out = self
                 .client
@@ -527,7 +570,8 @@ impl Repository for DynamoRepository {
             }
             start = out.last_evaluated_key;
             if start.is_none() || keys.len() >= limit {
-                return Ok(keys);
+                let next = start.as_ref().map(due_cursor).transpose()?;
+                return Ok((keys, next));
             }
         }
     }
@@ -713,19 +757,57 @@ impl Repository for DynamoRepository {
     }
 
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(record).map_err(|e| RepoError::Corrupt(e.to_string()))?;
-        item.insert(PK.into(), s(record.tenant.clone()));
-        item.insert(SK.into(), s(record.sort_key(rand::random())));
-        item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
         self.client
             .put_item()
             .table_name(&self.audit_table)
-            .set_item(Some(item))
+            .set_item(Some(audit_item(record, expires_at)?))
             .send()
             .await
             .map_err(classify)?;
         Ok(())
+    }
+
+    async fn append_audit_claiming(
+        &self,
+        record: &AuditRecord,
+        expires_at: i64,
+        event_id: &str,
+        now: i64,
+        event_expires_at: i64,
+    ) -> Result<bool, RepoError> {
+        // One TransactWriteItems (billed as two writes per item, one round
+        // trip): the audit put and the conditional event put succeed together
+        // or not at all. The audit put has no condition, so a cancelled
+        // transaction's condition failure is the event's: a retry.
+        let audit = Put::builder()
+            .table_name(&self.audit_table)
+            .set_item(Some(audit_item(record, expires_at)?))
+            .build()
+            .map_err(|e| RepoError::Backend(Box::new(e)))?;
+        let mut event = key_of(format!("EVT#{event_id}"), "EVT".to_owned());
+        event.insert(TTL_ATTRIBUTE.into(), n(event_expires_at));
+        let claim = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(event))
+            .condition_expression("attribute_not_exists(#pk) OR #ttl <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(|e| RepoError::Backend(Box::new(e)))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(audit).build())
+            .transact_items(TransactWriteItem::builder().put(claim).build())
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn query_audit(

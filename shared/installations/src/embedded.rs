@@ -18,6 +18,10 @@
 //! before its audit record is durable; under load one commit (its locks and
 //! WAL frames) is shared by many reads. The commit loop has no `.await`, so a
 //! cancelled request can't strand rows that other callers wait on.
+//!
+//! An append may carry an event claim (`append_audit_claiming`): the claim
+//! and its audit row commit in the same transaction, or neither does (a
+//! duplicate's row is skipped), so the events path writes once per event.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -27,7 +31,9 @@ use tokio::sync::oneshot;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
+use crate::{
+    AuditRecord, DueCursor, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState,
+};
 
 pub struct EmbeddedRepository {
     conn: Mutex<Connection>,
@@ -49,7 +55,17 @@ struct PendingAudit {
     at_ms: i64,
     ttl: i64,
     body: String,
-    done: oneshot::Sender<Result<(), RepoError>>,
+    /// An event id to record with the row; the row is written only if this
+    /// is the first claim (see `Repository::append_audit_claiming`).
+    claim: Option<EventClaim>,
+    /// `Ok(true)`: committed; `Ok(false)`: the claim was a duplicate, nothing written.
+    done: oneshot::Sender<Result<bool, RepoError>>,
+}
+
+struct EventClaim {
+    event_id: String,
+    now: i64,
+    expires_at: i64,
 }
 
 /// Clears `committing` if the commit loop unwinds, so later appends don't wait
@@ -67,6 +83,27 @@ impl Drop for CommitLoopGuard<'_> {
 
 const INSERT_AUDIT: &str =
     "INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// Records an event id unless an unexpired claim exists: one changed row means
+/// this caller is the first.
+const CLAIM_EVENT: &str = "INSERT INTO events (event_id, ttl) VALUES (?1, ?2)
+     ON CONFLICT (event_id) DO UPDATE SET ttl = excluded.ttl WHERE events.ttl <= ?3";
+
+/// Writes one queued row (and its claim) inside the caller's transaction.
+fn write_pending(conn: &Connection, row: &PendingAudit) -> rusqlite::Result<bool> {
+    if let Some(claim) = &row.claim {
+        let claimed = conn.prepare_cached(CLAIM_EVENT)?.execute(params![
+            claim.event_id,
+            claim.expires_at,
+            claim.now
+        ])? == 1;
+        if !claimed {
+            return Ok(false);
+        }
+    }
+    conn.prepare_cached(INSERT_AUDIT)?
+        .execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body])?;
+    Ok(true)
+}
 
 impl std::fmt::Debug for EmbeddedRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,38 +211,70 @@ impl EmbeddedRepository {
     }
 
     /// One transaction for the whole batch; if it fails, each row is retried
-    /// on its own so every caller gets its own row's outcome.
+    /// in a transaction of its own so every caller gets its own row's outcome
+    /// (and a claim never commits without its audit row).
     fn commit_audit_batch(&self, batch: Vec<PendingAudit>) {
         let mut conn = self.conn();
-        let together = (|| -> rusqlite::Result<()> {
+        let together = (|| -> rusqlite::Result<Vec<bool>> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            {
-                let mut stmt = tx.prepare_cached(INSERT_AUDIT)?;
-                for row in &batch {
-                    stmt.execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body])?;
-                }
-            }
-            tx.commit()
+            let written = batch
+                .iter()
+                .map(|row| write_pending(&tx, row))
+                .collect::<rusqlite::Result<Vec<bool>>>()?;
+            tx.commit()?;
+            Ok(written)
         })();
         match together {
-            Ok(()) => {
-                for row in batch {
-                    let _ = row.done.send(Ok(()));
+            Ok(written) => {
+                for (row, written) in batch.into_iter().zip(written) {
+                    let _ = row.done.send(Ok(written));
                 }
             }
             Err(_) => {
                 for row in batch {
-                    let one = conn
-                        .prepare_cached(INSERT_AUDIT)
-                        .and_then(|mut stmt| {
-                            stmt.execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body])
-                        })
-                        .map(|_| ())
-                        .map_err(backend);
+                    let one = (|| -> rusqlite::Result<bool> {
+                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                        let written = write_pending(&tx, &row)?;
+                        tx.commit()?;
+                        Ok(written)
+                    })()
+                    .map_err(backend);
                     let _ = row.done.send(one);
                 }
             }
         }
+    }
+
+    /// Queues a row for the group commit and waits for its transaction.
+    async fn queue_audit(
+        &self,
+        record: &AuditRecord,
+        expires_at: i64,
+        claim: Option<EventClaim>,
+    ) -> Result<bool, RepoError> {
+        let body = serde_json::to_string(record).map_err(corrupt)?;
+        let (done, committed) = oneshot::channel();
+        let row = PendingAudit {
+            tenant: record.tenant.clone(),
+            sk: record.sort_key(rand::random()),
+            at_ms: record.at_ms,
+            ttl: expires_at,
+            body,
+            claim,
+            done,
+        };
+        let lead = {
+            let mut q = self.audit_queue();
+            q.rows.push(row);
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if lead {
+            self.commit_queued_audits();
+        }
+        // The sender is dropped without sending only if the commit loop panicked.
+        committed
+            .await
+            .map_err(|_| RepoError::Backend("audit commit loop failed".into()))?
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -431,24 +500,51 @@ impl Repository for EmbeddedRepository {
         &self,
         shard: &str,
         before: i64,
+        after: Option<&DueCursor>,
         limit: usize,
-    ) -> Result<Vec<RecordKey>, RepoError> {
+    ) -> Result<(Vec<RecordKey>, Option<DueCursor>), RepoError> {
+        // (expires_at, pk, sk) is a total order the index already holds
+        // (a WITHOUT ROWID index ends in the primary key), so the cursor is a
+        // row-value comparison and each page is an index range read.
+        let (after_exp, after_pk, after_sk) = match after {
+            Some(c) => (c.expires_at, c.key.pk(), c.key.sk()),
+            None => (i64::MIN, String::new(), String::new()),
+        };
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT pk, sk FROM records WHERE exp_shard = ?1 AND expires_at <= ?2 ORDER BY expires_at LIMIT ?3",
+                "SELECT pk, sk, expires_at FROM records
+                 WHERE exp_shard = ?1 AND expires_at <= ?2 AND (expires_at, pk, sk) > (?3, ?4, ?5)
+                 ORDER BY expires_at, pk, sk LIMIT ?6",
             )
             .map_err(backend)?;
         let rows = stmt
-            .query_map(params![shard, before, limit as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
+            .query_map(
+                params![shard, before, after_exp, after_pk, after_sk, limit as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
             .map_err(backend)?;
-        rows.map(|r| {
-            let (pk, sk) = r.map_err(backend)?;
-            RecordKey::from_keys(&pk, &sk).map_err(|e| RepoError::Corrupt(e.to_string()))
-        })
-        .collect()
+        let mut keys = Vec::new();
+        let mut last = None;
+        for row in rows {
+            let (pk, sk, expires_at) = row.map_err(backend)?;
+            let key =
+                RecordKey::from_keys(&pk, &sk).map_err(|e| RepoError::Corrupt(e.to_string()))?;
+            last = Some(DueCursor {
+                expires_at,
+                key: key.clone(),
+            });
+            keys.push(key);
+        }
+        // A short page is the end of the shard.
+        let next = if keys.len() < limit { None } else { last };
+        Ok((keys, next))
     }
 
     async fn scan_records(
@@ -556,10 +652,7 @@ impl Repository for EmbeddedRepository {
     ) -> Result<bool, RepoError> {
         let conn = self.conn();
         let n = conn
-            .prepare_cached(
-                "INSERT INTO events (event_id, ttl) VALUES (?1, ?2)
-                 ON CONFLICT (event_id) DO UPDATE SET ttl = excluded.ttl WHERE events.ttl <= ?3",
-            )
+            .prepare_cached(CLAIM_EVENT)
             .map_err(backend)?
             .execute(params![event_id, expires_at, now])
             .map_err(backend)?;
@@ -578,28 +671,23 @@ impl Repository for EmbeddedRepository {
     }
 
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
-        let body = serde_json::to_string(record).map_err(corrupt)?;
-        let (done, committed) = oneshot::channel();
-        let row = PendingAudit {
-            tenant: record.tenant.clone(),
-            sk: record.sort_key(rand::random()),
-            at_ms: record.at_ms,
-            ttl: expires_at,
-            body,
-            done,
+        self.queue_audit(record, expires_at, None).await.map(|_| ())
+    }
+
+    async fn append_audit_claiming(
+        &self,
+        record: &AuditRecord,
+        expires_at: i64,
+        event_id: &str,
+        now: i64,
+        event_expires_at: i64,
+    ) -> Result<bool, RepoError> {
+        let claim = EventClaim {
+            event_id: event_id.to_owned(),
+            now,
+            expires_at: event_expires_at,
         };
-        let lead = {
-            let mut q = self.audit_queue();
-            q.rows.push(row);
-            !std::mem::replace(&mut q.committing, true)
-        };
-        if lead {
-            self.commit_queued_audits();
-        }
-        // The sender is dropped without sending only if the commit loop panicked.
-        committed
-            .await
-            .map_err(|_| RepoError::Backend("audit commit loop failed".into()))?
+        self.queue_audit(record, expires_at, Some(claim)).await
     }
 
     async fn query_audit(

@@ -37,6 +37,6 @@ pub use model::{
 };
 pub use record::{Expect, StoredRecord, TenantState};
 pub use refresh::{RefreshMetrics, RotateOutcome};
-pub use repository::Repository;
+pub use repository::{DueCursor, Repository};
 pub use store::{InstallationStore, StoreConfig};
 pub use tenant::{RecordKey, RecordKind, TenantError, TenantKey, VerifiedTenant};

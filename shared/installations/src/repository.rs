@@ -2,6 +2,15 @@ use async_trait::async_trait;
 
 use crate::{AuditRecord, Expect, RecordKey, RepoError, StoredRecord, TenantState};
 
+/// A position in the expiry index: the last due key a page returned and its
+/// expiry (the index's sort key). Opaque to callers; pass it back to
+/// [`Repository::query_due`] for the next page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueCursor {
+    pub(crate) expires_at: i64,
+    pub(crate) key: RecordKey,
+}
+
 /// Storage for sealed records, tenant generations, OAuth states, event ids
 /// and audit records. Implementations: [`crate::DynamoRepository`],
 /// [`crate::EmbeddedRepository`]; both pass `tests/repository_conformance.rs`.
@@ -70,13 +79,17 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError>;
 
     /// Keys of records whose rotating token expires at or before `before`, in one
-    /// expiry shard (index query, never a scan), at most `limit`.
+    /// expiry shard (index query, never a scan), earliest expiry first, at most
+    /// `limit`, starting after `after`. The cursor of the answer is where the next
+    /// page starts (`None`: the shard has nothing more), so a sweep reads each due
+    /// key once however many stay due (DynamoDB's `LastEvaluatedKey`).
     async fn query_due(
         &self,
         shard: &str,
         before: i64,
+        after: Option<&DueCursor>,
         limit: usize,
-    ) -> Result<Vec<RecordKey>, RepoError>;
+    ) -> Result<(Vec<RecordKey>, Option<DueCursor>), RepoError>;
 
     /// A page of all records (operator commands: list, verify, rekey, export).
     async fn scan_records(
@@ -113,6 +126,21 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
 
     /// Durably appends one audit record.
     async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError>;
+
+    /// Appends an audit record and records `event_id` (as [`Repository::record_event`])
+    /// in one atomic write: `Ok(true)` when both were written, `Ok(false)` when
+    /// the event id was already recorded and unexpired (nothing written), an
+    /// error when neither was. The events path's token read and dedupe claim
+    /// are one write this way: a failure leaves no claim behind that would
+    /// turn Slack's retry into a silent drop.
+    async fn append_audit_claiming(
+        &self,
+        record: &AuditRecord,
+        expires_at: i64,
+        event_id: &str,
+        now: i64,
+        event_expires_at: i64,
+    ) -> Result<bool, RepoError>;
 
     /// Audit records since `since_ms`, for one tenant or all, oldest first.
     async fn query_audit(

@@ -88,6 +88,19 @@ fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
     }
 }
 
+/// The audit outcome of a token read's result.
+fn outcome_of<T>(result: &Result<T, StoreError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(StoreError::NotInstalled) => Outcome::NotInstalled,
+        Err(StoreError::NeedsReinstall) => Outcome::NeedsReinstall,
+        Err(StoreError::Integrity) => Outcome::DecryptFailed,
+        Err(StoreError::Expired) => Outcome::Expired,
+        Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
+        Err(_) => Outcome::Failed,
+    }
+}
+
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
     let key = record
         .key()
@@ -552,18 +565,50 @@ impl InstallationStore {
         ctx: &ReadContext,
     ) -> Result<String, StoreError> {
         let (result, version) = self.read_secret_unaudited(key, name, ctx.deadline).await;
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err(StoreError::NotInstalled) => Outcome::NotInstalled,
-            Err(StoreError::NeedsReinstall) => Outcome::NeedsReinstall,
-            Err(StoreError::Integrity) => Outcome::DecryptFailed,
-            Err(StoreError::Expired) => Outcome::Expired,
-            Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
-            Err(_) => Outcome::Failed,
-        };
-        self.audit(self.audit_record(key, kind, ctx, outcome, version))
+        self.audit(self.audit_record(key, kind, ctx, outcome_of(&result), version))
             .await?;
         result
+    }
+
+    /// The bot token for one Events API delivery, claimed once: the read's
+    /// audit record and the event's dedupe claim are one atomic write (one
+    /// round trip after the read on DynamoDB, one transaction in the embedded
+    /// store). `Ok(None)`: Slack is retrying an event already claimed; the
+    /// token is not handed out and nothing is written. A failed read is
+    /// audited and claims nothing, so Slack's retry is a real second attempt.
+    pub async fn bot_token_for_event(
+        &self,
+        tenant: &VerifiedTenant,
+        ctx: &ReadContext,
+        event_id: &str,
+    ) -> Result<Option<AccessToken>, StoreError> {
+        let key = RecordKey::bot(tenant.key().clone());
+        let (result, version) = self
+            .read_secret_unaudited(&key, field::TOKEN, ctx.deadline)
+            .await;
+        let record = self.audit_record(&key, TokenKind::Bot, ctx, outcome_of(&result), version);
+        let token = match result {
+            Ok(token) => token,
+            Err(e) => {
+                self.audit(record).await?;
+                return Err(e);
+            }
+        };
+        let now = self.clock.now_secs();
+        let expires = record.at_ms / 1000 + schema::AUDIT_TTL_SECS;
+        let first = self
+            .repo
+            .append_audit_claiming(&record, expires, event_id, now, now + schema::EVENT_TTL_SECS)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, tenant = %record.tenant, "audit append failed; token read refused");
+                StoreError::from(e)
+            })?;
+        if !first {
+            return Ok(None);
+        }
+        record.log();
+        Ok(Some(AccessToken::new(token)))
     }
 
     /// An audit record of a read of `key` now.

@@ -77,7 +77,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{AuditRecord, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState};
+use crate::{
+    AuditRecord, DueCursor, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState,
+};
 
 /// Per-operation call counts of a [`CountingRepository`].
 #[derive(Debug, Default)]
@@ -301,12 +303,12 @@ impl FaultyRepository {
 /// async method of `Self` returning `Result<(), RepoError>`, or a counter).
 macro_rules! forward_repository {
     ($ty:ty, |$this:ident| {
-        get: $get:expr, list_tenant: $list:expr, put: $put:expr, delete: $delete:expr,
+        get: $get:expr, get_with_tenant: $gwt:expr, list_tenant: $list:expr, put: $put:expr, delete: $delete:expr,
         tenant_state: $ts:expr, open_generation: $og:expr, purge_tenant: $purge:expr,
         try_lease: $lease:expr, release_lease: $release:expr, query_due: $due:expr,
         scan_records: $scan:expr, scan_tenants: $scant:expr, restore_tenant: $restore:expr,
         put_state: $ps:expr, consume_state: $cs:expr, record_event: $re:expr, event_seen: $es:expr,
-        append_audit: $aa:expr, query_audit: $qa:expr $(,)?
+        append_audit: $aa:expr, append_audit_claiming: $aac:expr, query_audit: $qa:expr $(,)?
     }) => {
         #[async_trait]
         impl Repository for $ty {
@@ -314,6 +316,16 @@ macro_rules! forward_repository {
                 let $this = self;
                 $get;
                 self.inner.get(key).await
+            }
+            // Forwarded, not left to the default: the inner repository's own
+            // (one BatchGetItem on DynamoDB) is what is being wrapped.
+            async fn get_with_tenant(
+                &self,
+                key: &RecordKey,
+            ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
+                let $this = self;
+                $gwt;
+                self.inner.get_with_tenant(key).await
             }
             async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
                 let $this = self;
@@ -369,11 +381,12 @@ macro_rules! forward_repository {
                 &self,
                 shard: &str,
                 before: i64,
+                after: Option<&DueCursor>,
                 limit: usize,
-            ) -> Result<Vec<RecordKey>, RepoError> {
+            ) -> Result<(Vec<RecordKey>, Option<DueCursor>), RepoError> {
                 let $this = self;
                 $due;
-                self.inner.query_due(shard, before, limit).await
+                self.inner.query_due(shard, before, after, limit).await
             }
             async fn scan_records(
                 &self,
@@ -432,6 +445,20 @@ macro_rules! forward_repository {
                 $aa;
                 self.inner.append_audit(record, expires_at).await
             }
+            async fn append_audit_claiming(
+                &self,
+                record: &AuditRecord,
+                expires_at: i64,
+                event_id: &str,
+                now: i64,
+                event_expires_at: i64,
+            ) -> Result<bool, RepoError> {
+                let $this = self;
+                $aac;
+                self.inner
+                    .append_audit_claiming(record, expires_at, event_id, now, event_expires_at)
+                    .await
+            }
             async fn query_audit(
                 &self,
                 tenant: Option<&str>,
@@ -447,18 +474,22 @@ macro_rules! forward_repository {
 }
 
 forward_repository!(CountingRepository, |c| {
-    get: c.record_read("get"), list_tenant: c.record_read("list_tenant"), put: c.write("put"),
+    get: c.record_read("get"), get_with_tenant: c.record_read("get_with_tenant"), list_tenant: c.record_read("list_tenant"), put: c.write("put"),
     delete: c.write("delete"), tenant_state: c.read("tenant_state"), open_generation: c.write("open_generation"),
     purge_tenant: c.write("purge_tenant"), try_lease: c.write("try_lease"), release_lease: c.write("release_lease"),
     query_due: c.read("query_due"), scan_records: c.read("scan_records"), scan_tenants: c.read("scan_tenants"),
     restore_tenant: c.write("restore_tenant"), put_state: c.write("put_state"), consume_state: c.write("consume_state"),
     record_event: c.write("record_event"), event_seen: c.read("event_seen"),
     append_audit: { c.read("append_audit"); c.calls.audit_appends.fetch_add(1, Ordering::SeqCst) },
+    append_audit_claiming: {
+        c.write("append_audit_claiming");
+        c.calls.audit_appends.fetch_add(1, Ordering::SeqCst)
+    },
     query_audit: c.read("query_audit"),
 });
 
 forward_repository!(FaultyRepository, |f| {
-    get: f.any_call().await?, list_tenant: f.any_call().await?,
+    get: f.any_call().await?, get_with_tenant: f.any_call().await?, list_tenant: f.any_call().await?,
     put: { f.take_put_failure()?; f.conditional_write().await? }, delete: f.any_call().await?,
     tenant_state: f.any_call().await?, open_generation: f.any_call().await?,
     purge_tenant: f.any_call().await?,
@@ -475,6 +506,12 @@ forward_repository!(FaultyRepository, |f| {
     restore_tenant: f.any_call().await?, put_state: f.any_call().await?,
     consume_state: f.any_call().await?, record_event: f.any_call().await?, event_seen: f.any_call().await?,
     append_audit: {
+        f.any_call().await?;
+        if f.fault() == RepoFault::AuditFails {
+            return Err(f.unavailable("injected: audit table unavailable"));
+        }
+    },
+    append_audit_claiming: {
         f.any_call().await?;
         if f.fault() == RepoFault::AuditFails {
             return Err(f.unavailable("injected: audit table unavailable"));

@@ -313,6 +313,32 @@ async fn audit_append_failing_fails_every_token_read() {
     assert_eq!(rig.audit(&tenant).await.len(), 3);
 }
 
+/// The events path's read: the audit record and the event's dedupe claim are
+/// one write, so an audit failure claims nothing and Slack's retry of the
+/// event, once the table is back, gets the token (it is not taken for a
+/// duplicate); the retry after that is one.
+#[tokio::test]
+async fn audit_failure_on_an_event_read_claims_nothing() {
+    let rig = Rig::new(CacheLimits::default()).await;
+    let tenant = rig.install("T0AUDE").await;
+    rig.repo.set_fault(RepoFault::AuditFails);
+    let r = within(rig.store.bot_token_for_event(&tenant, &ctx(), "Ev0AUD")).await;
+    assert!(
+        matches!(r, Err(StoreError::Repository(RepoError::Unavailable(_)))),
+        "{r:?}"
+    );
+    rig.repo.set_fault(RepoFault::None);
+    let first = within(rig.store.bot_token_for_event(&tenant, &ctx(), "Ev0AUD"))
+        .await
+        .unwrap();
+    assert!(first.is_some(), "the retry is processed, not dropped");
+    let again = within(rig.store.bot_token_for_event(&tenant, &ctx(), "Ev0AUD"))
+        .await
+        .unwrap();
+    assert!(again.is_none(), "the next retry is a duplicate");
+    assert_eq!(rig.audit(&tenant).await.len(), 1, "one audited hand-out");
+}
+
 /// The audit table down during a refresh: the read fails, but the refreshed
 /// pair was persisted first (the old refresh token is spent at Slack), so the
 /// next read after recovery uses it without refreshing again.

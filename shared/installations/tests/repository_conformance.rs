@@ -320,15 +320,70 @@ async fn expiry_index(repo: &dyn Repository) {
     }
     let mut found = Vec::new();
     for shard in 0..schema::EXPIRY_SHARDS {
-        found.extend(
-            repo.query_due(&format!("EXP#{shard}"), 1000, 100)
-                .await
-                .unwrap(),
-        );
+        let (keys, next) = repo
+            .query_due(&format!("EXP#{shard}"), 1000, None, 100)
+            .await
+            .unwrap();
+        assert!(next.is_none(), "a short page ends the shard");
+        found.extend(keys);
     }
     found.sort();
     due.sort();
     assert_eq!(found, due, "only rotating records due by t=1000");
+}
+
+/// Pages of one key walk a shard in expiry order, each due key exactly once,
+/// although every record stays due (the sweep's records that fail or are held
+/// elsewhere): the cursor, not a re-query from the start.
+async fn expiry_index_pages(repo: &dyn Repository) {
+    // Tenants that share one shard, with expiries out of insertion order and a tie.
+    let shard = schema::expiry_shard(&team("TPG0").pk());
+    let mut want = Vec::new();
+    let mut i = 0;
+    for exp in [700, 300, 500, 300, 900] {
+        let key = loop {
+            i += 1;
+            let key = RecordKey::bot(team(&format!("TPG{i}")));
+            if schema::expiry_shard(&key.pk()) == shard {
+                break key;
+            }
+        };
+        let g = repo.open_generation(&key.pk()).await.unwrap();
+        repo.put(&record(&key, 1, g, Some(exp)), Expect::Absent)
+            .await
+            .unwrap();
+        want.push((exp, key));
+    }
+    want.sort_by_key(|(exp, _)| *exp);
+    let mut pages = 0;
+    let mut found = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (keys, next) = repo
+            .query_due(&shard, 1000, cursor.as_ref(), 1)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(pages <= 50, "the listing must end");
+        // Other tests' records may share the shard; only this test's are checked.
+        found.extend(
+            keys.into_iter()
+                .filter(|k| want.iter().any(|(_, w)| w == k)),
+        );
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let found_exp: Vec<i64> = found
+        .iter()
+        .map(|k| want.iter().find(|(_, w)| w == k).expect("a due key").0)
+        .collect();
+    assert_eq!(found.len(), want.len(), "each due key once: {found:?}");
+    assert!(
+        found_exp.is_sorted(),
+        "earliest expiry first: {found_exp:?}"
+    );
 }
 
 async fn states_are_single_use(repo: Arc<dyn Repository>) {
@@ -410,6 +465,62 @@ async fn events_dedupe(repo: &dyn Repository) {
     );
 }
 
+/// An audit append with an event claim: both or neither, and a duplicate
+/// writes nothing (no audit row), within the claim's TTL only.
+async fn audit_with_an_event_claim(repo: &dyn Repository) {
+    let rec = |at_ms| AuditRecord {
+        tenant: "T#-#TCLAIM".to_owned(),
+        at_ms,
+        token_kind: TokenKind::Bot,
+        user_id: None,
+        actor: "events".into(),
+        request_id: "req".into(),
+        reason: "message".into(),
+        outcome: Outcome::Ok,
+        version: 1,
+    };
+    let audit_rows = || async {
+        repo.query_audit(Some("T#-#TCLAIM"), 0, 100)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert!(
+        repo.append_audit_claiming(&rec(1), 99_999, "EvC1", 100, 200)
+            .await
+            .unwrap()
+    );
+    assert_eq!(audit_rows().await, 1);
+    assert!(
+        !repo
+            .append_audit_claiming(&rec(2), 99_999, "EvC1", 150, 250)
+            .await
+            .unwrap(),
+        "a retry within the TTL"
+    );
+    assert_eq!(audit_rows().await, 1, "a duplicate writes no audit row");
+    assert!(
+        !repo.record_event("EvC1", 150, 250).await.unwrap(),
+        "the claim is an ordinary event record"
+    );
+    assert!(
+        repo.append_audit_claiming(&rec(3), 99_999, "EvC1", 300, 400)
+            .await
+            .unwrap(),
+        "after the TTL it is new again"
+    );
+    assert_eq!(audit_rows().await, 2);
+    // A claim made by record_event is honoured too.
+    assert!(repo.record_event("EvC2", 100, 200).await.unwrap());
+    assert!(
+        !repo
+            .append_audit_claiming(&rec(4), 99_999, "EvC2", 150, 250)
+            .await
+            .unwrap()
+    );
+    assert_eq!(audit_rows().await, 2);
+}
+
 async fn audit_trail(repo: &dyn Repository) {
     for (i, tenant) in ["T#-#TA", "T#-#TB", "T#-#TA"].iter().enumerate() {
         let rec = AuditRecord {
@@ -472,10 +583,12 @@ async fn suite(repo: Arc<dyn Repository>) {
     purge_leaves_a_tombstone(repo.as_ref()).await;
     leases(repo.as_ref()).await;
     expiry_index(repo.as_ref()).await;
+    expiry_index_pages(repo.as_ref()).await;
     states_are_single_use(repo.clone()).await;
     events_dedupe(repo.as_ref()).await;
     large_tenant_purge(repo.as_ref()).await;
     audit_trail(repo.as_ref()).await;
+    audit_with_an_event_claim(repo.as_ref()).await;
     scans(repo.as_ref()).await;
 }
 
