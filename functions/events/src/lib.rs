@@ -365,7 +365,9 @@ impl Flow<'_> {
                     tracing::warn!(request_id = %self.request_id, %event_id, "event without a type");
                     return refuse(StatusCode::BAD_REQUEST, self.request_id);
                 };
-                tracing::info!(request_id = %self.request_id, %event_id, %event_type, retry_num, "event received");
+                // Debug, not info: the read's audit line ("token read", same
+                // request id) is the one line an authorized event logs by default.
+                tracing::debug!(request_id = %self.request_id, %event_id, %event_type, retry_num, "event received");
                 // Slack always sends event_time; without one an event can't be judged stale, so it applies.
                 let lifecycle = LifecycleEvent {
                     event_id: &event_id,
