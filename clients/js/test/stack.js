@@ -131,9 +131,14 @@ class Stack {
     return this.control('POST', '/control/install', { code, team_id: teamId, ...extra });
   }
 
+  /**
+   * The Bolt app's posts only: `tokenkeep dev` runs the example app, whose
+   * install hook DMs the installing user (a channel named by a user id).
+   */
   async posts(teamId) {
     const { posts } = await this.control('GET', '/control/state');
-    return teamId === undefined ? posts : posts.filter((p) => p.team_id === teamId);
+    const channelPosts = posts.filter((p) => !p.channel.startsWith('U'));
+    return teamId === undefined ? channelPosts : channelPosts.filter((p) => p.team_id === teamId);
   }
 
   async refreshes(teamId) {

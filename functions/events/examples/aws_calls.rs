@@ -7,13 +7,19 @@
 //! ```sh
 //! .tools/moto-venv/bin/moto_server -H 127.0.0.1 -p 5610 &
 //! AWS_ENDPOINT_URL=http://127.0.0.1:5610 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
-//!   cargo run --release -p tokenkeep-events --example aws_calls -- [tenants=100] [events=2000]
+//!   cargo run --release -p tokenkeep-events --example aws_calls -- [tenants=100] [events=2000] [delay_ms=0]
 //! ```
-//! Wall time per event is the emulator's (moto, Python), not DynamoDB's.
+//! Wall time per event is the emulator's (moto, Python), not DynamoDB's. With
+//! `delay_ms`, every AWS request passes a loopback proxy that holds it that
+//! long before forwarding (a stand-in for the network round trip to DynamoDB
+//! and KMS), so the wall time per event shows how many round trips are sequential.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -25,9 +31,12 @@ use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider};
 use tokenkeep_events::{Ack, AuthorizedEvent, EventHandler, EventsState, HandlerError, router};
 use tokenkeep_installations::testing::CountingRepository;
-use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
+use tokenkeep_installations::testing::{
+    emulator_clients_at, emulator_kms_key, emulator_repository,
+};
 use tokenkeep_installations::{
-    Clock, Installation, InstallationStore, StoreConfig, SystemClock, VerifiedTenant,
+    Clock, DynamoRepository, Installation, InstallationStore, StoreConfig, SystemClock,
+    VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::sign_request;
 use tokenkeep_slack_api::{OAuthV2Response, RequestVerifier, SigningSecret};
@@ -55,12 +64,77 @@ fn team(i: usize) -> String {
     format!("T{i:06}")
 }
 
+/// A loopback TCP proxy to `upstream` that holds the first bytes of each
+/// request `delay` before forwarding them: one added latency per HTTP call on
+/// keep-alive connections (a request starts when the client writes after the
+/// previous response, or first). Returns the proxy's address.
+async fn delay_proxy(upstream: String, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let new_request = Arc::new(AtomicBool::new(true));
+                let seen = new_request.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if seen.swap(false, Ordering::SeqCst) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        new_request.store(true, Ordering::SeqCst);
+                    }
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    addr
+}
+
 #[tokio::main]
 async fn main() {
     let tenants = arg(1, 100);
     let events = arg(2, 2000);
-    let (dynamo, _client, _table, _audit) = emulator_repository().await;
-    let (kms, key_arn) = emulator_kms_key().await;
+    let delay = Duration::from_millis(arg(3, 0) as u64);
+    let (mut dynamo, _client, table, audit) = emulator_repository().await;
+    let (mut kms, key_arn) = emulator_kms_key().await;
+    if !delay.is_zero() {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL: the emulator");
+        let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let proxy = delay_proxy(upstream.to_owned(), delay).await;
+        let (ddb, kms_client) = emulator_clients_at(&format!("http://{proxy}")).await;
+        dynamo = DynamoRepository::new(ddb, &table, &audit);
+        kms = kms_client;
+    }
     let repo = Arc::new(CountingRepository::new(Arc::new(dynamo)));
     let kms = Arc::new(CountingKeyProvider::new(KmsKeyProvider::new(kms, key_arn)));
     let keys: Arc<dyn KeyProvider> =
@@ -153,7 +227,8 @@ async fn main() {
         kms.generates.load(Ordering::Relaxed) - generates_before
     );
     println!(
-        "  wall time              {:.2} ms per event (emulator round trips, sequential)",
-        wall.as_secs_f64() * 1e3 / events as f64
+        "  wall time              {:.2} ms per event (emulator round trips, sequential; {} ms added per AWS call)",
+        wall.as_secs_f64() * 1e3 / events as f64,
+        delay.as_millis()
     );
 }

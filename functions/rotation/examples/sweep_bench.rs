@@ -3,7 +3,10 @@
 //! Prints wall time, refreshes per token (must be 1.0) and storage / key
 //! provider calls per refresh.
 //!
-//! cargo run --release -p tokenkeep-rotation --example sweep_bench -- [installs=10000] [concurrency=64] [latency_ms=20]
+//! cargo run --release -p tokenkeep-rotation --example sweep_bench -- [installs=10000] [concurrency=64] [latency_ms=20] [embedded|emulator]
+//!
+//! `emulator` puts the installations on DynamoDB (moto at `AWS_ENDPOINT_URL`)
+//! instead of the embedded store.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,10 +14,10 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use tokenkeep_envelope::testing::CountingKeyProvider;
 use tokenkeep_envelope::{KeyProvider, LocalKeyProvider};
-use tokenkeep_installations::testing::CountingRepository;
+use tokenkeep_installations::testing::{CountingRepository, emulator_repository};
 use tokenkeep_installations::{
-    Clock, EmbeddedRepository, Installation, InstallationStore, ManualClock, StoreConfig,
-    VerifiedTenant,
+    Clock, EmbeddedRepository, Installation, InstallationStore, ManualClock, Repository,
+    StoreConfig, VerifiedTenant,
 };
 use tokenkeep_rotation::{SweepConfig, sweep};
 use tokenkeep_slack_api::SlackOAuth;
@@ -38,9 +41,15 @@ async fn main() {
         ..FakeSlackConfig::default()
     })
     .await;
-    let repo = Arc::new(CountingRepository::new(Arc::new(
-        EmbeddedRepository::in_memory().unwrap(),
-    )));
+    let backend = std::env::args()
+        .nth(4)
+        .unwrap_or_else(|| "embedded".to_owned());
+    let inner: Arc<dyn Repository> = match backend.as_str() {
+        "embedded" => Arc::new(EmbeddedRepository::in_memory().unwrap()),
+        "emulator" => Arc::new(emulator_repository().await.0),
+        other => panic!("backend: embedded or emulator, not {other}"),
+    };
+    let repo = Arc::new(CountingRepository::new(inner));
     let dir = tempfile_dir();
     let keys = Arc::new(CountingKeyProvider::new(
         LocalKeyProvider::open(&dir, "bench").unwrap(),
@@ -95,7 +104,7 @@ async fn main() {
     let repo_calls = repo.total();
     let per = |n: u64| n as f64 / refreshes.max(1) as f64;
     println!(
-        "sweep_bench: {installs} due installations, embedded store, fake Slack latency {latency:?}, concurrency {concurrency}"
+        "sweep_bench: {installs} due installations, {backend} store, fake Slack latency {latency:?}, concurrency {concurrency}"
     );
     println!(
         "  wall time              {:.2} s ({:.0} refreshes/s)",

@@ -12,6 +12,22 @@ pub async fn emulator_config() -> aws_config::SdkConfig {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
         panic!("AWS_ENDPOINT_URL is not set: run the suite through infra/test.sh, which starts the local AWS emulator (moto)")
     });
+    emulator_config_at(&endpoint).await
+}
+
+/// DynamoDB and KMS clients of the emulator reached through `endpoint` (a
+/// benchmark's latency proxy in front of it).
+pub async fn emulator_clients_at(
+    endpoint: &str,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_kms::Client) {
+    let config = emulator_config_at(endpoint).await;
+    (
+        aws_sdk_dynamodb::Client::new(&config),
+        aws_sdk_kms::Client::new(&config),
+    )
+}
+
+async fn emulator_config_at(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
