@@ -4,14 +4,14 @@
 //!    data dir (embedded store, local key file), `SLACK_API_URL` at the fake.
 //! 2. Installs N tenants through the real OAuth flow (`/slack/install` → cookie
 //!    + state → `/slack/oauth_redirect?code=..&state=..`).
-//! 3. Pre-signs a pool of `event_callback` requests (event type `message`, so the
+//! 3. Pre-signs a pool of `event_callback` requests (a bot's `app_mention`: the
 //!    example handler doesn't call Slack; unique `event_id`s, fresh timestamps,
 //!    tenants round-robin) and drives `/slack/events` at fixed concurrency for a
 //!    fixed duration over keep-alive loopback connections.
 //! 4. Prints requests/s, p50/p99/max latency, errors, the server's CPU µs per
 //!    request (utime+stime from /proc/PID/stat) and its RSS (VmRSS / VmHWM).
 //! 5. Cold start: exec → first 200 on `/slack/events` (median of several runs),
-//!    on the populated data dir (a signed `message` event for an installed tenant:
+//!    on the populated data dir (a signed bot `app_mention` for an installed tenant:
 //!    the whole authorized path) and on an empty one (`url_verification`).
 //!
 //! ```sh
@@ -146,11 +146,15 @@ fn signed_request(secret: &SigningSecret, body: &str, ts: i64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn message_event(team_id: &str, event_id: &str, ts: i64) -> String {
+/// An `app_mention` sent by a bot: the example app's mention listener matches
+/// it, so the whole authorized path runs (token read, audit record, dedupe
+/// claim), and the listener returns without calling Slack (it never answers
+/// bots). A plain `message` would match no listener and touch no store.
+fn authorized_event(team_id: &str, event_id: &str, ts: i64) -> String {
     serde_json::json!({
         "type": "event_callback", "team_id": team_id, "api_app_id": APP_ID, "event_id": event_id, "event_time": ts,
         "authorizations": [{"team_id": team_id, "is_enterprise_install": false, "user_id": "UBOT", "is_bot": true}],
-        "event": {"type": "message", "user": "U123", "text": "hello from loadgen", "channel": "C1", "ts": "1.000100"}
+        "event": {"type": "app_mention", "user": "U123", "bot_id": "B0LOADGEN", "text": "<@UBOT> hello from loadgen", "channel": "C1", "ts": "1.000100"}
     })
     .to_string()
 }
@@ -453,7 +457,7 @@ async fn main() {
             .map(|n| {
                 signed_request(
                     &secret,
-                    &message_event(&team(n % args.tenants), &format!("Ev{n:010}"), ts),
+                    &authorized_event(&team(n % args.tenants), &format!("Ev{n:010}"), ts),
                     ts,
                 )
             })
@@ -466,7 +470,7 @@ async fn main() {
             .map(|n| {
                 signed_request(
                     &secret,
-                    &message_event(&team(n), &format!("EvWARM{n:010}"), ts),
+                    &authorized_event(&team(n), &format!("EvWARM{n:010}"), ts),
                     ts,
                 )
             })
@@ -514,7 +518,7 @@ async fn main() {
     // Cold starts.
     if args.cold_runs > 0 {
         let ts = now_secs();
-        let warm_event = signed_request(&secret, &message_event(&team(0), "EvCOLD", ts), ts);
+        let warm_event = signed_request(&secret, &authorized_event(&team(0), "EvCOLD", ts), ts);
         let populated: Vec<f64> = (0..args.cold_runs)
             .map(|_| cold_start(&args.bin, &slack, data.path(), &warm_event))
             .collect();
@@ -538,7 +542,7 @@ async fn main() {
             args.cold_runs
         );
         println!(
-            "  {} tenants, signed message event  median {:.1} ms  [{}]",
+            "  {} tenants, signed app_mention  median {:.1} ms  [{}]",
             args.tenants,
             median(populated.clone()),
             fmt(&populated)
