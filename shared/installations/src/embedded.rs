@@ -36,7 +36,13 @@ use crate::{
 };
 
 pub struct EmbeddedRepository {
+    /// The one connection that writes (every conditional write and the audit
+    /// group commit).
     conn: Mutex<Connection>,
+    /// Read-only connections for plain reads. In WAL mode a reader never waits
+    /// for the writer, so a token read doesn't queue behind a group commit
+    /// (empty for an in-memory database, which one connection only can see).
+    readers: Vec<Mutex<Connection>>,
     path: String,
     audit_queue: Mutex<AuditQueue>,
 }
@@ -79,6 +85,20 @@ impl Drop for CommitLoopGuard<'_> {
             q.committing = false;
         }
     }
+}
+
+/// Read connections of a file-backed store.
+const READERS: usize = 4;
+
+fn open_reader(path: &Path) -> Result<Connection, RepoError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    Ok(conn)
 }
 
 const INSERT_AUDIT: &str =
@@ -161,7 +181,12 @@ impl EmbeddedRepository {
             std::fs::create_dir_all(parent).map_err(|e| RepoError::Backend(Box::new(e)))?;
         }
         let conn = Connection::open(path).map_err(backend)?;
-        Self::init(conn, path.display().to_string())
+        let mut repo = Self::init(conn, path.display().to_string())?;
+        // After init, so the schema exists and the file is in WAL mode.
+        repo.readers = (0..READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(repo)
     }
 
     /// A private in-memory database (tests, benchmarks).
@@ -179,13 +204,10 @@ impl EmbeddedRepository {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
-        // Reads map the file instead of copying pages through read(2): the
-        // hot path is a primary-key lookup, and the copy was its largest cost.
-        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
-            .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
             path,
             audit_queue: Mutex::default(),
         })
@@ -281,6 +303,23 @@ impl EmbeddedRepository {
             .map_err(|_| RepoError::Backend("audit commit loop failed".into()))?
     }
 
+    /// A read connection: the first one free, else the one this call's turn
+    /// names (a short wait: reads are primary-key lookups). A read sees every
+    /// write committed before it started, on any connection or process.
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        if self.readers.is_empty() {
+            return self.conn();
+        }
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let turn = TURN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        self.readers[turn].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock can't leave SQLite half-written (the
         // transaction rolls back on drop), so a poisoned lock is safe to reuse.
@@ -317,7 +356,7 @@ fn tenant_row(conn: &Connection, pk: &str) -> Result<Option<TenantState>, RepoEr
 #[async_trait]
 impl Repository for EmbeddedRepository {
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let row = conn
             .prepare_cached(
                 "SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2",
@@ -337,7 +376,7 @@ impl Repository for EmbeddedRepository {
         key: &RecordKey,
     ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
         let (pk, sk) = (key.pk(), key.sk());
-        let mut conn = self.conn();
+        let mut conn = self.reader();
         let tx = conn.transaction().map_err(backend)?;
         let row = tx
             .prepare_cached(
@@ -353,7 +392,7 @@ impl Repository for EmbeddedRepository {
     }
 
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 ORDER BY sk",
@@ -438,7 +477,7 @@ impl Repository for EmbeddedRepository {
     }
 
     async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
-        tenant_row(&self.conn(), pk)
+        tenant_row(&self.reader(), pk)
     }
 
     async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
@@ -535,7 +574,7 @@ impl Repository for EmbeddedRepository {
             Some(c) => (c.expires_at, c.key.pk(), c.key.sk()),
             None => (i64::MIN, String::new(), String::new()),
         };
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT pk, sk, expires_at FROM records
@@ -577,7 +616,7 @@ impl Repository for EmbeddedRepository {
         after: Option<(String, String)>,
         limit: usize,
     ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let (apk, ask) = after.unwrap_or_default();
         let mut stmt = conn
             .prepare_cached(
@@ -597,7 +636,7 @@ impl Repository for EmbeddedRepository {
     }
 
     async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare("SELECT pk, generation, purged, purged_at FROM tenants ORDER BY pk")
             .map_err(backend)?;
@@ -685,7 +724,7 @@ impl Repository for EmbeddedRepository {
     }
 
     async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let ttl: Option<i64> = conn
             .prepare_cached("SELECT ttl FROM events WHERE event_id = ?1")
             .map_err(backend)?
@@ -721,7 +760,7 @@ impl Repository for EmbeddedRepository {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, RepoError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT body FROM audit WHERE (?1 IS NULL OR tenant = ?1) AND at_ms >= ?2 ORDER BY at_ms, sk LIMIT ?3",
