@@ -64,6 +64,9 @@ fn team(i: usize) -> String {
     format!("T{i:06}")
 }
 
+/// Requests the proxy held (one per HTTP call it saw start).
+static DELAYED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A loopback TCP proxy to `upstream` that holds the first bytes of each
 /// request `delay` before forwarding them: one added latency per HTTP call on
 /// keep-alive connections (a request starts when the client writes after the
@@ -79,6 +82,8 @@ async fn delay_proxy(upstream: String, delay: Duration) -> String {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     return;
                 };
+                // No Nagle: a held request's header and body writes go out at once.
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
                 let new_request = Arc::new(AtomicBool::new(true));
@@ -91,6 +96,7 @@ async fn delay_proxy(upstream: String, delay: Duration) -> String {
                             Ok(n) => n,
                         };
                         if seen.swap(false, Ordering::SeqCst) {
+                            DELAYED.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(delay).await;
                         }
                         if sw.write_all(&buf[..n]).await.is_err() {
@@ -200,6 +206,7 @@ async fn main() {
     let kms_before = kms.total();
     let generates_before = kms.generates.load(Ordering::Relaxed);
 
+    let delayed_before = DELAYED.load(Ordering::Relaxed);
     let started = Instant::now();
     for n in tenants..tenants + events {
         send(n).await;
@@ -231,4 +238,10 @@ async fn main() {
         wall.as_secs_f64() * 1e3 / events as f64,
         delay.as_millis()
     );
+    if !delay.is_zero() {
+        println!(
+            "  requests through the proxy {:.3} per event",
+            per(DELAYED.load(Ordering::Relaxed) - delayed_before)
+        );
+    }
 }
