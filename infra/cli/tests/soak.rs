@@ -399,14 +399,18 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
             }
         }));
     }
-    // Faults: a process's next writes fail, or its key provider stalls.
+    // Faults: a process's next writes fail, or its key provider stalls, in
+    // turn (not by a coin flip: on a busy machine a short run may see only a
+    // few rounds, and each kind must happen at least once).
     {
         let (soak, stop) = (soak.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
+            let mut round = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(150 + below(300) as u64)).await;
                 let p = &soak.processes[below(PROCESSES)];
-                if below(2) == 0 {
+                round += 1;
+                if round % 2 == 1 {
                     p.faults.fail_next_puts(1 + below(3) as u64);
                 } else {
                     p.keys.set_fault(Fault::Stall);
