@@ -23,9 +23,9 @@ use tokenkeep_installations::testing::{
     ManualClock, emulator_kms_key, emulator_repository, local_keys,
 };
 use tokenkeep_installations::{
-    AuditRecord, Clock, DueCursor, EmbeddedRepository, Expect, Installation, InstallationStore,
-    Outcome, RecordKey, RepoError, Repository, StoreConfig, StoredRecord, TenantKey, TenantState,
-    VerifiedTenant,
+    AuditRecord, Clock, CountingStoreMetrics, DueCursor, EmbeddedRepository, Expect, Installation,
+    InstallationStore, Outcome, RecordKey, RepoError, Repository, StoreConfig, StoreMetric,
+    StoredRecord, TenantKey, TenantState, VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{AccessToken, RequestVerifier, SigningSecret, SlackOAuth as _};
@@ -282,6 +282,7 @@ struct Harness {
     slack: FakeSlack,
     handler: Arc<RecordingHandler>,
     metrics: Arc<CountingMetrics>,
+    store_metrics: Arc<CountingStoreMetrics>,
     _keys_dir: Option<tempfile::TempDir>,
 }
 
@@ -325,9 +326,11 @@ impl Harness {
             fail_gets: AtomicBool::new(false),
         });
         let clock = Arc::new(ManualClock::at_secs(SAMPLE_TS));
+        let store_metrics = Arc::new(CountingStoreMetrics::default());
         let store = Arc::new(
             InstallationStore::new(repo.clone(), keys, StoreConfig::new(APP_ID))
-                .with_clock(clock.clone()),
+                .with_clock(clock.clone())
+                .with_metrics(store_metrics.clone()),
         );
         let slack = FakeSlack::start(FakeSlackConfig::default()).await;
         let handler = Arc::new(RecordingHandler {
@@ -356,6 +359,7 @@ impl Harness {
             slack,
             handler,
             metrics,
+            store_metrics,
             _keys_dir: keys_dir,
         }
     }
@@ -912,6 +916,40 @@ async fn retries_are_handled_once(backend: Backend) {
     assert_eq!(handed_out, 1);
 }
 
+async fn a_tampered_record_fails_closed_and_is_counted(backend: Backend) {
+    // Given an installed workspace whose bot record is then edited in the
+    // table: its version bumped without re-sealing (a replayed or forged item)
+    let h = Harness::new(backend).await;
+    h.install(InstallSpec::workspace("T0TAMPER")).await;
+    let key = RecordKey::bot(TenantKey::new(None, Some("T0TAMPER")).unwrap());
+    let repo = h.store.repository();
+    let current = repo.get(&key).await.unwrap().unwrap();
+    let mut edited = current.clone();
+    edited.version += 1;
+    repo.put(
+        &edited,
+        Expect::Version {
+            version: current.version,
+            generation: current.generation,
+        },
+    )
+    .await
+    .unwrap();
+    // When an event for it arrives through the router
+    let (status, _) = h
+        .send(signed(
+            JSON,
+            callback("T0TAMPER", "Ev0TAMPER", mention("C1", "7.0")),
+        ))
+        .await;
+    // Then it fails closed (Slack retries), no listener ran, and the store
+    // counted the failed decrypt (the DecryptFailed alarm's metric)
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(h.handler.seen().is_empty());
+    assert_eq!(h.store_metrics.count_of(StoreMetric::DecryptFailed), 1);
+    assert!(h.slack.posts().is_empty());
+}
+
 async fn an_authorized_event_is_one_read_and_one_write(backend: Backend) {
     // Given an installed workspace
     let h = Harness::new(backend).await;
@@ -1147,6 +1185,7 @@ on_both_repositories!(
     uninstall_racing_with_token_reads,
     retries_are_handled_once,
     an_authorized_event_is_one_read_and_one_write,
+    a_tampered_record_fails_closed_and_is_counted,
     store_outage_is_500_and_the_retry_is_processed,
     handler_failure_is_acked_and_counted,
     slash_commands_and_interactivity_are_dispatched,

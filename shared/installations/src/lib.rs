@@ -15,6 +15,7 @@ mod embedded;
 mod error;
 mod import;
 mod lifecycle;
+mod metrics;
 mod model;
 mod record;
 mod refresh;
@@ -32,6 +33,7 @@ pub use embedded::EmbeddedRepository;
 pub use error::{RepoError, StoreError};
 pub use import::{ImportOutcome, ImportedRecord, SourceMetadata};
 pub use lifecycle::{LifecycleEvent, LifecycleOutcome};
+pub use metrics::{CountingStoreMetrics, NoStoreMetrics, StoreMetric, StoreMetrics};
 pub use model::{
     Installation, InstallationInfo, InstallationMeta, InstallationQuery, Status, UserTokens,
 };

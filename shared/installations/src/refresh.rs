@@ -621,7 +621,11 @@ impl InstallationStore {
             owner: owner.to_owned(),
         };
         match self.repository().put(&next, expect).await {
-            Ok(()) | Err(RepoError::ConditionFailed) => Ok(()),
+            Ok(()) => {
+                self.count(crate::StoreMetric::NeedsReinstall);
+                Ok(())
+            }
+            Err(RepoError::ConditionFailed) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

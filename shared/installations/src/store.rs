@@ -16,7 +16,7 @@ use crate::{
     RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
     TokenKind, VerifiedTenant,
 };
-use crate::{ImportOutcome, ImportedRecord};
+use crate::{ImportOutcome, ImportedRecord, NoStoreMetrics, StoreMetric, StoreMetrics};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -62,6 +62,7 @@ pub struct InstallationStore {
     config: StoreConfig,
     pub(crate) refresh: crate::refresh::RefreshState,
     lifecycle_stale: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Arc<dyn StoreMetrics>,
 }
 
 fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
@@ -125,7 +126,31 @@ impl InstallationStore {
             config,
             refresh: Default::default(),
             lifecycle_stale: Default::default(),
+            metrics: Arc::new(NoStoreMetrics),
         }
+    }
+
+    /// Where the store counts failed decrypts, request-path refresh failures,
+    /// `needs_reinstall` markings and refused stale records (see [`StoreMetric`]).
+    pub fn with_metrics(mut self, metrics: Arc<dyn StoreMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts `metric` on the store's sink.
+    pub(crate) fn count(&self, metric: StoreMetric) {
+        self.metrics.count(metric);
+    }
+
+    /// The audit outcome of a token read, counted where it is a metric.
+    fn read_outcome<T>(&self, result: &Result<T, StoreError>) -> Outcome {
+        let outcome = outcome_of(result);
+        match outcome {
+            Outcome::DecryptFailed => self.count(StoreMetric::DecryptFailed),
+            Outcome::RefreshFailed => self.count(StoreMetric::RefreshFailed),
+            _ => {}
+        }
+        outcome
     }
 
     /// Enables token refresh through Slack (rotation). Without it an expired
@@ -565,7 +590,7 @@ impl InstallationStore {
         ctx: &ReadContext,
     ) -> Result<String, StoreError> {
         let (result, version) = self.read_secret_unaudited(key, name, ctx.deadline).await;
-        self.audit(self.audit_record(key, kind, ctx, outcome_of(&result), version))
+        self.audit(self.audit_record(key, kind, ctx, self.read_outcome(&result), version))
             .await?;
         result
     }
@@ -586,7 +611,13 @@ impl InstallationStore {
         let (result, version) = self
             .read_secret_unaudited(&key, field::TOKEN, ctx.deadline)
             .await;
-        let record = self.audit_record(&key, TokenKind::Bot, ctx, outcome_of(&result), version);
+        let record = self.audit_record(
+            &key,
+            TokenKind::Bot,
+            ctx,
+            self.read_outcome(&result),
+            version,
+        );
         let token = match result {
             Ok(token) => token,
             Err(e) => {
@@ -650,7 +681,8 @@ impl InstallationStore {
             tenant => {
                 tracing::error!(tenant = %pk, sk = %record.sk, record_generation = record.generation,
                     live_generation = tenant.map(|t| t.generation), purged = tenant.is_some_and(|t| t.purged),
-                    metric = "StaleGenerationRecord", "record of a purged or superseded generation refused");
+                    metric = StoreMetric::StaleRecordRefused.name(), "record of a purged or superseded generation refused");
+                self.count(StoreMetric::StaleRecordRefused);
                 Ok(None)
             }
         }

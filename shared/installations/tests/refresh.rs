@@ -14,8 +14,9 @@ use tokenkeep_installations::testing::{
     FaultyRepository, emulator_config, emulator_kms_key, emulator_repository, local_keys,
 };
 use tokenkeep_installations::{
-    Clock, DynamoRepository, EmbeddedRepository, Installation, InstallationStore, ManualClock,
-    Outcome, ReadContext, RecordKey, Repository, Status, StoreConfig, StoreError, VerifiedTenant,
+    Clock, CountingStoreMetrics, DynamoRepository, EmbeddedRepository, Installation,
+    InstallationStore, ManualClock, Outcome, ReadContext, RecordKey, Repository, Status,
+    StoreConfig, StoreError, StoreMetric, VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::{Failure, FakeSlack, FakeSlackConfig, InstallSpec};
 use tokenkeep_slack_api::{AccessToken, SlackClient, SlackClientConfig, SlackOAuth};
@@ -127,6 +128,7 @@ struct Case {
     clock: Arc<ManualClock>,
     shared: Shared,
     store: InstallationStore,
+    metrics: Arc<CountingStoreMetrics>,
 }
 
 impl Case {
@@ -134,14 +136,17 @@ impl Case {
         let slack = FakeSlack::start(slack_cfg).await;
         let clock = Arc::new(ManualClock::at_secs(START));
         let shared = Shared::new(backend).await;
+        let metrics = Arc::new(CountingStoreMetrics::default());
         let store = shared
             .store(&clock, Arc::new(slack.client()), StoreConfig::new(APP_ID))
-            .await;
+            .await
+            .with_metrics(metrics.clone());
         Self {
             slack,
             clock,
             shared,
             store,
+            metrics,
         }
     }
 
@@ -488,6 +493,11 @@ async fn revoked_grant_needs_reinstall(backend: Backend) {
     }
     let info = case.store.fetch_bot(&tenant).await.unwrap().unwrap();
     assert_eq!(info.meta.status, Status::NeedsReinstall);
+    assert_eq!(
+        case.metrics.count_of(StoreMetric::NeedsReinstall),
+        1,
+        "the marking is counted once"
+    );
     assert!(
         !info.has_token && !info.has_refresh_token,
         "no dead token is kept"

@@ -11,8 +11,8 @@ use common::{assert_no_plaintext, ctx, embedded_store, install, install_at};
 use tokenkeep_envelope::KmsKeyProvider;
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
 use tokenkeep_installations::{
-    Expect, Installation, InstallationStore, Outcome, ReadContext, RecordKey, Repository,
-    StoreConfig, StoreError, VerifiedTenant,
+    CountingStoreMetrics, Expect, Installation, InstallationStore, Outcome, ReadContext, RecordKey,
+    Repository, StoreConfig, StoreError, StoreMetric, VerifiedTenant,
 };
 use tokenkeep_slack_api::OAuthV2Response;
 
@@ -57,7 +57,8 @@ fn flip_b64(value: &str, index: usize) -> String {
 
 /// Every way of editing a sealed record must fail to open, never yield a
 /// different plaintext.
-async fn tamper_matrix(store: &InstallationStore) {
+/// Returns how many reads failed closed (each one a `DecryptFailed` count).
+async fn tamper_matrix(store: &InstallationStore) -> usize {
     let a = install(store, "TA", 1).await;
     let b = install(store, "TB", 1).await;
     let repo = store.repository().as_ref();
@@ -206,13 +207,12 @@ async fn tamper_matrix(store: &InstallationStore) {
         .query_audit(Some(&a.key().pk()), 0, 1000)
         .await
         .unwrap();
-    assert_eq!(
-        audit
-            .iter()
-            .filter(|r| r.outcome == Outcome::DecryptFailed)
-            .count(),
-        16
-    );
+    let refused = audit
+        .iter()
+        .filter(|r| r.outcome == Outcome::DecryptFailed)
+        .count();
+    assert_eq!(refused, 16);
+    refused
 }
 
 /// Table access that bypasses the repository, as someone with write access
@@ -335,13 +335,20 @@ async fn purged_generation_does_not_open_dynamodb() {
 #[tokio::test]
 async fn tamper_matrix_embedded() {
     let (store, _d, _k) = embedded_store().await;
-    tamper_matrix(&store).await;
+    let metrics = Arc::new(CountingStoreMetrics::default());
+    let store = store.with_metrics(metrics.clone());
+    let refused = tamper_matrix(&store).await;
+    // Each refused read was counted on the store's metrics seam too.
+    assert_eq!(metrics.count_of(StoreMetric::DecryptFailed), refused);
 }
 
 #[tokio::test]
 async fn tamper_matrix_dynamodb_and_kms_on_the_emulator() {
     let (store, _, _) = dynamo_store().await;
-    tamper_matrix(&store).await;
+    let metrics = Arc::new(CountingStoreMetrics::default());
+    let store = store.with_metrics(metrics.clone());
+    let refused = tamper_matrix(&store).await;
+    assert_eq!(metrics.count_of(StoreMetric::DecryptFailed), refused);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{Config, ConfigError, Env, SecretsUsed, SlackSecret, Source, StoreKind};
-pub use metrics::emit_metric;
+pub use metrics::{EmfStoreMetrics, emit_metric};
 
 use tokenkeep_envelope::{
     CacheLimits, CachingKeyProvider, KeyProvider, KmsKeyProvider, LocalKeyProvider,
@@ -120,7 +120,8 @@ pub fn open_store(
     // In Lambda the sandbox freezes after the response, so no background
     // work: the scheduled rotation sweep refreshes due tokens instead.
     store_config.background_refresh = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_none();
-    let store = InstallationStore::new(repo, keys, store_config);
+    let store =
+        InstallationStore::new(repo, keys, store_config).with_metrics(Arc::new(EmfStoreMetrics));
     Ok(match refresher {
         Some(slack) => store.with_refresher(slack),
         None => store,

@@ -15,3 +15,15 @@ pub fn emit_metric(name: &str, value: f64) {
     });
     println!("{line}");
 }
+
+/// The store's counts as EMF lines: what [`crate::App::build`] wires into
+/// every store, so the template's `DecryptFailed` and `RefreshFailed` alarms
+/// see request-path failures from every function.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmfStoreMetrics;
+
+impl tokenkeep_installations::StoreMetrics for EmfStoreMetrics {
+    fn count(&self, metric: tokenkeep_installations::StoreMetric) {
+        emit_metric(metric.name(), 1.0);
+    }
+}
