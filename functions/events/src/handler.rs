@@ -80,6 +80,14 @@ pub enum HandlerError {
     /// A Slack Web API call failed (its Display carries no token).
     #[error("slack call failed")]
     Slack(#[from] SlackError),
+    /// The listener answered but its lazy work was not queued: `ack` is still
+    /// sent (counted as `LazyNotQueued`); the lazy part does not run.
+    #[error("lazy work could not be queued")]
+    LazyNotQueued {
+        ack: Ack,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("handler failed")]
     Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

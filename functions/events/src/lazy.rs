@@ -94,6 +94,7 @@ pub async fn run_job(
         slack.bind(token),
         slack.clone(),
         Arc::clone(store),
+        WORKER_AUDIT_ACTOR,
         job.listener.clone(),
         job.request_id.clone(),
         job.payload.clone(),

@@ -32,7 +32,9 @@
 //!    already claimed is acknowledged and not processed again.
 //! 9. **Dispatch** to the handler; its [`Ack`] is the answer (empty, or the
 //!    JSON body Slack expects). A handler error or panic is logged, counted
-//!    (`HandlerFailed`) and acknowledged with an empty 200 (see [`EventHandler`]).
+//!    (`HandlerFailed`) and acknowledged with an empty 200 (see [`EventHandler`]);
+//!    a listener whose lazy work could not be queued still has its answer
+//!    sent, counted as `LazyNotQueued`.
 //!
 //! Why dedupe comes with the token read's audit write rather than right after
 //! parsing: the repository can record an event id but not forget one, so a
@@ -76,7 +78,7 @@ pub use handler::{
 };
 pub use lazy::{JobError, JobOutcome, LazyJob, QueueError, run_job};
 pub use listeners::{Context, IdMatch, LazyQueue, ListenerError, ListenerHandler, Listeners};
-pub use metrics::{EmfStdout, Metric, MetricsSink};
+pub use metrics::{CountingMetrics, EmfStdout, Metric, MetricsSink};
 
 /// The route every Slack request arrives on.
 pub const EVENTS_PATH: &str = "/slack/events";
@@ -499,6 +501,11 @@ impl Flow<'_> {
             .await;
         match outcome {
             Ok(Ok(answer)) => ack_with(answer),
+            Ok(Err(HandlerError::LazyNotQueued { ack, source })) => {
+                tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %listener, error = %source, "lazy work not queued; the listener's answer is sent, its lazy part will not run");
+                self.count(Metric::LazyNotQueued);
+                ack_with(ack)
+            }
             Ok(Err(e)) => {
                 tracing::error!(request_id = %self.request_id, tenant = %tenant_key, %listener, error = %e, source = ?std::error::Error::source(&e).map(ToString::to_string), "handler failed; acknowledged anyway");
                 self.count(Metric::HandlerFailed);

@@ -416,6 +416,9 @@ struct ContextInner {
     client: BoundClient,
     slack: SlackClient,
     store: Arc<InstallationStore>,
+    /// Who reads tokens for this context, in the audit: the router
+    /// (`events`) or the lazy worker (`worker`).
+    actor: &'static str,
     listener: String,
     request_id: String,
     raw: Value,
@@ -432,13 +435,15 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A context for `tenant` with its bot token already read (audited) as
-    /// `client`. Built by the router and the lazy worker only.
+    /// A context for `tenant` with its bot token already read (audited, by
+    /// `actor`) as `client`. Built by the router and the lazy worker only.
+    #[allow(clippy::too_many_arguments)] // one private constructor, two callers
     pub(crate) fn new(
         tenant: VerifiedTenant,
         client: BoundClient,
         slack: SlackClient,
         store: Arc<InstallationStore>,
+        actor: &'static str,
         listener: String,
         request_id: String,
         raw: Value,
@@ -449,6 +454,7 @@ impl Context {
                 client,
                 slack,
                 store,
+                actor,
                 listener,
                 request_id,
                 raw,
@@ -467,10 +473,15 @@ impl Context {
     }
 
     /// A Slack client bound to the user token `user_id` granted this app in
-    /// this tenant (audited, reason = this listener). `NotInstalled` when that
-    /// user never authorized the app.
+    /// this tenant (audited as whoever runs the listener, `events` or
+    /// `worker`, reason = this listener). `NotInstalled` when that user never
+    /// authorized the app.
     pub async fn user_client(&self, user_id: &str) -> Result<BoundClient, StoreError> {
-        let ctx = ReadContext::new(AUDIT_ACTOR, &self.inner.request_id, &self.inner.listener);
+        let ctx = ReadContext::new(
+            self.inner.actor,
+            &self.inner.request_id,
+            &self.inner.listener,
+        );
         let token = self
             .inner
             .store
@@ -561,6 +572,7 @@ impl EventHandler for ListenerHandler {
             self.slack.bind(ev.bot_token),
             self.slack.clone(),
             Arc::clone(&self.store),
+            AUDIT_ACTOR,
             ev.route.listener.clone(),
             ev.request_id.clone(),
             ev.event.clone(),
@@ -569,10 +581,15 @@ impl EventHandler for ListenerHandler {
             .await
             .map_err(HandlerError::Other)?;
         if let Some(payload) = payload {
-            let queue = self
-                .lazy
-                .as_ref()
-                .ok_or(HandlerError::MalformedEvent("lazy queue not configured"))?;
+            // The listener has answered: a queue failure must not take that
+            // answer away (the user would see Slack's timeout error instead
+            // of the ack), so it travels with the error and is still sent.
+            let Some(queue) = self.lazy.as_ref() else {
+                return Err(HandlerError::LazyNotQueued {
+                    ack,
+                    source: "no lazy queue is configured".into(),
+                });
+            };
             let job = crate::lazy::LazyJob {
                 tenant: tenant_key.pk(),
                 listener: ev.route.listener,
@@ -580,11 +597,11 @@ impl EventHandler for ListenerHandler {
                 request_id: ev.request_id,
                 payload,
             };
-            // The ack already has its answer; a queue failure is logged and
-            // counted by the router like any handler failure.
             if let Err(e) = queue.enqueue(job).await {
-                tracing::error!(error = %e, "lazy work could not be enqueued");
-                return Err(HandlerError::Other(Box::new(e)));
+                return Err(HandlerError::LazyNotQueued {
+                    ack,
+                    source: Box::new(e),
+                });
             }
         }
         Ok(ack)

@@ -11,6 +11,9 @@ pub enum Metric {
     /// An [`EventHandler`](crate::EventHandler) returned an error or
     /// panicked; the request was still acknowledged.
     HandlerFailed,
+    /// A listener answered but its lazy work could not be queued; the answer
+    /// was sent, the lazy part will not run.
+    LazyNotQueued,
     /// No listener matched; acknowledged without a token read or a call.
     Unhandled,
 }
@@ -20,6 +23,7 @@ impl Metric {
         match self {
             Metric::UnknownTenant => "UnknownTenant",
             Metric::HandlerFailed => "HandlerFailed",
+            Metric::LazyNotQueued => "LazyNotQueued",
             Metric::Unhandled => "Unhandled",
         }
     }
@@ -38,5 +42,31 @@ pub struct EmfStdout;
 impl MetricsSink for EmfStdout {
     fn count(&self, metric: Metric) {
         tokenkeep_runtime::emit_metric(metric.name(), 1.0);
+    }
+}
+
+/// Keeps every count in memory: the fake next to [`EmfStdout`], for tests
+/// that check what a request counted.
+#[derive(Debug, Default)]
+pub struct CountingMetrics(std::sync::Mutex<Vec<Metric>>);
+
+impl CountingMetrics {
+    /// How many times `metric` was counted.
+    pub fn count_of(&self, metric: Metric) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|m| **m == metric)
+            .count()
+    }
+}
+
+impl MetricsSink for CountingMetrics {
+    fn count(&self, metric: Metric) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(metric);
     }
 }

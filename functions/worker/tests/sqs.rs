@@ -14,11 +14,13 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use tower::ServiceExt as _;
 
-use tokenkeep_events::{CommandAck, EventsState, ListenerHandler, Listeners};
+use tokenkeep_events::{
+    CommandAck, CountingMetrics, EventsState, ListenerHandler, Listeners, Metric,
+};
 use tokenkeep_installations::testing::{emulator_config, local_keys};
 use tokenkeep_installations::{
     EmbeddedRepository, Installation, InstallationStore, StoreConfig, SystemClock, TenantKey,
-    VerifiedTenant,
+    TokenKind, VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{Message, RequestVerifier, SigningSecret, SlackOAuth as _};
@@ -40,6 +42,9 @@ fn listeners() -> Listeners {
             cx.client()
                 .chat_post_message(&channel, &Message::text("Report ready"))
                 .await?;
+            // A user token read from the worker is the worker's read.
+            let user = payload["user_id"].as_str().ok_or("no user")?;
+            cx.user_client(user).await?;
             Ok(())
         })
         .command(
@@ -127,19 +132,50 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue: &str) -> (SqsEvent, Vec<Strin
     )
 }
 
-#[tokio::test]
-async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
-    // Given an installed tenant, the events router with an SQS lazy queue, and the worker's pieces
-    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
-    let (keys, _dir) = local_keys();
+/// A slash command from T1, signed as Slack signs it.
+fn signed_command(name: &str) -> Request<Body> {
+    let body = serde_urlencoded::to_string([
+        ("command", name),
+        ("team_id", "T1"),
+        ("channel_id", "C9"),
+        ("user_id", "U1"),
+    ])
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Request::post("/slack/events")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now.to_string())
+        .header(
+            "x-slack-signature",
+            sign_request(&SigningSecret::new(SIGNING_SECRET), now, body.as_bytes()),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+/// A store with T1 installed through the fake Slack (bot and user U1 tokens).
+/// Also answers the bot token's fingerprint, to check which token a call used.
+async fn installed_store(slack: &FakeSlack) -> (Arc<InstallationStore>, tempfile::TempDir, String) {
+    let (keys, dir) = local_keys();
     let store = Arc::new(InstallationStore::new(
         Arc::new(EmbeddedRepository::in_memory().unwrap()),
         keys,
         StoreConfig::new("A0001"),
     ));
-    slack.add_install("c1", InstallSpec::workspace("T1"));
+    slack.add_install(
+        "c1",
+        InstallSpec {
+            user_id: "U1".into(),
+            user_scopes: "search:read".into(),
+            with_user_token: true,
+            ..InstallSpec::workspace("T1")
+        },
+    );
     let grant = slack.client().exchange_code("c1", None).await.unwrap();
-    let bot = grant.access_token.clone().unwrap();
+    let bot = grant.access_token.as_ref().unwrap().fingerprint();
     let tenant = VerifiedTenant::from_oauth_grant(&grant).unwrap();
     store
         .store_installation(
@@ -148,7 +184,14 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
         )
         .await
         .unwrap();
+    (store, dir, bot)
+}
 
+#[tokio::test]
+async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
+    // Given an installed tenant, the events router with an SQS lazy queue, and the worker's pieces
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let (store, _dir, bot) = installed_store(&slack).await;
     let sqs = aws_sdk_sqs::Client::new(&emulator_config().await);
     let (queue, dlq) = queues(&sqs, 2).await;
     let handler = ListenerHandler::new(listeners(), slack.client(), Arc::clone(&store))
@@ -159,31 +202,12 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
         handler: Arc::new(handler),
         clock: Arc::new(SystemClock),
     });
-    let command = |name: &str| {
-        let body = serde_urlencoded::to_string([
-            ("command", name),
-            ("team_id", "T1"),
-            ("channel_id", "C9"),
-            ("user_id", "U1"),
-        ])
-        .unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        Request::post("/slack/events")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-slack-request-timestamp", now.to_string())
-            .header(
-                "x-slack-signature",
-                sign_request(&SigningSecret::new(SIGNING_SECRET), now, body.as_bytes()),
-            )
-            .body(Body::from(body))
-            .unwrap()
-    };
-
     // When /report is sent
-    let resp = router.clone().oneshot(command("/report")).await.unwrap();
+    let resp = router
+        .clone()
+        .oneshot(signed_command("/report"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
         .await
@@ -216,7 +240,7 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
         (posts[0].channel.as_str(), posts[0].text.as_str()),
         ("C9", "Report ready")
     );
-    assert_eq!(posts[0].token_fingerprint, bot.fingerprint());
+    assert_eq!(posts[0].token_fingerprint, bot);
     let pk = TenantKey::new(None, Some("T1")).unwrap().pk();
     let audit = store
         .repository()
@@ -229,9 +253,26 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
             .any(|a| a.actor == "worker" && a.reason == "command:/report"),
         "{audit:?}"
     );
+    // And the listener's user token read is audited as the worker's, not the router's
+    let user_reads: Vec<_> = audit
+        .iter()
+        .filter(|a| a.token_kind == TokenKind::User)
+        .collect();
+    assert_eq!(user_reads.len(), 1, "{audit:?}");
+    assert_eq!(
+        (
+            user_reads[0].actor.as_str(),
+            user_reads[0].user_id.as_deref()
+        ),
+        ("worker", Some("U1"))
+    );
 
     // Given /broken, whose lazy part always fails
-    let resp = router.clone().oneshot(command("/broken")).await.unwrap();
+    let resp = router
+        .clone()
+        .oneshot(signed_command("/broken"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     // When the worker fails it on every delivery the queue allows
     let mut failures = 0;
@@ -249,4 +290,43 @@ async fn lazy_work_runs_on_the_worker_through_sqs_and_failures_dead_letter() {
     let (_, dead, _) = receive(&sqs, &dlq).await;
     assert_eq!(dead.len(), 1);
     assert!(dead[0].contains("command:/broken"));
+}
+
+#[tokio::test]
+async fn a_queue_failure_keeps_the_listeners_answer() {
+    // Given the events router whose lazy queue is an SQS queue that does not exist
+    let slack = FakeSlack::start(FakeSlackConfig::default()).await;
+    let (store, _dir, _) = installed_store(&slack).await;
+    let sqs = aws_sdk_sqs::Client::new(&emulator_config().await);
+    let missing = format!(
+        "{}/000000000000/tk-missing-{}",
+        std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        rand_id()
+    );
+    let handler = ListenerHandler::new(listeners(), slack.client(), Arc::clone(&store))
+        .with_lazy_queue(Arc::new(SqsQueue::new(sqs, &missing)));
+    let metrics = Arc::new(CountingMetrics::default());
+    let router = tokenkeep_events::router_with_metrics(
+        EventsState {
+            store: Arc::clone(&store),
+            verifier: RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)),
+            handler: Arc::new(handler),
+            clock: Arc::new(SystemClock),
+        },
+        metrics.clone(),
+    );
+
+    // When /report is sent and its lazy part cannot be queued
+    let resp = router.oneshot(signed_command("/report")).await.unwrap();
+
+    // Then the user still gets the listener's answer, not Slack's timeout error
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], "{\"text\":\"Working on it…\"}".as_bytes());
+    // And the failure is counted as its own metric; nothing ran
+    assert_eq!(metrics.count_of(Metric::LazyNotQueued), 1);
+    assert_eq!(metrics.count_of(Metric::HandlerFailed), 0);
+    assert!(slack.posts().is_empty());
 }
