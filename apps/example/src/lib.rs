@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use tokenkeep_app::inputs::{BlockActions, MessageEvent, SlashCommand, ViewPayload};
 use tokenkeep_app::{
-    CommandAck, Context, HookError, InstallHooks, Installed, ListenerError, Listeners, Message,
-    Response, ViewAck, async_trait, json,
+    CommandAck, Context, HookError, InstallHooks, InstallPages, Installed, ListenerError,
+    Listeners, Message, Page, Response, ViewAck, async_trait, json,
 };
 
 /// How long the lazy report "works".
@@ -155,5 +155,17 @@ impl InstallHooks for Welcome {
             .chat_post_message(user, &Message::text(WELCOME))
             .await?;
         Ok(())
+    }
+
+    /// The app's own success page; the cancelled and failure pages stay tokenkeep's.
+    fn pages(&self) -> Option<InstallPages> {
+        let page = include_str!("../templates/installed.html");
+        match InstallPages::default().with_page(Page::Success, page) {
+            Ok(pages) => Some(pages),
+            Err(e) => {
+                tracing::error!(error = %e, "the app's install page does not parse; using tokenkeep's");
+                None
+            }
+        }
     }
 }

@@ -95,6 +95,12 @@ impl Harness {
             .unwrap();
         let (status, _, body) = self.call(req).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        // The app's own success page, not tokenkeep's
+        assert!(
+            body.contains("<h1>Example app installed</h1>")
+                && body.contains(&format!("of {team} to try it")),
+            "{body}"
+        );
         let welcome = self
             .slack
             .posts()

@@ -267,7 +267,10 @@ async fn slack_events(State(shared): State<Arc<Shared>>, req: Request) -> Respon
 }
 
 /// Reads the body, refusing (413) as soon as it passes `limit`; a declared
-/// `Content-Length` over the limit is refused without reading at all.
+/// `Content-Length` over the limit is refused without reading at all. (The
+/// limit itself is http-body-util's, via axum; not tower-http's layer, whose
+/// 413 carries its own text where every refusal here is the generic JSON
+/// with a request id.)
 async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, StatusCode> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)

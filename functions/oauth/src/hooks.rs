@@ -32,4 +32,10 @@ pub trait InstallHooks: Send + Sync + std::fmt::Debug {
     async fn on_installed(&self, installed: Installed) -> Result<(), HookError>;
 
     async fn on_install_failed(&self, _reason: &crate::OAuthError, _request_id: &str) {}
+
+    /// The pages the install flow answers with; `None` (the default) keeps
+    /// tokenkeep's own. Called once, when the router is built.
+    fn pages(&self) -> Option<crate::InstallPages> {
+        None
+    }
 }

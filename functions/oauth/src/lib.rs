@@ -17,6 +17,10 @@
 //!   goes to the log. No token or code is logged; a state at most by an 8-char prefix.
 //! - The only redirect target is the configured authorize URL; the success page
 //!   links only to Slack, built from validated Slack ids.
+//! - Every response carries `Cache-Control: no-store` and `Referrer-Policy:
+//!   no-referrer` (the redirect's URL holds the code and state), `nosniff` and
+//!   a CSP that allows nothing to load; a request id that is not a plain token
+//!   is replaced before anything reads it; the query and body are bounded.
 
 mod callback;
 mod errors;
@@ -35,13 +39,17 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use tokenkeep_installations::InstallationStore;
 use tokenkeep_slack_api::SlackOAuth;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use errors::OAuthError;
 pub use hooks::{HookError, InstallHooks, Installed};
 pub use request_id::RequestId;
 
+pub use pages::{InstallPages, Page, PageError};
+
 use callback::{Outcome, complete_install};
-use pages::{failure_page, page, slack_link, success_page};
 use state_cookie::{cookie, state_prefix, with_cleared_cookie};
 
 /// Name of the cookie that binds an OAuth state to the browser that asked for it.
@@ -55,6 +63,8 @@ pub const MAX_PARAM_LEN: usize = 256;
 pub(crate) const MAX_QUERY_LEN: usize = 2048;
 /// How much of a state value may appear in a log line.
 pub(crate) const STATE_LOG_PREFIX: usize = 8;
+/// Both routes are GETs: any body beyond this is refused (413) unread.
+const MAX_BODY_BYTES: usize = 1024;
 
 /// Everything the two routes need. Built once per cold start.
 #[derive(Debug, Clone)]
@@ -97,29 +107,62 @@ pub fn router(state: OAuthState) -> Router {
     router_with_hooks(state, None)
 }
 
-/// The two routes, with the app's install hooks.
+/// The two routes, with the app's install hooks (and its pages, if the hooks
+/// name any).
 pub fn router_with_hooks(state: OAuthState, hooks: Option<Arc<dyn InstallHooks>>) -> Router {
+    let pages = hooks.as_ref().and_then(|h| h.pages()).unwrap_or_default();
+    let no_store = HeaderValue::from_static("no-store");
     Router::new()
         .route("/slack/install", get(install))
         .route("/slack/oauth_redirect", get(oauth_redirect))
-        .with_state(Routes { state, hooks })
+        .with_state(Routes {
+            state,
+            hooks,
+            pages,
+        })
+        // Outermost first: a request id is settled before anything reads it,
+        // and every response, pages and redirects alike, gets the headers.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower::util::MapRequestLayer::new(request_id::drop_unsafe))
+                .layer(SetRequestIdLayer::x_request_id(request_id::LambdaOrRandom))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::CACHE_CONTROL,
+                    no_store,
+                ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+                )),
+        )
 }
 
 #[derive(Debug, Clone)]
 struct Routes {
     state: OAuthState,
     hooks: Option<Arc<dyn InstallHooks>>,
+    pages: InstallPages,
 }
 
 // ---- GET /slack/install ----------------------------------------------------------
 
 async fn install(
-    State(Routes { state, .. }): State<Routes>,
+    State(Routes { state, pages, .. }): State<Routes>,
     RequestId(request_id): RequestId,
 ) -> Response {
     let nonce = match state.store.issue_state().await {
         Ok(nonce) => nonce,
-        Err(e) => return failure_page(&OAuthError::Store(e), &request_id),
+        Err(e) => return pages.failure(&OAuthError::Store(e), &request_id),
     };
     let mut params: Vec<(&str, &str)> =
         vec![("client_id", &state.client_id), ("scope", &state.scopes)];
@@ -138,7 +181,7 @@ async fn install(
     };
     let location = format!("{}{sep}{query}", state.authorize_url);
     let Ok(location) = HeaderValue::from_str(&location) else {
-        return failure_page(
+        return pages.failure(
             &OAuthError::Config("authorize url is not a valid header value"),
             &request_id,
         );
@@ -156,21 +199,17 @@ async fn install(
         header::SET_COOKIE,
         cookie(&nonce, STATE_COOKIE_MAX_AGE_SECS),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-request-id", v);
-    }
     resp
 }
 
 // ---- GET /slack/oauth_redirect -----------------------------------------------------
 
 async fn oauth_redirect(
-    State(Routes { state, hooks }): State<Routes>,
+    State(Routes {
+        state,
+        hooks,
+        pages,
+    }): State<Routes>,
     RequestId(request_id): RequestId,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -199,22 +238,16 @@ async fn oauth_redirect(
                     }
                 }
             }
-            let link = slack_link(&tenant, app_id.as_deref());
-            with_cleared_cookie(success_page(&request_id, &link))
+            with_cleared_cookie(pages.success(&request_id, &tenant, app_id.as_deref()))
         }
-        Ok(Outcome::Cancelled) => with_cleared_cookie(page(
-            StatusCode::OK,
-            &request_id,
-            "Installation cancelled",
-            "<p>The installation was cancelled; nothing was installed.</p>",
-        )),
+        Ok(Outcome::Cancelled) => with_cleared_cookie(pages.cancelled(&request_id)),
         // Before the state is consumed the cookie may belong to an install
         // still in flight in another tab: leave it alone.
         Err(
             e
             @ (OAuthError::BadRequest(_) | OAuthError::CookieMissing | OAuthError::CookieMismatch),
-        ) => failure_page(&e, &request_id),
-        Err(e) => with_cleared_cookie(failure_page(&e, &request_id)),
+        ) => pages.failure(&e, &request_id),
+        Err(e) => with_cleared_cookie(pages.failure(&e, &request_id)),
     }
 }
 
@@ -224,7 +257,6 @@ mod tests {
     use crate::callback::parse_callback;
     use crate::request_id::plain_id;
     use crate::state_cookie::state_cookie;
-    use tokenkeep_installations::TenantKey;
 
     #[test]
     fn callback_query_is_validated() {
@@ -266,21 +298,6 @@ mod tests {
         );
         // Then two are as bad as none
         assert!(matches!(state_cookie(&h), Err(OAuthError::CookieMissing)));
-    }
-
-    #[test]
-    fn slack_link_uses_only_validated_ids() {
-        let team = TenantKey::new(None, Some("T1")).unwrap();
-        let org = TenantKey::new(Some("E1"), None).unwrap();
-        assert_eq!(
-            slack_link(&team, Some("A1")),
-            "https://slack.com/app_redirect?app=A1&amp;team=T1"
-        );
-        assert_eq!(
-            slack_link(&org, Some("A1")),
-            "https://app.slack.com/manage/E1/integrations/profile/A1/workspaces/add"
-        );
-        assert_eq!(slack_link(&team, Some("\"><script>")), "slack://open");
     }
 
     #[test]

@@ -248,7 +248,7 @@ async fn callback_pages_never_redirect_and_reflect_nothing() {
         ok.body.contains("Installation complete")
             && ok
                 .body
-                .contains("https://slack.com/app_redirect?app=A0001&amp;team=T0RED"),
+                .contains("https:&#x2f;&#x2f;slack.com&#x2f;app_redirect?app=A0001&amp;team=T0RED"),
         "{}",
         ok.body
     );
@@ -263,8 +263,10 @@ async fn callback_pages_never_redirect_and_reflect_nothing() {
             !all.contains("evil") && !all.contains("<script") && !all.contains("alert("),
             "{all}"
         );
-        // Only Slack links, nothing relative or protocol-relative
-        for href in r.body.split("href=\"").skip(1) {
+        // Only Slack links, nothing relative or protocol-relative (read as
+        // the browser reads them: the entities the template wrote decoded)
+        let body = r.body.replace("&#x2f;", "/").replace("&amp;", "&");
+        for href in body.split("href=\"").skip(1) {
             assert!(
                 href.starts_with("https://slack.com/")
                     || href.starts_with("https://app.slack.com/")
@@ -480,4 +482,69 @@ async fn failure_pages_carry_no_secret() {
         0,
         "no failed install left a record"
     );
+}
+
+/// Every answer, redirect or page, success or refusal, carries the security
+/// headers and one plain request id (the same one the page shows); a hostile
+/// `x-request-id` is replaced, never echoed; a body on these GETs is refused.
+#[tokio::test]
+async fn every_answer_has_security_headers_and_a_plain_request_id() {
+    // Given an install redirect, a success page and a refusal, one with a hostile request id
+    let h = Harness::new().await;
+    h.slack.add_install("code-hdr", Harness::spec("T0HDR"));
+    let redirect = h
+        .get("/slack/install", &[("x-request-id", "abc\"><script>")])
+        .await;
+    let (state, cookie) = h.start().await;
+    let ok = h
+        .get(
+            &format!("/slack/oauth_redirect?code=code-hdr&state={state}"),
+            &[("cookie", &cookie), ("x-request-id", "req-from-the-edge")],
+        )
+        .await;
+    let refused = h.get("/slack/oauth_redirect?code=x&state=y", &[]).await;
+
+    // Then each carries the headers, whatever the handler answered
+    for r in [&redirect, &ok, &refused] {
+        let get = |name: header::HeaderName| r.headers.get(name).map(|v| v.to_str().unwrap());
+        assert_eq!(
+            get(header::CACHE_CONTROL),
+            Some("no-store"),
+            "{}",
+            r.everything()
+        );
+        assert_eq!(get(header::REFERRER_POLICY), Some("no-referrer"));
+        assert_eq!(get(header::X_CONTENT_TYPE_OPTIONS), Some("nosniff"));
+        assert_eq!(
+            get(header::CONTENT_SECURITY_POLICY),
+            Some("default-src 'none'; frame-ancestors 'none'")
+        );
+        let id = r.headers.get_all("x-request-id").iter().collect::<Vec<_>>();
+        assert_eq!(id.len(), 1, "{}", r.everything());
+        let id = id[0].to_str().unwrap();
+        assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        // And a page shows the id its header carries
+        if r.body.contains("Request id") {
+            assert!(r.body.contains(&format!("Request id: {id}")), "{}", r.body);
+        }
+    }
+    // And a plain incoming id is kept, a hostile one replaced
+    assert_eq!(ok.headers["x-request-id"], "req-from-the-edge");
+    assert!(!redirect.everything().contains("script"));
+
+    // When a GET arrives with a body larger than these routes accept
+    let resp = h
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/slack/install")
+                .header(header::CONTENT_LENGTH, "4096")
+                .body(Body::from(vec![b'x'; 4096]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Then it is refused unread, and no state was issued for it
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(resp.headers().get(header::SET_COOKIE).is_none());
 }

@@ -87,7 +87,7 @@ async fn a_failing_or_panicking_hook_keeps_the_installation() {
         let body = h.install("c1", InstallSpec::workspace("T1")).await;
         assert!(body.contains("Installation complete"), "{body}");
         // And by default the page sends the browser into the app in Slack
-        assert!(body.contains(r#"http-equiv="refresh" content="0; url=https://slack.com/app_redirect?app=A0001&amp;team=T1""#), "{body}");
+        assert!(body.contains(r#"http-equiv="refresh" content="0; url=https:&#x2f;&#x2f;slack.com&#x2f;app_redirect?app=A0001&amp;team=T1""#), "{body}");
         // And the installation is stored
         assert_eq!(hooks.installed.load(Ordering::SeqCst), 1);
         assert!(

@@ -60,7 +60,7 @@ pub use tokenkeep_events::{
     Ack, CommandAck, Context, IdMatch, LazyQueue, ListenerError, Listeners, OptionsAck, ViewAck,
 };
 pub use tokenkeep_installations::{TenantKey, VerifiedTenant};
-pub use tokenkeep_oauth::{HookError, InstallHooks, Installed};
+pub use tokenkeep_oauth::{HookError, InstallHooks, InstallPages, Installed, Page, PageError};
 pub use tokenkeep_runtime::{App, Config, ConfigError, SecretsUsed};
 pub use tokenkeep_slack_api::{BoundClient, Message, MessageRef, Response, SlackError, ViewRef};
 
