@@ -19,8 +19,9 @@
 //!
 //! - everything that can stall or fail (opening the record, the new data key)
 //!   happens before the Slack call;
-//! - right before it the lease is renewed (a holder whose lease ran out while
-//!   KMS stalled finds someone else took over and never sends the token), and
+//! - right before it the lease is renewed unless it was taken under a second
+//!   ago (a holder whose lease ran out while KMS stalled finds someone else
+//!   took over and never sends the token), and
 //!   a request-path refresh starts only if its deadline leaves
 //!   [`StoreConfig::refresh_reserve`](crate::StoreConfig::refresh_reserve);
 //! - after it the conditional write is retried with backoff and jitter on any
@@ -41,7 +42,6 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 
 use tokenkeep_slack_api::{RefreshToken, SlackOAuth};
-use zeroize::Zeroizing;
 
 use crate::record::field;
 use crate::{
@@ -161,8 +161,15 @@ pub enum RotateOutcome {
 /// How long a loser waits between re-reads while another process refreshes.
 const POLL: Duration = Duration::from_millis(50);
 
+/// A lease taken less than this long ago (on both the store's clock and the
+/// monotonic one) is not renewed before the Slack call: it has nearly its
+/// whole term left, so the renewal could only confirm it. A stall past this
+/// (KMS, say) is what the renewal is for, and then it runs.
+const RENEW_AFTER: Duration = Duration::from_secs(1);
+
 /// The new pair's write stops retrying this long before the lease runs out,
-/// so a retry never lands after another process could have taken the lease.
+/// so a retry never lands after another process could have taken the lease
+/// (it also covers the lease's `until` being written in whole seconds).
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 enum Need {
@@ -177,6 +184,21 @@ enum Step {
     Fresh(Box<StoredRecord>),
     HeldElsewhere,
     NotDue,
+}
+
+/// When this process took the lease, on the store's clock (what the lease's
+/// `until` is written in) and the monotonic one (what a stall shows on).
+#[derive(Clone, Copy)]
+struct Leased {
+    at_ms: i64,
+    at: Instant,
+}
+
+impl Leased {
+    fn is_recent(&self, now_ms: i64) -> bool {
+        let renew_after_ms = RENEW_AFTER.as_millis() as i64;
+        now_ms - self.at_ms < renew_after_ms && self.at.elapsed() < RENEW_AFTER
+    }
 }
 
 /// What one lease-holding attempt came to.
@@ -347,6 +369,10 @@ impl InstallationStore {
                 });
             }
             let owner = self.refresh.owner.0.as_str();
+            let leased = Leased {
+                at_ms: self.clock().now_millis(),
+                at: Instant::now(),
+            };
             if self
                 .repository()
                 .try_lease(
@@ -360,7 +386,7 @@ impl InstallationStore {
                 .await?
             {
                 match self
-                    .refresh_with_lease(key, &record, owner, deadline)
+                    .refresh_with_lease(key, &record, owner, leased, deadline)
                     .await?
                 {
                     Attempt::Refreshed(r) => return Ok(Step::Fresh(r)),
@@ -385,11 +411,12 @@ impl InstallationStore {
         key: &RecordKey,
         record: &StoredRecord,
         owner: &str,
+        leased: Leased,
         deadline: Option<Instant>,
     ) -> Result<Attempt, StoreError> {
         let outcome = match self.refresh.slack.clone() {
             Some(slack) => {
-                self.call_slack_and_persist(&*slack, key, record, owner, deadline)
+                self.call_slack_and_persist(&*slack, key, record, owner, leased, deadline)
                     .await
             }
             None => Err(StoreError::Expired.into()),
@@ -436,14 +463,10 @@ impl InstallationStore {
         key: &RecordKey,
         record: &StoredRecord,
         owner: &str,
+        leased: Leased,
         deadline: Option<Instant>,
     ) -> Result<Attempt, Failed> {
-        let mut fields: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
-        for name in record.sealed.keys() {
-            if let Some(v) = self.open_field(record, name).await? {
-                fields.push((name.clone(), v));
-            }
-        }
+        let fields = self.open_fields(record).await?;
         let refresh_token = fields
             .iter()
             .find(|(n, _)| n == field::REFRESH_TOKEN)
@@ -464,28 +487,33 @@ impl InstallationStore {
                 return Err(StoreError::Expired.into());
             }
         }
-        // Renew the lease right before the call: the opens above may have
-        // stalled past it, and if someone else took over since, the token we
-        // hold may already be spent.
-        let now = self.clock().now_secs();
+        // Renew the lease right before the call if the opens above took long
+        // enough that it may have run out: if someone else took over since,
+        // the token we hold may already be spent.
         let lease_secs = self.config().lease_secs;
-        if !self
-            .repository()
-            .try_lease(
-                key,
-                record.version,
-                record.generation,
-                owner,
-                now,
-                now + lease_secs,
-            )
-            .await?
-        {
-            tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshLeaseLost",
-                "refresh lease lost before the slack call (a stall outlived it); not calling slack");
-            return Ok(Attempt::LeaseLost);
-        }
-        let lease_ends = Instant::now() + Duration::from_secs(lease_secs.max(0) as u64);
+        let lease_term = Duration::from_secs(lease_secs.max(0) as u64);
+        let lease_ends = if leased.is_recent(self.clock().now_millis()) {
+            leased.at + lease_term
+        } else {
+            let now = self.clock().now_secs();
+            if !self
+                .repository()
+                .try_lease(
+                    key,
+                    record.version,
+                    record.generation,
+                    owner,
+                    now,
+                    now + lease_secs,
+                )
+                .await?
+            {
+                tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshLeaseLost",
+                    "refresh lease lost before the slack call (a stall outlived it); not calling slack");
+                return Ok(Attempt::LeaseLost);
+            }
+            Instant::now() + lease_term
+        };
 
         let response = match slack.refresh(&refresh_token).await {
             Ok(r) => r,

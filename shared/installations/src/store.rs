@@ -263,24 +263,61 @@ impl InstallationStore {
         record: &StoredRecord,
         name: &str,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let Some(sealed) = record.sealed.get(name) else {
+        if !record.sealed.contains_key(name) {
             return Ok(None);
-        };
-        let corrupt = || StoreError::Integrity;
+        }
+        let key = self.unwrap_data_key(record).await?;
+        self.open_with(&key, record, name).map(Some)
+    }
+
+    /// Opens every sealed field of a record under one unwrapped data key (one
+    /// key-provider call however many fields: a refresh re-seals them all).
+    pub(crate) async fn open_fields(
+        &self,
+        record: &StoredRecord,
+    ) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, StoreError> {
+        if record.sealed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.unwrap_data_key(record).await?;
+        record
+            .sealed
+            .keys()
+            .map(|name| Ok((name.clone(), self.open_with(&key, record, name)?)))
+            .collect()
+    }
+
+    /// The record's data key, unwrapped by the key provider under the
+    /// record's tenant context (a key moved to another tenant does not open).
+    async fn unwrap_data_key(
+        &self,
+        record: &StoredRecord,
+    ) -> Result<Arc<tokenkeep_envelope::PlainDataKey>, StoreError> {
         let edk = EncryptedDataKey {
             key_id: record.data_key_id.clone(),
-            blob: B64.decode(&record.data_key).map_err(|_| corrupt())?,
+            blob: B64
+                .decode(&record.data_key)
+                .map_err(|_| StoreError::Integrity)?,
         };
-        let key = self
+        Ok(self
             .keys
             .decrypt_data_key(&edk, &self.context(&record.pk))
-            .await?;
-        let sealed = B64.decode(sealed).map_err(|_| corrupt())?;
-        Ok(Some(open(
-            &key,
+            .await?)
+    }
+
+    fn open_with(
+        &self,
+        key: &tokenkeep_envelope::PlainDataKey,
+        record: &StoredRecord,
+        name: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let sealed = record.sealed.get(name).ok_or(StoreError::Integrity)?;
+        let sealed = B64.decode(sealed).map_err(|_| StoreError::Integrity)?;
+        Ok(open(
+            key,
             &aad(record, name, &record.meta.bound_bytes()),
             &sealed,
-        )?))
+        )?)
     }
 
     /// Opens every sealed field of a record without returning any of them:
@@ -296,13 +333,7 @@ impl InstallationStore {
         let key = record
             .key()
             .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
-        let mut result = Ok(());
-        for name in record.sealed.keys() {
-            if let Err(e) = self.open_field(record, name).await {
-                result = Err(e);
-                break;
-            }
-        }
+        let result = self.open_fields(record).await.map(drop);
         let outcome = match &result {
             Ok(()) => Outcome::Ok,
             Err(StoreError::Integrity) => Outcome::DecryptFailed,
@@ -883,12 +914,8 @@ impl InstallationStore {
                 .await?,
         );
         let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
-        let mut fields: Vec<(String, Zeroizing<Vec<u8>>)> = Vec::new();
-        for name in record.sealed.keys().filter(|n| n.as_str() != field::TOKEN) {
-            if let Some(v) = self.open_field(&record, name).await? {
-                fields.push((name.clone(), v));
-            }
-        }
+        let mut fields = self.open_fields(&record).await?;
+        fields.retain(|(name, _)| name != field::TOKEN);
         let data_key = self.new_data_key(key).await?;
         let response = slack.exchange_long_lived(&token).await.map_err(|e| {
             tracing::warn!(tenant = %key.pk(), sk = %key.sk(), slack_error = %e, ambiguous = e.is_ambiguous(),

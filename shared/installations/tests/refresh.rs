@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
+use tokenkeep_envelope::testing::{CountingKeyProvider, Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{KeyProvider, KmsKeyProvider};
 use tokenkeep_installations::testing::{
-    FaultyRepository, emulator_config, emulator_kms_key, emulator_repository, local_keys,
+    CountingRepository, FaultyRepository, emulator_config, emulator_kms_key, emulator_repository,
+    local_keys,
 };
 use tokenkeep_installations::{
     Clock, CountingStoreMetrics, DynamoRepository, EmbeddedRepository, Installation,
@@ -760,7 +761,68 @@ macro_rules! on_both {
     };
 }
 
+/// What one rotation costs the stores behind it: the record is opened under
+/// one unwrapped data key and re-sealed under one new one (2 key-provider
+/// calls), and a lease taken just now is not renewed before Slack (a read,
+/// the lease, the conditional put, the audit record: 4 repository calls).
+async fn a_refresh_is_two_key_calls_and_four_repository_calls(backend: Backend) {
+    // Given an installation (with a webhook: three sealed fields) due for rotation
+    let case = Case::new(backend, FakeSlackConfig::default()).await;
+    case.slack.add_install(
+        "code-T1",
+        InstallSpec {
+            with_webhook: true,
+            ..InstallSpec::workspace("T1")
+        },
+    );
+    let grant = case
+        .slack
+        .client()
+        .exchange_code("code-T1", None)
+        .await
+        .unwrap();
+    let tenant = VerifiedTenant::from_oauth_response(&grant).unwrap();
+    let inst = Installation::from_oauth_response(grant, case.clock.now_secs()).unwrap();
+    case.store.store_installation(&tenant, &inst).await.unwrap();
+    let (repo, keys) = case.shared.parts().await;
+    let repo = Arc::new(CountingRepository::new(repo));
+    let keys = Arc::new(CountingKeyProvider::new(keys));
+    let store = InstallationStore::new(repo.clone(), keys.clone(), StoreConfig::new(APP_ID))
+        .with_clock(case.clock.clone() as Arc<dyn Clock>)
+        .with_refresher(Arc::new(case.slack.client()));
+    case.clock.advance_secs(LIFETIME - 60);
+
+    // When the sweep rotates it
+    let key = RecordKey::bot(tenant.key().clone());
+    let outcome = store.rotate(&key).await.unwrap();
+
+    // Then it was refreshed at the cost above, and every field survived
+    assert_eq!(outcome, tokenkeep_installations::RotateOutcome::Refreshed);
+    let counted = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        (counted(&keys.decrypts), counted(&keys.generates)),
+        (1, 1),
+        "one unwrap, one new key"
+    );
+    let calls = repo.by_method();
+    assert_eq!(
+        calls,
+        [
+            ("append_audit", 1),
+            ("get", 1),
+            ("put", 1),
+            ("try_lease", 1)
+        ]
+        .into_iter()
+        .collect(),
+        "{calls:?}"
+    );
+    let stored = repo.get(&key).await.unwrap().unwrap();
+    assert_eq!(stored.sealed.len(), 3, "token, refresh token, webhook");
+}
+
 on_both!(
+    a_refresh_is_two_key_calls_and_four_repository_calls,
     one_store_many_readers,
     many_stores_many_readers,
     due_but_valid_does_not_wait,
