@@ -121,3 +121,16 @@ impl ImportOutcome {
         matches!(self, ImportOutcome::Created | ImportOutcome::Replaced)
     }
 }
+
+/// What [`crate::InstallationStore::restore_revocation`] did with a
+/// revocation tombstone from a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationRestore {
+    /// The store's tombstone is as late or later: nothing written.
+    Kept,
+    /// The tombstone was written (or moved later).
+    Written,
+    /// Written, and the record the store still held from before the
+    /// revocation was deleted with it (the store was rolled back past it).
+    RevokedRecord,
+}

@@ -16,7 +16,9 @@ use crate::{
     RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
     TokenKind, VerifiedTenant,
 };
-use crate::{ImportOutcome, ImportedRecord, NoStoreMetrics, StoreMetric, StoreMetrics};
+use crate::{
+    ImportOutcome, ImportedRecord, NoStoreMetrics, RevocationRestore, StoreMetric, StoreMetrics,
+};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -100,6 +102,12 @@ fn outcome_of<T>(result: &Result<T, StoreError>) -> Outcome {
         Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
         Err(_) => Outcome::Failed,
     }
+}
+
+/// Whether a revocation at `revoked_at` covers a grant installed at
+/// `installed_at` (see [`InstallationStore::revoked_since`]).
+fn revokes(revoked_at: Option<i64>, installed_at: i64) -> bool {
+    revoked_at.is_some_and(|t| installed_at <= t)
 }
 
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
@@ -987,10 +995,11 @@ impl InstallationStore {
             return Ok((ImportOutcome::Refused, None, state));
         }
         // Before the existing record: a grant stored since the revocation
-        // doesn't make the revoked copy any less revoked. A tie (same second)
-        // is refused: the revocation may be of this very grant.
-        let revoked_at = self.repo.revoked_at(&record.key).await?;
-        if revoked_at.is_some_and(|t| record.meta.installed_at <= t) {
+        // doesn't make the revoked copy any less revoked.
+        if self
+            .revoked_since(&record.key, record.meta.installed_at)
+            .await?
+        {
             return Ok((ImportOutcome::Revoked, None, state));
         }
         let existing = self.repo.get(&record.key).await?;
@@ -1001,6 +1010,43 @@ impl InstallationStore {
             Some(_) => ImportOutcome::KeptNewer,
         };
         Ok((outcome, existing, state))
+    }
+
+    /// Whether a copy of the record at `key` installed at `installed_at` is of
+    /// a grant revoked here: the key's revocation tombstone is as late or
+    /// later. A same-second tie counts as revoked (the revocation may be of
+    /// this very grant; refusing it costs at worst a reinstall).
+    pub async fn revoked_since(
+        &self,
+        key: &RecordKey,
+        installed_at: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(revokes(self.repo.revoked_at(key).await?, installed_at))
+    }
+
+    /// Brings back a revocation tombstone from a backup (`tokenkeep import`),
+    /// before any record of the backup is offered. A record this store still
+    /// holds from before the revocation (the table was restored from an older
+    /// point) is revoked with it, as a restored tenant tombstone makes a
+    /// purged generation unreadable; a later grant is left alone.
+    ///
+    /// Residual: the record read and the revoke are two calls, so a reinstall
+    /// landing between them is revoked (an operator's restore, rarely live).
+    pub async fn restore_revocation(
+        &self,
+        key: &RecordKey,
+        revoked_at: i64,
+    ) -> Result<RevocationRestore, StoreError> {
+        let installed_at = self.repo.get(key).await?.map(|r| r.meta.installed_at);
+        if installed_at.is_some_and(|t| revokes(Some(revoked_at), t)) {
+            self.repo.revoke(key, revoked_at).await?;
+            tracing::info!(tenant = %key.pk(), sk = %key.sk(), revoked_at, "restored revocation revoked a record held from before it");
+            return Ok(RevocationRestore::RevokedRecord);
+        }
+        Ok(match self.repo.restore_revocation(key, revoked_at).await? {
+            true => RevocationRestore::Written,
+            false => RevocationRestore::Kept,
+        })
     }
 
     /// The operator's purge (`tokenkeep purge`): tombstones the tenant by its
