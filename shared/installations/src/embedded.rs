@@ -19,6 +19,10 @@
 //! WAL frames) is shared by many reads. The commit loop has no `.await`, so a
 //! cancelled request can't strand rows that other callers wait on.
 //!
+//! Revocation tombstones live in their own table (`revocations`), so no
+//! record query can mistake one for a record; `revoke` deletes the record and
+//! raises its tombstone in one transaction.
+//!
 //! An append may carry an event claim (`append_audit_claiming`): the claim
 //! and its audit row commit in the same transaction, or neither does (a
 //! duplicate's row is skipped), so the events path writes once per event.

@@ -11,8 +11,8 @@ pub struct DueCursor {
     pub(crate) key: RecordKey,
 }
 
-/// Storage for sealed records, tenant generations, OAuth states, event ids
-/// and audit records. Implementations: [`crate::DynamoRepository`],
+/// Storage for sealed records, tenant generations, record revocation
+/// tombstones, OAuth states, event ids and audit records. Implementations: [`crate::DynamoRepository`],
 /// [`crate::EmbeddedRepository`]; both pass `tests/repository_conformance.rs`.
 ///
 /// Every write is conditional; a failed condition is `RepoError::ConditionFailed`

@@ -290,6 +290,20 @@ async fn revoke_leaves_a_record_tombstone(repo: &dyn Repository) {
         repo.get(&bot).await.unwrap().is_some(),
         "restore_revocation keeps the record"
     );
+    // Concurrent revokes of one record: exactly one deleted it, the latest time stays
+    let racy = RecordKey::user(tenant.clone(), "URACE").unwrap();
+    repo.put(&record(&racy, 1, g, None), Expect::Absent)
+        .await
+        .unwrap();
+    let revokes = (0..4).map(|i| repo.revoke(&racy, t100 + i));
+    let deleted = futures::future::join_all(revokes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|existed| *existed)
+        .count();
+    assert_eq!(deleted, 1, "one revoke found the record");
+    assert_eq!(repo.revoked_at(&racy).await.unwrap(), Some(t100 + 3));
     // A key never stored can be revoked: the tombstone waits for its copies
     let ghost = RecordKey::user(tenant.clone(), "UGHOST").unwrap();
     assert!(!repo.revoke(&ghost, t100).await.unwrap());
@@ -335,6 +349,7 @@ async fn revoke_leaves_a_record_tombstone(repo: &dyn Repository) {
     let mut want = vec![
         (bot.clone(), t100),
         (user.clone(), t200),
+        (racy.clone(), t100 + 3),
         (ghost.clone(), t100),
         (tie.clone(), 1_700_000_000),
         (old.clone(), 1_699_999_999),
