@@ -95,6 +95,26 @@ impl Repository for CountingRepository {
         self.tick("delete");
         self.inner.delete(key).await
     }
+    async fn revoke(&self, key: &RecordKey, revoked_at: i64) -> Result<bool, RepoError> {
+        self.tick("revoke");
+        self.inner.revoke(key, revoked_at).await
+    }
+    async fn revoked_at(&self, key: &RecordKey) -> Result<Option<i64>, RepoError> {
+        self.tick("revoked_at");
+        self.inner.revoked_at(key).await
+    }
+    async fn restore_revocation(
+        &self,
+        key: &RecordKey,
+        revoked_at: i64,
+    ) -> Result<bool, RepoError> {
+        self.tick("restore_revocation");
+        self.inner.restore_revocation(key, revoked_at).await
+    }
+    async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError> {
+        self.tick("scan_revocations");
+        self.inner.scan_revocations().await
+    }
     async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
         self.tick("tenant_state");
         self.inner.tenant_state(pk).await

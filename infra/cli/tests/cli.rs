@@ -11,8 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokenkeep_envelope::{KeyProvider, KmsKeyProvider, LocalKeyProvider};
 use tokenkeep_installations::{
-    EmbeddedRepository, Expect, Installation, InstallationStore, ReadContext, RecordKey,
-    Repository, StoreConfig, StoreError, StoredRecord, TenantKey, VerifiedTenant,
+    EmbeddedRepository, Expect, Installation, InstallationStore, LifecycleEvent, LifecycleOutcome,
+    ReadContext, RecordKey, Repository, StoreConfig, StoreError, StoredRecord, TenantKey,
+    VerifiedTenant,
 };
 use tokenkeep_slack_api::OAuthV2Response;
 
@@ -283,6 +284,138 @@ async fn restore_drill_brings_back_every_token_and_no_purged_tenant() {
     assert_eq!(
         store.bot_token(&t7, &ctx()).await.unwrap().expose_secret(),
         "xoxb-test-7"
+    );
+}
+
+/// An export rewritten as an older tokenkeep wrote it (format version 1: no
+/// revocation lines, no revocation count in the end line).
+fn as_version_1(export: &Path, out: &Path) {
+    let text = std::fs::read_to_string(export).unwrap();
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        match v["type"].as_str().unwrap() {
+            "revocation" => continue,
+            "header" => v["version"] = 1.into(),
+            "end" => {
+                v.as_object_mut().unwrap().remove("revocations");
+            }
+            _ => {}
+        }
+        lines.push(v.to_string());
+    }
+    std::fs::write(out, lines.join("\n") + "\n").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_export_never_brings_back_a_revoked_token() {
+    // Given 3 installed tenants and an export taken while every token was live
+    let (dir, store) = seeded(3).await;
+    let data = dir.path();
+    let early = data.join("early.jsonl");
+    assert_code(&run(data, &["export", "--out", early.to_str().unwrap()]), 0);
+    // When Slack revokes tenant 2's installing user (tokens_revoked) and the
+    // app deletes tenant 3's bot
+    let t2 = job_tenant(&store, 2).await.unwrap();
+    let event = LifecycleEvent {
+        event_id: "EvCLIREVOKE",
+        event_time: now(),
+    };
+    assert_eq!(
+        store
+            .apply_tokens_revoked(&t2, &event, &["U0002".to_owned()], false)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Applied { records: 1 }
+    );
+    let t3 = job_tenant(&store, 3).await.unwrap();
+    assert!(store.delete_bot(&t3).await.unwrap());
+    let revoked = |store: InstallationStore| async move {
+        let t2 = job_tenant(&store, 2).await.unwrap();
+        let t3 = job_tenant(&store, 3).await.unwrap();
+        let user = store.user_token(&t2, "U0002", &ctx()).await;
+        let bot = store.bot_token(&t3, &ctx()).await;
+        matches!(user, Err(StoreError::NotInstalled))
+            && matches!(bot, Err(StoreError::NotInstalled))
+    };
+
+    // And the early export is imported on top
+    let out = run(data, &["--json", "import", "--in", early.to_str().unwrap()]);
+    assert_code(&out, 0);
+    let counts = json_out(&out);
+    // Then the two revoked records are refused as revoked, the rest kept
+    assert_eq!(counts["records_revoked"], 2, "{counts}");
+    assert_eq!(counts["records_kept_newer"], 4, "{counts}");
+    assert_eq!(counts["records_created"], 0, "{counts}");
+    assert!(
+        revoked(open_embedded(data)).await,
+        "a revoked token came back"
+    );
+
+    // When the store is exported, the table lost and restored from that export
+    let backup = data.join("backup.jsonl");
+    let out = run(
+        data,
+        &["--json", "export", "--out", backup.to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    assert_eq!(json_out(&out)["revocations"], 2);
+    drop(store);
+    wipe_db(data);
+    let out = run(
+        data,
+        &["--json", "import", "--in", backup.to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    let counts = json_out(&out);
+    assert_eq!(counts["revocations_restored"], 2, "{counts}");
+    assert_eq!(counts["records_created"], 4, "{counts}");
+    // And the early export is imported on top again
+    let out = run(data, &["--json", "import", "--in", early.to_str().unwrap()]);
+    assert_code(&out, 0);
+    let counts = json_out(&out);
+    // Then the restored tombstones still refuse the revoked records
+    assert_eq!(counts["records_revoked"], 2, "{counts}");
+    assert_eq!(counts["records_created"], 0, "{counts}");
+    assert!(
+        revoked(open_embedded(data)).await,
+        "a revoked token came back"
+    );
+    let out = run(data, &["import", "--in", early.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("2 revoked"), "{}", stdout(&out));
+
+    // And an export in the older format (no revocation lines) still imports,
+    // the store's tombstones refusing its revoked records just the same
+    let v1 = data.join("v1.jsonl");
+    as_version_1(&early, &v1);
+    let out = run(data, &["--json", "import", "--in", v1.to_str().unwrap()]);
+    assert_code(&out, 0);
+    let counts = json_out(&out);
+    assert_eq!(counts["records_revoked"], 2, "{counts}");
+    assert_eq!(counts["records_failed"], 0, "{counts}");
+    assert!(
+        revoked(open_embedded(data)).await,
+        "a revoked token came back"
+    );
+
+    // When the table is instead rolled back to the early state (restored from
+    // before the revocations) and the later export is imported on top
+    wipe_db(data);
+    let out = run(data, &["--json", "import", "--in", early.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert_eq!(json_out(&out)["records_created"], 6);
+    let out = run(
+        data,
+        &["--json", "import", "--in", backup.to_str().unwrap()],
+    );
+    assert_code(&out, 0);
+    // Then its tombstones revoke the records the rollback brought back
+    let counts = json_out(&out);
+    assert_eq!(counts["records_revoked_by_restore"], 2, "{counts}");
+    assert!(
+        revoked(open_embedded(data)).await,
+        "a revoked token came back"
     );
 }
 

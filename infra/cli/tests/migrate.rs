@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokenkeep_installations::{
-    EmbeddedRepository, InstallationStore, ReadContext, StoreConfig, TenantKey,
+    EmbeddedRepository, InstallationStore, LifecycleEvent, LifecycleOutcome, ReadContext,
+    StoreConfig, TenantKey,
 };
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec};
 use tokenkeep_slack_api::{SigningSecret, SlackOAuth, sign_request};
@@ -563,7 +564,7 @@ async fn each_source_imports_what_its_library_answers_once_and_sealed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_run_resumes_and_purged_tenants_stay_purged() {
+async fn an_interrupted_run_resumes_and_revoked_users_and_purged_tenants_stay_out() {
     let fx = build_fixture(standard_installs(None), false).await;
     let data = fx.dir.join("tk");
     let env = fx.env(&data);
@@ -589,7 +590,40 @@ async fn an_interrupted_run_resumes_and_purged_tenants_stay_purged() {
     );
     assert_tokens_match(&fx, &data, "slack-sdk-sqlite3").await;
 
-    // Then an org uninstalled since (purged) is never brought back by a rerun,
+    // Then a user whose token Slack revoked since (tokens_revoked) is never
+    // brought back by a rerun, from this store or another.
+    let store = open_store(&fx, &data);
+    let t1 = store
+        .tenant_for_job(&TenantKey::new(None, Some("T1")).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let event = LifecycleEvent {
+        event_id: "EvMIGRATEREVOKE",
+        event_time: now(),
+    };
+    assert_eq!(
+        store
+            .apply_tokens_revoked(&t1, &event, &["U2".to_owned()], false)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Applied { records: 1 }
+    );
+    drop(store);
+    for source in ["slack-sdk-sqlite3", "bolt-js-file"] {
+        let report = json_out(&migrate(&fx, &data, source, &["--apply"]));
+        let revoked: Vec<(&str, &str)> = report["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["outcome"] == "revoked")
+            .filter_map(|r| Some((r["tenant"].as_str()?, r["record"].as_str()?)))
+            .collect();
+        assert_eq!(revoked, [("T#-#T1", "USER#U2")], "{source}: {report}");
+        assert_eq!(count(&report, "revoked"), 1, "{source}: {report}");
+    }
+
+    // And an org uninstalled since (purged) is never brought back by a rerun,
     // from this store or another.
     assert_code(
         &tokenkeep(&env, &["purge", "--enterprise", "E1", "--yes"]),

@@ -13,7 +13,9 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::StreamExt;
 
-use crate::schema::{self, GSI_EXPIRY_PK, GSI_EXPIRY_SK, PK, SK, SK_TENANT, TTL_ATTRIBUTE};
+use crate::schema::{
+    self, GSI_EXPIRY_PK, GSI_EXPIRY_SK, PK, SK, SK_REVOKED_PREFIX, SK_TENANT, TTL_ATTRIBUTE,
+};
 use crate::{
     AuditRecord, DueCursor, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState,
 };
@@ -46,7 +48,25 @@ fn key_of(pk: String, sk: String) -> HashMap<String, AttributeValue> {
     HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
 }
 
-/// Maps SDK failures to what callers act on.
+/// The key of a record's revocation tombstone (see [`schema::SK_REVOKED_PREFIX`]).
+fn revoked_key(key: &RecordKey) -> HashMap<String, AttributeValue> {
+    key_of(key.pk(), format!("{SK_REVOKED_PREFIX}{}", key.sk()))
+}
+
+/// Attribute of a revocation tombstone: when it was revoked, unix seconds.
+const REVOKED_AT: &str = "revoked_at";
+
+/// The condition under which a tombstone may be (re)written at `:t`: it only
+/// moves later.
+const TOMBSTONE_MOVES_LATER: &str = "attribute_not_exists(#r) OR #r < :t";
+
+fn revoked_at_of(item: &HashMap<String, AttributeValue>) -> Result<i64, RepoError> {
+    item.get(REVOKED_AT)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| RepoError::Corrupt("revocation tombstone without revoked_at".into()))
+}
+
 /// An audit record as an item of the audit table.
 fn audit_item(
     record: &AuditRecord,
@@ -183,6 +203,25 @@ impl DynamoRepository {
     }
 }
 
+impl DynamoRepository {
+    /// Whether a record item is there, without decoding it: a record that no
+    /// longer parses (tampered) must still be revocable.
+    async fn record_exists(&self, key: &RecordKey) -> Result<bool, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key.pk(), key.sk())))
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", PK)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item.is_some_and(|i| !i.is_empty()))
+    }
+}
+
 /// BatchWriteItem calls a purge keeps in flight.
 const PURGE_BATCHES_IN_FLIGHT: usize = 4;
 
@@ -306,7 +345,7 @@ impl Repository for DynamoRepository {
     async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
         let item = to_item(record)?;
         match expect {
-            Expect::Absent => {
+            Expect::Absent | Expect::AbsentNotRevoked => {
                 // Create only while the tenant's live generation is this one: the
                 // condition check on the tenant item is what stops a late writer
                 // from re-creating a purged tenant.
@@ -325,13 +364,32 @@ impl Repository for DynamoRepository {
                     .expression_attribute_names("#pk", PK)
                     .build()
                     .map_err(|e| RepoError::Backend(Box::new(e)))?;
-                self.client
+                let mut write = self
+                    .client
                     .transact_write_items()
                     .transact_items(TransactWriteItem::builder().condition_check(check).build())
-                    .transact_items(TransactWriteItem::builder().put(put).build())
-                    .send()
-                    .await
-                    .map_err(classify)?;
+                    .transact_items(TransactWriteItem::builder().put(put).build());
+                if expect == Expect::AbsentNotRevoked {
+                    // In the same transaction as the create: a revoke that
+                    // lands after the importer read the tombstone cancels it.
+                    let key = record
+                        .key()
+                        .map_err(|e| RepoError::Corrupt(e.to_string()))?;
+                    let unrevoked = ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(revoked_key(&key)))
+                        .condition_expression("attribute_not_exists(#r) OR #r < :i")
+                        .expression_attribute_names("#r", REVOKED_AT)
+                        .expression_attribute_values(":i", n(record.meta.installed_at))
+                        .build()
+                        .map_err(|e| RepoError::Backend(Box::new(e)))?;
+                    write = write.transact_items(
+                        TransactWriteItem::builder()
+                            .condition_check(unrevoked)
+                            .build(),
+                    );
+                }
+                write.send().await.map_err(classify)?;
             }
             Expect::Version {
                 version,
@@ -380,6 +438,165 @@ impl Repository for DynamoRepository {
             .await
             .map_err(classify)?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn revoke(&self, key: &RecordKey, revoked_at: i64) -> Result<bool, RepoError> {
+        // A transaction can't say which of its deletes found an item, so each
+        // attempt writes under the conditions of what it just read (record
+        // there or not, tombstone older or not); a concurrent change cancels
+        // it and the next attempt reads again.
+        for _ in 0..4 {
+            let (existed, prior) = tokio::join!(self.record_exists(key), self.revoked_at(key));
+            let (existed, prior) = (existed?, prior?);
+            let record = if existed {
+                TransactWriteItem::builder()
+                    .delete(
+                        aws_sdk_dynamodb::types::Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key_of(key.pk(), key.sk())))
+                            .condition_expression("attribute_exists(#pk)")
+                            .expression_attribute_names("#pk", PK)
+                            .build()
+                            .map_err(|e| RepoError::Backend(Box::new(e)))?,
+                    )
+                    .build()
+            } else {
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(key_of(key.pk(), key.sk())))
+                            .condition_expression("attribute_not_exists(#pk)")
+                            .expression_attribute_names("#pk", PK)
+                            .build()
+                            .map_err(|e| RepoError::Backend(Box::new(e)))?,
+                    )
+                    .build()
+            };
+            let tombstone = if prior.is_none_or(|t| t < revoked_at) {
+                let mut item = revoked_key(key);
+                item.insert(REVOKED_AT.into(), n(revoked_at));
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(item))
+                            .condition_expression(TOMBSTONE_MOVES_LATER)
+                            .expression_attribute_names("#r", REVOKED_AT)
+                            .expression_attribute_values(":t", n(revoked_at))
+                            .build()
+                            .map_err(|e| RepoError::Backend(Box::new(e)))?,
+                    )
+                    .build()
+            } else {
+                // A later tombstone is there: keep it, but only while it is.
+                TransactWriteItem::builder()
+                    .condition_check(
+                        ConditionCheck::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(revoked_key(key)))
+                            .condition_expression("#r >= :t")
+                            .expression_attribute_names("#r", REVOKED_AT)
+                            .expression_attribute_values(":t", n(revoked_at))
+                            .build()
+                            .map_err(|e| RepoError::Backend(Box::new(e)))?,
+                    )
+                    .build()
+            };
+            let sent = self
+                .client
+                .transact_write_items()
+                .transact_items(record)
+                .transact_items(tombstone)
+                .send()
+                .await
+                .map_err(classify);
+            match sent {
+                Ok(_) => return Ok(existed),
+                Err(RepoError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RepoError::Unavailable(
+            "revoke kept racing other writers of the record".into(),
+        ))
+    }
+
+    async fn revoked_at(&self, key: &RecordKey) -> Result<Option<i64>, RepoError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(revoked_key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.as_ref().map(revoked_at_of).transpose()
+    }
+
+    async fn restore_revocation(
+        &self,
+        key: &RecordKey,
+        revoked_at: i64,
+    ) -> Result<bool, RepoError> {
+        let mut item = revoked_key(key);
+        item.insert(REVOKED_AT.into(), n(revoked_at));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(TOMBSTONE_MOVES_LATER)
+            .expression_attribute_names("#r", REVOKED_AT)
+            .expression_attribute_values(":t", n(revoked_at))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(#sk, :r)")
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":r", s(SK_REVOKED_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in page.items.unwrap_or_default() {
+                let corrupt = || RepoError::Corrupt("malformed revocation tombstone key".into());
+                let pk = item
+                    .get(PK)
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(corrupt)?;
+                let sk = item
+                    .get(SK)
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|sk| sk.strip_prefix(SK_REVOKED_PREFIX))
+                    .ok_or_else(corrupt)?;
+                let key =
+                    RecordKey::from_keys(pk, sk).map_err(|e| RepoError::Corrupt(e.to_string()))?;
+                out.push((key, revoked_at_of(&item)?));
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                out.sort();
+                return Ok(out);
+            }
+        }
     }
 
     async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
@@ -448,6 +665,8 @@ impl Repository for DynamoRepository {
             .query_pk(pk)
             .await?
             .into_iter()
+            // Records only: the tenant item is the tombstone, and revocation
+            // tombstones outlive the purge (see `Repository::purge_tenant`).
             .filter_map(|item| {
                 item.get(SK)
                     .and_then(|v| v.as_s().ok())

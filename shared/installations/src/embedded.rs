@@ -19,6 +19,10 @@
 //! WAL frames) is shared by many reads. The commit loop has no `.await`, so a
 //! cancelled request can't strand rows that other callers wait on.
 //!
+//! Revocation tombstones live in their own table (`revocations`), so no
+//! record query can mistake one for a record; `revoke` deletes the record and
+//! raises its tombstone in one transaction.
+//!
 //! An append may carry an event claim (`append_audit_claiming`): the claim
 //! and its audit row commit in the same transaction, or neither does (a
 //! duplicate's row is skipped), so the events path writes once per event.
@@ -163,6 +167,10 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS by_expiry ON records (exp_shard, expires_at) WHERE exp_shard IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tenants (
     pk TEXT PRIMARY KEY, generation INTEGER NOT NULL, purged INTEGER NOT NULL, purged_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revocations (
+    pk TEXT NOT NULL, sk TEXT NOT NULL, revoked_at INTEGER NOT NULL,
+    PRIMARY KEY (pk, sk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS states (nonce TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
@@ -353,6 +361,20 @@ fn tenant_row(conn: &Connection, pk: &str) -> Result<Option<TenantState>, RepoEr
         .map_err(backend)
 }
 
+fn revocation_row(conn: &Connection, key: &RecordKey) -> Result<Option<i64>, RepoError> {
+    conn.prepare_cached("SELECT revoked_at FROM revocations WHERE pk = ?1 AND sk = ?2")
+        .map_err(backend)?
+        .query_row(params![key.pk(), key.sk()], |r| r.get(0))
+        .optional()
+        .map_err(backend)
+}
+
+/// Writes a tombstone at `revoked_at` unless the stored one is as late; one
+/// changed row means it wrote.
+const RAISE_REVOCATION: &str = "INSERT INTO revocations (pk, sk, revoked_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (pk, sk) DO UPDATE SET revoked_at = excluded.revoked_at
+     WHERE revocations.revoked_at < excluded.revoked_at";
+
 #[async_trait]
 impl Repository for EmbeddedRepository {
     async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
@@ -424,6 +446,14 @@ impl Repository for EmbeddedRepository {
                 let tenant = tenant_row(&tx, &record.pk)?;
                 tenant.is_some_and(|t| t.generation == record.generation && !t.purged)
             }
+            (Expect::AbsentNotRevoked, None) => {
+                let tenant = tenant_row(&tx, &record.pk)?;
+                let key = record
+                    .key()
+                    .map_err(|e| RepoError::Corrupt(e.to_string()))?;
+                tenant.is_some_and(|t| t.generation == record.generation && !t.purged)
+                    && revocation_row(&tx, &key)?.is_none_or(|t| t < record.meta.installed_at)
+            }
             (
                 Expect::Version {
                     version,
@@ -476,6 +506,67 @@ impl Repository for EmbeddedRepository {
         Ok(n > 0)
     }
 
+    async fn revoke(&self, key: &RecordKey, revoked_at: i64) -> Result<bool, RepoError> {
+        let (pk, sk) = (key.pk(), key.sk());
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let n = tx
+            .execute(
+                "DELETE FROM records WHERE pk = ?1 AND sk = ?2",
+                params![pk, sk],
+            )
+            .map_err(backend)?;
+        tx.prepare_cached(RAISE_REVOCATION)
+            .map_err(backend)?
+            .execute(params![pk, sk, revoked_at])
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn revoked_at(&self, key: &RecordKey) -> Result<Option<i64>, RepoError> {
+        revocation_row(&self.reader(), key)
+    }
+
+    async fn restore_revocation(
+        &self,
+        key: &RecordKey,
+        revoked_at: i64,
+    ) -> Result<bool, RepoError> {
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached(RAISE_REVOCATION)
+            .map_err(backend)?
+            .execute(params![key.pk(), key.sk(), revoked_at])
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare("SELECT pk, sk, revoked_at FROM revocations ORDER BY pk, sk")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(backend)?;
+        rows.map(|row| {
+            let (pk, sk, at) = row.map_err(backend)?;
+            let key =
+                RecordKey::from_keys(&pk, &sk).map_err(|e| RepoError::Corrupt(e.to_string()))?;
+            Ok((key, at))
+        })
+        .collect()
+    }
+
     async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
         tenant_row(&self.reader(), pk)
     }
@@ -513,6 +604,8 @@ impl Repository for EmbeddedRepository {
             params![pk, generation as i64, now],
         )
         .map_err(backend)?;
+        // Records only: revocation tombstones outlive the purge (see
+        // `Repository::purge_tenant`).
         let n = tx
             .execute("DELETE FROM records WHERE pk = ?1", [pk])
             .map_err(backend)?;

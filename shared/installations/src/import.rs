@@ -92,6 +92,10 @@ pub enum ImportOutcome {
     KeptNewer,
     /// The tenant is purged here: an import never brings it back.
     Refused,
+    /// This record was revoked here (`tokens_revoked`, or an app's or
+    /// operator's delete) at or after the copy's `installed_at`: the copy is
+    /// of a grant Slack revoked, and an import never brings it back.
+    Revoked,
 }
 
 impl ImportOutcome {
@@ -102,11 +106,31 @@ impl ImportOutcome {
             ImportOutcome::Unchanged => "unchanged",
             ImportOutcome::KeptNewer => "kept_newer",
             ImportOutcome::Refused => "refused",
+            ImportOutcome::Revoked => "revoked",
         }
+    }
+
+    /// Whether the store turned the record away for good (purged tenant or
+    /// revoked record): not imported, and no rerun will import it.
+    pub fn refused(self) -> bool {
+        matches!(self, ImportOutcome::Refused | ImportOutcome::Revoked)
     }
 
     /// Whether this run wrote the record.
     pub fn wrote(self) -> bool {
         matches!(self, ImportOutcome::Created | ImportOutcome::Replaced)
     }
+}
+
+/// What [`crate::InstallationStore::restore_revocation`] did with a
+/// revocation tombstone from a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationRestore {
+    /// The store's tombstone is as late or later: nothing written.
+    Kept,
+    /// The tombstone was written (or moved later).
+    Written,
+    /// Written, and the record the store still held from before the
+    /// revocation was deleted with it (the store was rolled back past it).
+    RevokedRecord,
 }

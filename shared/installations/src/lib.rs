@@ -31,7 +31,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dynamo::{DynamoRepository, create_tables};
 pub use embedded::EmbeddedRepository;
 pub use error::{RepoError, StoreError};
-pub use import::{ImportOutcome, ImportedRecord, SourceMetadata};
+pub use import::{ImportOutcome, ImportedRecord, RevocationRestore, SourceMetadata};
 pub use lifecycle::{LifecycleEvent, LifecycleOutcome};
 pub use metrics::{CountingStoreMetrics, NoStoreMetrics, StoreMetric, StoreMetrics};
 pub use model::{

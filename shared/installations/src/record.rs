@@ -91,6 +91,11 @@ pub enum Expect {
     /// Create: no record under this key, and the tenant's live generation is
     /// the record's generation and not purged.
     Absent,
+    /// As `Absent`, and the key's revocation tombstone (if any) is older than
+    /// the record's `installed_at`. The import paths create with it: a copy
+    /// taken before a revocation can't land after the check that read the
+    /// tombstone, however a `tokens_revoked` interleaves with the import.
+    AbsentNotRevoked,
     /// Replace the record that has exactly this version and generation.
     Version { version: u64, generation: u64 },
     /// As `Version`, and the caller still holds the refresh lease.

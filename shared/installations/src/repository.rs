@@ -11,8 +11,8 @@ pub struct DueCursor {
     pub(crate) key: RecordKey,
 }
 
-/// Storage for sealed records, tenant generations, OAuth states, event ids
-/// and audit records. Implementations: [`crate::DynamoRepository`],
+/// Storage for sealed records, tenant generations, record revocation
+/// tombstones, OAuth states, event ids and audit records. Implementations: [`crate::DynamoRepository`],
 /// [`crate::EmbeddedRepository`]; both pass `tests/repository_conformance.rs`.
 ///
 /// Every write is conditional; a failed condition is `RepoError::ConditionFailed`
@@ -41,8 +41,35 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// clears any refresh lease.
     async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError>;
 
-    /// Deletes one record if present; returns whether it existed.
+    /// Deletes one record if present; returns whether it existed. Leaves no
+    /// trace: for a grant Slack or an operator revoked use [`Repository::revoke`].
     async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError>;
+
+    /// Revokes one record: deletes it if present and leaves its revocation
+    /// tombstone (`revoked_at`, unix seconds), in one atomic write. Returns
+    /// whether a record existed. Idempotent; a tombstone only moves later
+    /// (a revoke older than the stored tombstone keeps the stored time and
+    /// still deletes the record).
+    ///
+    /// The tombstone is what stops an import or a migration from bringing back
+    /// a copy of the record taken before the revocation (see
+    /// [`Expect::AbsentNotRevoked`]). It is not a record: no record read,
+    /// listing, scan or index returns it, and a tenant purge keeps it.
+    async fn revoke(&self, key: &RecordKey, revoked_at: i64) -> Result<bool, RepoError>;
+
+    /// When the record at `key` was last revoked, if ever (strongly consistent).
+    async fn revoked_at(&self, key: &RecordKey) -> Result<Option<i64>, RepoError>;
+
+    /// Writes a revocation tombstone without touching the record, unless the
+    /// stored one is as late or later; returns whether it wrote. For the
+    /// export import (tombstones survive a restore) and for a revocation
+    /// older than the grant now stored (its older copies stay revoked).
+    async fn restore_revocation(&self, key: &RecordKey, revoked_at: i64)
+    -> Result<bool, RepoError>;
+
+    /// Every revocation tombstone, by record key (for export, like
+    /// [`Repository::scan_tenants`]).
+    async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError>;
 
     /// The tenant's generation state, if it was ever installed or purged.
     async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError>;
@@ -54,6 +81,11 @@ pub trait Repository: Send + Sync + std::fmt::Debug {
     /// Marks the tenant purged (tombstone, `purged_at` = `now_ms` unless
     /// already set) and deletes all its records. Idempotent; returns how many
     /// records were deleted.
+    ///
+    /// Revocation tombstones of the tenant's records are kept: the tenant
+    /// tombstone covers the purged generation, but only a record's own
+    /// tombstone still refuses its pre-revocation copy once the tenant is
+    /// reinstalled (a new generation, into which a migration creates records).
     async fn purge_tenant(&self, pk: &str, now_ms: i64) -> Result<usize, RepoError>;
 
     /// Takes the refresh lease on a record at `version`/`generation` if nobody

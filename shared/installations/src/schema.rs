@@ -23,6 +23,12 @@ pub const SK_BOT: &str = "BOT";
 pub const SK_USER_PREFIX: &str = "USER#";
 /// Sort key of the tenant item holding the generation and tombstone.
 pub const SK_TENANT: &str = "TENANT";
+/// Sort-key prefix of a record's revocation tombstone: `REVOKED#` then the
+/// record's own sort key (`REVOKED#BOT`, `REVOKED#USER#{user_id}`), in the
+/// record's tenant partition. Neither `BOT` nor `USER#`, so no record query
+/// or scan reads it; it carries no `exp_shard`, so the expiry index never
+/// holds it.
+pub const SK_REVOKED_PREFIX: &str = "REVOKED#";
 
 /// Default table names for `tokenkeep dev` and tests.
 pub const DEFAULT_TABLE: &str = "tokenkeep-installations";

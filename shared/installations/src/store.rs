@@ -16,7 +16,9 @@ use crate::{
     RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
     TokenKind, VerifiedTenant,
 };
-use crate::{ImportOutcome, ImportedRecord, NoStoreMetrics, StoreMetric, StoreMetrics};
+use crate::{
+    ImportOutcome, ImportedRecord, NoStoreMetrics, RevocationRestore, StoreMetric, StoreMetrics,
+};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -100,6 +102,12 @@ fn outcome_of<T>(result: &Result<T, StoreError>) -> Outcome {
         Err(StoreError::Refresh(_)) => Outcome::RefreshFailed,
         Err(_) => Outcome::Failed,
     }
+}
+
+/// Whether a revocation at `revoked_at` covers a grant installed at
+/// `installed_at` (see [`InstallationStore::revoked_since`]).
+fn revokes(revoked_at: Option<i64>, installed_at: i64) -> bool {
+    revoked_at.is_some_and(|t| installed_at <= t)
 }
 
 fn info_of(record: &StoredRecord) -> Result<InstallationInfo, StoreError> {
@@ -363,6 +371,12 @@ impl InstallationStore {
     /// [`StoreError::PurgedDuringInstall`] and is never reopened: the tokens
     /// in hand are the ones Slack revoked with the uninstall. A
     /// write that loses a race to a refresh is redone from a fresh read.
+    ///
+    /// A user or bot revoked before (`tokens_revoked`, a delete) is a new
+    /// grant here and is stored: its revocation tombstone is left as it is.
+    /// The tombstone refuses only copies installed at or before the
+    /// revocation, so it never stands in the new grant's way, and keeping it
+    /// means the old copy stays refused even after this grant is gone again.
     ///
     /// A failed install leaves nothing half-done: records this call wrote are
     /// removed (never a bot record without its user record), and when the
@@ -769,15 +783,16 @@ impl InstallationStore {
 
     // ---- uninstall ---------------------------------------------------------
 
-    /// Deletes the bot installation (`tokens_revoked` naming the bot). Idempotent.
+    /// Deletes the bot installation (Bolt's `delete_bot`, an operator) and
+    /// leaves its revocation tombstone at now, so importing an older copy
+    /// can't bring it back. Idempotent; `Ok(true)` when a record was there.
     pub async fn delete_bot(&self, tenant: &VerifiedTenant) -> Result<bool, StoreError> {
-        Ok(self
-            .repo
-            .delete(&RecordKey::bot(tenant.key().clone()))
-            .await?)
+        let key = RecordKey::bot(tenant.key().clone());
+        Ok(self.repo.revoke(&key, self.clock.now_secs()).await?)
     }
 
-    /// Deletes one user's installation (`tokens_revoked` naming the user). Idempotent.
+    /// Deletes one user's installation (Bolt's `delete_installation`) and
+    /// leaves its revocation tombstone, as [`Self::delete_bot`]. Idempotent.
     pub async fn delete_installation(
         &self,
         tenant: &VerifiedTenant,
@@ -785,7 +800,7 @@ impl InstallationStore {
     ) -> Result<bool, StoreError> {
         let key = RecordKey::user(tenant.key().clone(), user_id)
             .map_err(|_| StoreError::Invalid("malformed user id"))?;
-        Ok(self.repo.delete(&key).await?)
+        Ok(self.repo.revoke(&key, self.clock.now_secs()).await?)
     }
 
     /// Removes every record of the tenant and leaves a tombstone, so no late
@@ -810,6 +825,10 @@ impl InstallationStore {
     /// - a purged tenant is [`Refused`](ImportOutcome::Refused): a tombstone
     ///   means Slack told us the app was uninstalled, and an old store's copy
     ///   must not bring it back;
+    /// - a record revoked here at or after the copy's `installed_at` is
+    ///   [`Revoked`](ImportOutcome::Revoked): its revocation tombstone means
+    ///   Slack (or the app) revoked that grant, and the create is conditional
+    ///   on the tombstone, so a revoke racing the import still wins;
     /// - an existing record is replaced only when the import is newer (see
     ///   [`ImportedRecord::is_newer_than`]), so a rerun writes nothing and a
     ///   token tokenkeep refreshed since is never replaced by a spent one.
@@ -844,7 +863,7 @@ impl InstallationStore {
                         generation: e.generation,
                     },
                 ),
-                (None, Some(s)) => (1, s.generation, Expect::Absent),
+                (None, Some(s)) => (1, s.generation, Expect::AbsentNotRevoked),
                 (None, None) => continue,
             };
             let mut secrets = vec![(field::TOKEN, record.token.expose_secret())];
@@ -862,7 +881,8 @@ impl InstallationStore {
                 .await?;
             match self.repo.put(&sealed, expect).await {
                 Ok(()) => {}
-                // Someone wrote first or the tenant was purged: decide again from a fresh read.
+                // Someone wrote first, the tenant was purged or the record
+                // revoked: decide again from a fresh read.
                 Err(RepoError::ConditionFailed) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -1001,6 +1021,14 @@ impl InstallationStore {
         if state.is_some_and(|s| s.purged) {
             return Ok((ImportOutcome::Refused, None, state));
         }
+        // Before the existing record: a grant stored since the revocation
+        // doesn't make the revoked copy any less revoked.
+        if self
+            .revoked_since(&record.key, record.meta.installed_at)
+            .await?
+        {
+            return Ok((ImportOutcome::Revoked, None, state));
+        }
         let existing = self.repo.get(&record.key).await?;
         let outcome = match &existing {
             None => ImportOutcome::Created,
@@ -1009,6 +1037,43 @@ impl InstallationStore {
             Some(_) => ImportOutcome::KeptNewer,
         };
         Ok((outcome, existing, state))
+    }
+
+    /// Whether a copy of the record at `key` installed at `installed_at` is of
+    /// a grant revoked here: the key's revocation tombstone is as late or
+    /// later. A same-second tie counts as revoked (the revocation may be of
+    /// this very grant; refusing it costs at worst a reinstall).
+    pub async fn revoked_since(
+        &self,
+        key: &RecordKey,
+        installed_at: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(revokes(self.repo.revoked_at(key).await?, installed_at))
+    }
+
+    /// Brings back a revocation tombstone from a backup (`tokenkeep import`),
+    /// before any record of the backup is offered. A record this store still
+    /// holds from before the revocation (the table was restored from an older
+    /// point) is revoked with it, as a restored tenant tombstone makes a
+    /// purged generation unreadable; a later grant is left alone.
+    ///
+    /// Residual: the record read and the revoke are two calls, so a reinstall
+    /// landing between them is revoked (an operator's restore, rarely live).
+    pub async fn restore_revocation(
+        &self,
+        key: &RecordKey,
+        revoked_at: i64,
+    ) -> Result<RevocationRestore, StoreError> {
+        let installed_at = self.repo.get(key).await?.map(|r| r.meta.installed_at);
+        if installed_at.is_some_and(|t| revokes(Some(revoked_at), t)) {
+            self.repo.revoke(key, revoked_at).await?;
+            tracing::info!(tenant = %key.pk(), sk = %key.sk(), revoked_at, "restored revocation revoked a record held from before it");
+            return Ok(RevocationRestore::RevokedRecord);
+        }
+        Ok(match self.repo.restore_revocation(key, revoked_at).await? {
+            true => RevocationRestore::Written,
+            false => RevocationRestore::Kept,
+        })
     }
 
     /// The operator's purge (`tokenkeep purge`): tombstones the tenant by its
@@ -1058,10 +1123,18 @@ impl InstallationStore {
         Ok(LifecycleOutcome::Applied { records: n })
     }
 
-    /// `tokens_revoked`: deletes the named users' installations and, when
-    /// `bot` is set, the bot installation, skipping each one installed after
-    /// the event was sent. Malformed user ids can't match a record and are
-    /// skipped (logged). Recorded as `app_uninstalled` is.
+    /// `tokens_revoked`: revokes the named users' installations and, when
+    /// `bot` is set, the bot installation: each record is deleted and leaves
+    /// a revocation tombstone at the event's time, so no import or migration
+    /// of an older copy brings it back. A name with no record here is
+    /// tombstoned too (the copy may still sit in a store not yet migrated).
+    /// A record installed after the event was sent is kept (a new grant) and
+    /// only its older copies are tombstoned. Malformed user ids can't match a
+    /// record and are skipped (logged). Recorded as `app_uninstalled` is.
+    ///
+    /// Residual, as for `app_uninstalled`: the staleness check and the revoke
+    /// are two calls, so a reinstall landing between them is revoked; that
+    /// user installs again.
     pub async fn apply_tokens_revoked(
         &self,
         tenant: &VerifiedTenant,
@@ -1090,18 +1163,17 @@ impl InstallationStore {
         }
         let (mut removed, mut stale) = (0, 0);
         for key in &keys {
-            let Some(record) = self.repo.get(key).await? else {
-                continue;
-            };
-            if record.meta.installed_at > event.event_time {
-                self.stale_event(tenant, event, record.meta.installed_at, "tokens_revoked");
+            let installed_at = self.repo.get(key).await?.map(|r| r.meta.installed_at);
+            if let Some(installed_at) = installed_at.filter(|t| *t > event.event_time) {
+                self.stale_event(tenant, event, installed_at, "tokens_revoked");
+                self.repo.restore_revocation(key, event.event_time).await?;
                 stale += 1;
                 continue;
             }
-            if self.repo.delete(key).await? {
+            if self.repo.revoke(key, event.event_time).await? {
                 removed += 1;
+                tracing::info!(tenant = %tenant.key(), sk = %key.sk(), "tokens_revoked: installation revoked");
             }
-            tracing::info!(tenant = %tenant.key(), sk = %key.sk(), "tokens_revoked: installation deleted");
         }
         self.remember_lifecycle_event(event).await;
         Ok(match (removed, stale) {

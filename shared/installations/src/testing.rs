@@ -320,6 +320,8 @@ impl FaultyRepository {
 macro_rules! forward_repository {
     ($ty:ty, |$this:ident| {
         get: $get:expr, get_with_tenant: $gwt:expr, list_tenant: $list:expr, put: $put:expr, delete: $delete:expr,
+        revoke: $revoke:expr, revoked_at: $revoked:expr, restore_revocation: $restorer:expr,
+        scan_revocations: $scanr:expr,
         tenant_state: $ts:expr, open_generation: $og:expr, purge_tenant: $purge:expr,
         try_lease: $lease:expr, release_lease: $release:expr, query_due: $due:expr,
         scan_records: $scan:expr, scan_tenants: $scant:expr, restore_tenant: $restore:expr,
@@ -357,6 +359,30 @@ macro_rules! forward_repository {
                 let $this = self;
                 $delete;
                 self.inner.delete(key).await
+            }
+            async fn revoke(&self, key: &RecordKey, revoked_at: i64) -> Result<bool, RepoError> {
+                let $this = self;
+                $revoke;
+                self.inner.revoke(key, revoked_at).await
+            }
+            async fn revoked_at(&self, key: &RecordKey) -> Result<Option<i64>, RepoError> {
+                let $this = self;
+                $revoked;
+                self.inner.revoked_at(key).await
+            }
+            async fn restore_revocation(
+                &self,
+                key: &RecordKey,
+                revoked_at: i64,
+            ) -> Result<bool, RepoError> {
+                let $this = self;
+                $restorer;
+                self.inner.restore_revocation(key, revoked_at).await
+            }
+            async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError> {
+                let $this = self;
+                $scanr;
+                self.inner.scan_revocations().await
             }
             async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
                 let $this = self;
@@ -491,7 +517,9 @@ macro_rules! forward_repository {
 
 forward_repository!(CountingRepository, |c| {
     get: c.record_read("get"), get_with_tenant: c.record_read("get_with_tenant"), list_tenant: c.record_read("list_tenant"), put: c.write("put"),
-    delete: c.write("delete"), tenant_state: c.read("tenant_state"), open_generation: c.write("open_generation"),
+    delete: c.write("delete"), revoke: c.write("revoke"), revoked_at: c.read("revoked_at"),
+    restore_revocation: c.write("restore_revocation"), scan_revocations: c.read("scan_revocations"),
+    tenant_state: c.read("tenant_state"), open_generation: c.write("open_generation"),
     purge_tenant: c.write("purge_tenant"), try_lease: c.write("try_lease"), release_lease: c.write("release_lease"),
     query_due: c.read("query_due"), scan_records: c.read("scan_records"), scan_tenants: c.read("scan_tenants"),
     restore_tenant: c.write("restore_tenant"), put_state: c.write("put_state"), consume_state: c.write("consume_state"),
@@ -507,6 +535,8 @@ forward_repository!(CountingRepository, |c| {
 forward_repository!(FaultyRepository, |f| {
     get: f.any_call().await?, get_with_tenant: f.any_call().await?, list_tenant: f.any_call().await?,
     put: { f.take_put_failure()?; f.conditional_write().await? }, delete: f.any_call().await?,
+    revoke: f.any_call().await?, revoked_at: f.any_call().await?,
+    restore_revocation: f.any_call().await?, scan_revocations: f.any_call().await?,
     tenant_state: f.any_call().await?, open_generation: f.any_call().await?,
     purge_tenant: f.any_call().await?,
     // A lost lease race is `Ok(false)` in the trait's contract, not an error.

@@ -7,12 +7,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{assert_no_plaintext, ctx, embedded_store, install};
+use common::{assert_no_plaintext, ctx, embedded_store, install, install_at};
 use tokenkeep_envelope::KmsKeyProvider;
 use tokenkeep_installations::testing::{emulator_kms_key, emulator_repository};
 use tokenkeep_installations::{
-    ImportOutcome, ImportedRecord, InstallationMeta, InstallationStore, RecordKey, SourceMetadata,
-    StoreConfig, TenantKey,
+    ImportOutcome, ImportedRecord, InstallationMeta, InstallationStore, LifecycleEvent,
+    LifecycleOutcome, RecordKey, SourceMetadata, StoreConfig, StoreError, TenantKey,
 };
 use tokenkeep_slack_api::{AccessToken, RefreshToken};
 
@@ -35,6 +35,159 @@ fn imported(team: &str, installed_at: i64, expires_at: Option<i64>, token: &str)
             r#"{"plan":"gold","api_key":"sk-not-for-the-table"}"#,
         )),
     }
+}
+
+/// A user's record as an old store holds it (a long-lived user token).
+fn imported_user(team: &str, user: &str, installed_at: i64, token: &str) -> ImportedRecord {
+    let mut record = imported(team, installed_at, None, token);
+    record.key = RecordKey::user(record.key.tenant.clone(), user).unwrap();
+    record.meta.user_id = Some(user.into());
+    record.meta.user_scopes = vec!["search:read".into()];
+    record.meta.token_type = Some("user".into());
+    record.source_metadata = None;
+    record
+}
+
+async fn revoked_records_stay_revoked(store: &InstallationStore) {
+    let repo = store.repository();
+    let now = store.clock().now_secs();
+    // Given a workspace installed ten minutes ago (bot and installing user U1)
+    let tenant = install_at(store, "TREVOKE", 1, now - 600).await;
+    let u1 = RecordKey::user(tenant.key().clone(), "U1").unwrap();
+    let u9 = RecordKey::user(tenant.key().clone(), "U9").unwrap();
+
+    // When Slack revokes U1's token, and U9's (never stored here), five minutes ago
+    let event = LifecycleEvent {
+        event_id: "EvREVOKE1",
+        event_time: now - 300,
+    };
+    let users = ["U1".to_owned(), "U9".to_owned()];
+    assert_eq!(
+        store
+            .apply_tokens_revoked(&tenant, &event, &users, false)
+            .await
+            .unwrap(),
+        LifecycleOutcome::Applied { records: 1 }
+    );
+    // Then U1's record is gone and both users are tombstoned at the event's time
+    assert!(repo.get(&u1).await.unwrap().is_none());
+    assert_eq!(repo.revoked_at(&u1).await.unwrap(), Some(now - 300));
+    assert_eq!(repo.revoked_at(&u9).await.unwrap(), Some(now - 300));
+
+    // And a migration of U1's copy from before the revocation is refused as
+    // revoked (planned and applied alike), as is one installed that very second
+    for installed_at in [now - 600, now - 300] {
+        let old = imported_user("TREVOKE", "U1", installed_at, "xoxp-old-copy");
+        assert_eq!(
+            store.plan_import(&old).await.unwrap(),
+            ImportOutcome::Revoked
+        );
+        assert_eq!(
+            store.import_record(&old, &ctx()).await.unwrap(),
+            ImportOutcome::Revoked
+        );
+        assert!(
+            repo.get(&u1).await.unwrap().is_none(),
+            "revoked user revived"
+        );
+    }
+    assert_eq!(
+        store
+            .import_record(
+                &imported_user("TREVOKE", "U9", now - 400, "xoxp-u9"),
+                &ctx()
+            )
+            .await
+            .unwrap(),
+        ImportOutcome::Revoked,
+        "a user revoked before its record was migrated stays out"
+    );
+    // And a copy of a grant Slack issued after the revocation is accepted
+    let newer = imported_user("TREVOKE", "U1", now - 100, "xoxp-granted-since");
+    assert_eq!(
+        store.import_record(&newer, &ctx()).await.unwrap(),
+        ImportOutcome::Created
+    );
+    assert_eq!(
+        store
+            .user_token(&tenant, "U1", &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxp-granted-since"
+    );
+    // And the bot, which the event did not name, is untouched
+    assert_eq!(
+        store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxb-bot-TREVOKE-1"
+    );
+
+    // When the app deletes the bot (Bolt's delete_bot)
+    assert!(store.delete_bot(&tenant).await.unwrap());
+    // Then it is tombstoned at the store's now, and its old copy is refused
+    let bot = RecordKey::bot(tenant.key().clone());
+    assert!(repo.revoked_at(&bot).await.unwrap().unwrap() >= now);
+    assert_eq!(
+        store
+            .import_record(&imported("TREVOKE", now - 600, None, "xoxb-old"), &ctx())
+            .await
+            .unwrap(),
+        ImportOutcome::Revoked
+    );
+    assert!(matches!(
+        store.bot_token(&tenant, &ctx()).await,
+        Err(StoreError::NotInstalled)
+    ));
+
+    // When the workspace is installed again through OAuth (a new grant)
+    install_at(store, "TREVOKE", 2, now + 5).await;
+    // Then the new bot and user are stored, and the tombstones stay for the old copies
+    assert_eq!(
+        store
+            .bot_token(&tenant, &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxb-bot-TREVOKE-2"
+    );
+    assert_eq!(
+        store
+            .user_token(&tenant, "U1", &ctx())
+            .await
+            .unwrap()
+            .expose_secret(),
+        "xoxp-user-TREVOKE-2"
+    );
+    assert_eq!(repo.revoked_at(&u1).await.unwrap(), Some(now - 300));
+    assert_eq!(
+        store
+            .plan_import(&imported_user("TREVOKE", "U1", now - 600, "xoxp-old-copy"))
+            .await
+            .unwrap(),
+        ImportOutcome::Revoked
+    );
+}
+
+#[tokio::test]
+async fn revoked_records_stay_revoked_on_the_embedded_store() {
+    let (store, _d, _k) = embedded_store().await;
+    revoked_records_stay_revoked(&store).await;
+}
+
+#[tokio::test]
+async fn revoked_records_stay_revoked_on_dynamodb() {
+    let (repo, _, _, _) = emulator_repository().await;
+    let (kms, key) = emulator_kms_key().await;
+    let store = InstallationStore::new(
+        Arc::new(repo),
+        Arc::new(KmsKeyProvider::new(kms, key)),
+        StoreConfig::new("A1"),
+    );
+    revoked_records_stay_revoked(&store).await;
 }
 
 async fn import_rules(store: &InstallationStore) {

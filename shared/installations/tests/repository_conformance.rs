@@ -218,6 +218,151 @@ async fn purge_leaves_a_tombstone(repo: &dyn Repository) {
     assert!(!repo.delete(&bot).await.unwrap());
 }
 
+/// A revoke deletes the record and leaves a tombstone for its key in one
+/// write: readable, idempotent, moved only by a later revoke, never returned
+/// as a record, and what an import's create is conditional on.
+async fn revoke_leaves_a_record_tombstone(repo: &dyn Repository) {
+    // Given a tenant with a rotating bot record and a rotating user record
+    // (`record` installs at 1_700_000_000)
+    let tenant = team("TREV");
+    let bot = RecordKey::bot(tenant.clone());
+    let user = RecordKey::user(tenant.clone(), "UREV").unwrap();
+    let g = repo.open_generation(&tenant.pk()).await.unwrap();
+    for key in [&bot, &user] {
+        repo.put(&record(key, 1, g, Some(600)), Expect::Absent)
+            .await
+            .unwrap();
+    }
+    let (t100, t200) = (1_700_000_100, 1_700_000_200);
+
+    // When the user record is revoked
+    assert!(
+        repo.revoke(&user, t100).await.unwrap(),
+        "a record was there"
+    );
+    // Then it is gone, its tombstone is readable, the bot has none
+    assert!(repo.get(&user).await.unwrap().is_none());
+    assert_eq!(repo.revoked_at(&user).await.unwrap(), Some(t100));
+    assert_eq!(repo.revoked_at(&bot).await.unwrap(), None);
+    let (read, state) = repo.get_with_tenant(&user).await.unwrap();
+    assert!(read.is_none(), "the tombstone is not read as the record");
+    assert!(state.is_some_and(|s| !s.purged && s.generation == g));
+    // And no listing, scan or index returns the tombstone as a record
+    let listed: Vec<String> = repo
+        .list_tenant(&tenant.pk())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.sk)
+        .collect();
+    assert_eq!(listed, [schema::SK_BOT]);
+    let mut scanned = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = repo.scan_records(after, 100).await.unwrap();
+        scanned.extend(page.into_iter().filter(|r| r.pk == tenant.pk()));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        scanned.iter().map(|r| r.sk.as_str()).collect::<Vec<_>>(),
+        [schema::SK_BOT]
+    );
+    let shard = schema::expiry_shard(&tenant.pk());
+    let (due, _) = repo.query_due(&shard, 1000, None, 1000).await.unwrap();
+    let due: Vec<_> = due.into_iter().filter(|k| k.tenant == tenant).collect();
+    assert_eq!(due, std::slice::from_ref(&bot), "only the bot is due");
+
+    // When it is revoked again, earlier: nothing to delete, the later time stays
+    assert!(!repo.revoke(&user, t100 - 50).await.unwrap());
+    assert_eq!(repo.revoked_at(&user).await.unwrap(), Some(t100));
+    // When it is revoked again, later: the tombstone moves
+    assert!(!repo.revoke(&user, t200).await.unwrap());
+    assert_eq!(repo.revoked_at(&user).await.unwrap(), Some(t200));
+    // A restored tombstone only moves later too, and leaves the record alone
+    assert!(!repo.restore_revocation(&user, t100).await.unwrap());
+    assert!(!repo.restore_revocation(&user, t200).await.unwrap());
+    assert_eq!(repo.revoked_at(&user).await.unwrap(), Some(t200));
+    assert!(repo.restore_revocation(&bot, t100).await.unwrap());
+    assert!(
+        repo.get(&bot).await.unwrap().is_some(),
+        "restore_revocation keeps the record"
+    );
+    // Concurrent revokes of one record: exactly one deleted it, the latest time stays
+    let racy = RecordKey::user(tenant.clone(), "URACE").unwrap();
+    repo.put(&record(&racy, 1, g, None), Expect::Absent)
+        .await
+        .unwrap();
+    let revokes = (0..4).map(|i| repo.revoke(&racy, t100 + i));
+    let deleted = futures::future::join_all(revokes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|existed| *existed)
+        .count();
+    assert_eq!(deleted, 1, "one revoke found the record");
+    assert_eq!(repo.revoked_at(&racy).await.unwrap(), Some(t100 + 3));
+    // A key never stored can be revoked: the tombstone waits for its copies
+    let ghost = RecordKey::user(tenant.clone(), "UGHOST").unwrap();
+    assert!(!repo.revoke(&ghost, t100).await.unwrap());
+    assert_eq!(repo.revoked_at(&ghost).await.unwrap(), Some(t100));
+
+    // An import's create is refused over a tombstone at or after its install
+    // (a tie included), and allowed over an older one
+    assert!(matches!(
+        repo.put(&record(&user, 1, g, None), Expect::AbsentNotRevoked)
+            .await,
+        Err(RepoError::ConditionFailed)
+    ));
+    let tie = RecordKey::user(tenant.clone(), "UTIE").unwrap();
+    repo.revoke(&tie, 1_700_000_000).await.unwrap();
+    assert!(matches!(
+        repo.put(&record(&tie, 1, g, None), Expect::AbsentNotRevoked)
+            .await,
+        Err(RepoError::ConditionFailed)
+    ));
+    let old = RecordKey::user(tenant.clone(), "UOLD").unwrap();
+    repo.revoke(&old, 1_699_999_999).await.unwrap();
+    repo.put(&record(&old, 1, g, None), Expect::AbsentNotRevoked)
+        .await
+        .unwrap();
+    let fresh = RecordKey::user(tenant.clone(), "UFRESH").unwrap();
+    repo.put(&record(&fresh, 1, g, None), Expect::AbsentNotRevoked)
+        .await
+        .unwrap();
+    // A plain create (a fresh OAuth grant) is not held back by a tombstone
+    repo.put(&record(&user, 1, g, None), Expect::Absent)
+        .await
+        .unwrap();
+    assert_eq!(repo.revoked_at(&user).await.unwrap(), Some(t200));
+
+    // Every tombstone is listed for export, and none of the records
+    let listed: Vec<(RecordKey, i64)> = repo
+        .scan_revocations()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.tenant == tenant)
+        .collect();
+    let mut want = vec![
+        (bot.clone(), t100),
+        (user.clone(), t200),
+        (racy.clone(), t100 + 3),
+        (ghost.clone(), t100),
+        (tie.clone(), 1_700_000_000),
+        (old.clone(), 1_699_999_999),
+    ];
+    want.sort();
+    assert_eq!(listed, want);
+
+    // A tenant purge deletes the records (bot, user, UOLD, UFRESH) and keeps the tombstones
+    assert_eq!(repo.purge_tenant(&tenant.pk(), 900).await.unwrap(), 4);
+    assert_eq!(repo.revoked_at(&user).await.unwrap(), Some(t200));
+    assert_eq!(repo.revoked_at(&ghost).await.unwrap(), Some(t100));
+}
+
 async fn leases(repo: &dyn Repository) {
     let key = RecordKey::bot(team("T8"));
     let g = repo.open_generation(&key.pk()).await.unwrap();
@@ -581,6 +726,7 @@ async fn suite(repo: Arc<dyn Repository>) {
     conditional_writes(repo.as_ref()).await;
     org_wide_and_team_are_distinct(repo.as_ref()).await;
     purge_leaves_a_tombstone(repo.as_ref()).await;
+    revoke_leaves_a_record_tombstone(repo.as_ref()).await;
     leases(repo.as_ref()).await;
     expiry_index(repo.as_ref()).await;
     expiry_index_pages(repo.as_ref()).await;

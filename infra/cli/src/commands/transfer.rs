@@ -1,12 +1,14 @@
 //! `export` / `import`: a logical backup of the store.
 //!
 //! The file holds records exactly as stored — sealed fields and wrapped data
-//! keys, never plaintext — plus every tenant state, tombstones included, so a
-//! restore can't bring back a tenant that was uninstalled. It is still
+//! keys, never plaintext — plus every tenant state and every record's
+//! revocation tombstone, so a restore can't bring back a tenant that was
+//! uninstalled or a user or bot token that was revoked. It is still
 //! sensitive (whoever also holds the key can open it), hence mode 0600.
 //!
-//! Format: JSON lines; a header (format, app id), records, tenant states, and
-//! an end line with counts, so a truncated file is refused on import.
+//! Format: JSON lines; a header (format, app id), records, tenant states,
+//! revocations, and an end line with counts, so a truncated file is refused
+//! on import. Version 1 files (before revocations were exported) still import.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -14,14 +16,19 @@ use std::path::Path;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokenkeep_installations::{Expect, InstallationStore, RepoError, StoredRecord, TenantState};
+use tokenkeep_installations::{
+    Expect, InstallationStore, RecordKey, RepoError, RevocationRestore, StoredRecord, TenantState,
+};
 
 use super::all_records;
 use crate::exit::{FAILED, Failure};
 use crate::output::{now_secs, progress};
 
 const FORMAT: &str = "tokenkeep-export";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// Versions `import` reads: 1 has no revocation lines (and its end line no
+/// count of them).
+const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,9 +46,17 @@ enum Line {
         pk: String,
         state: TenantState,
     },
+    /// A record's revocation tombstone (unix seconds).
+    Revocation {
+        pk: String,
+        sk: String,
+        revoked_at: i64,
+    },
     End {
         records: usize,
         tenants: usize,
+        #[serde(default)]
+        revocations: usize,
     },
 }
 
@@ -78,10 +93,12 @@ pub async fn export(
     force: bool,
 ) -> Result<(), Failure> {
     let repo = store.repository().as_ref();
-    // Records before tenant states: a tenant purged between the two scans is
-    // exported with its tombstone, and the tombstone wins on import.
+    // Records before tenant states and revocations: a tenant purged or a
+    // record revoked between the scans is exported with its tombstone, and
+    // the tombstone wins on import.
     let records = all_records(repo).await?;
     let tenants = repo.scan_tenants().await?;
+    let revocations = repo.scan_revocations().await?;
     let file = create_private(out, force)?;
     let mut w = BufWriter::new(file);
     let mut write = |line: &Line| -> Result<(), Failure> {
@@ -113,9 +130,17 @@ pub async fn export(
             state: *state,
         })?;
     }
+    for (key, revoked_at) in &revocations {
+        write(&Line::Revocation {
+            pk: key.pk(),
+            sk: key.sk(),
+            revoked_at: *revoked_at,
+        })?;
+    }
     write(&Line::End {
         records: records.len(),
         tenants: tenants.len(),
+        revocations: revocations.len(),
     })?;
     let file = w
         .into_inner()
@@ -125,13 +150,15 @@ pub async fn export(
     if json {
         println!(
             "{}",
-            json!({"out": out, "records": records.len(), "tenants": tenants.len(), "purged_tenants": purged})
+            json!({"out": out, "records": records.len(), "tenants": tenants.len(), "purged_tenants": purged,
+                   "revocations": revocations.len()})
         );
     } else {
         println!(
-            "exported {} record(s) and {} tenant state(s) ({purged} purged) to {}",
+            "exported {} record(s), {} tenant state(s) ({purged} purged) and {} revocation(s) to {}",
             records.len(),
             tenants.len(),
+            revocations.len(),
             out.display()
         );
     }
@@ -146,7 +173,21 @@ enum Imported {
     KeptNewer,
     /// The tenant is purged or lives in another generation here: never revived.
     Refused,
+    /// The record was revoked here at or after the copy's install: never revived.
+    Revoked,
     Failed,
+}
+
+/// Whether this copy is of a grant revoked here (`None`: the store failed).
+async fn revoked(
+    store: &InstallationStore,
+    key: &RecordKey,
+    record: &StoredRecord,
+) -> Option<bool> {
+    store
+        .revoked_since(key, record.meta.installed_at)
+        .await
+        .ok()
 }
 
 async fn import_record(store: &InstallationStore, mut record: StoredRecord) -> Imported {
@@ -156,13 +197,21 @@ async fn import_record(store: &InstallationStore, mut record: StoredRecord) -> I
     let Ok(key) = record.key() else {
         return Imported::Failed;
     };
+    // Before the existing record: a revoke deletes the record, so a grant
+    // stored since then starts at version 1 again and an older export's copy
+    // of the revoked grant would otherwise look newer.
+    match revoked(store, &key, &record).await {
+        Some(true) => return Imported::Revoked,
+        Some(false) => {}
+        None => return Imported::Failed,
+    }
     for _ in 0..3 {
         let existing = match repo.get(&key).await {
             Ok(e) => e,
             Err(_) => return Imported::Failed,
         };
         let (expect, done) = match &existing {
-            None => (Expect::Absent, Imported::Created),
+            None => (Expect::AbsentNotRevoked, Imported::Created),
             Some(e) if e.generation == record.generation && e.version < record.version => (
                 Expect::Version {
                     version: e.version,
@@ -172,13 +221,20 @@ async fn import_record(store: &InstallationStore, mut record: StoredRecord) -> I
             ),
             Some(_) => return Imported::KeptNewer,
         };
-        let absent = expect == Expect::Absent;
+        let absent = expect == Expect::AbsentNotRevoked;
         match repo.put(&record, expect).await {
             Ok(()) => return done,
-            // Absent fails when the tenant's live generation isn't this record's
-            // (purged, or reinstalled since) — or someone created it just now.
+            // The create fails when the tenant's live generation isn't this
+            // record's (purged, or reinstalled since), when the record was
+            // revoked meanwhile — or someone created it just now.
             Err(RepoError::ConditionFailed) if absent => match repo.get(&key).await {
-                Ok(None) => return Imported::Refused,
+                Ok(None) => {
+                    return match revoked(store, &key, &record).await {
+                        Some(true) => Imported::Revoked,
+                        Some(false) => Imported::Refused,
+                        None => Imported::Failed,
+                    };
+                }
                 Ok(Some(_)) => continue,
                 Err(_) => return Imported::Failed,
             },
@@ -205,7 +261,7 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
             app_id,
             ..
         } => {
-            if format != FORMAT || version != FORMAT_VERSION {
+            if format != FORMAT || !READABLE_VERSIONS.contains(&version) {
                 return Err(bad(1, "unsupported export format"));
             }
             // The app id is in every data key's encryption context: records of
@@ -219,7 +275,8 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
         }
         _ => return Err(bad(1, "missing header")),
     }
-    let (mut records, mut tenants, mut end) = (Vec::new(), Vec::new(), None);
+    let (mut records, mut tenants, mut revocations, mut end) =
+        (Vec::new(), Vec::new(), Vec::new(), None);
     for (i, line) in lines.enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -232,11 +289,20 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
         match serde_json::from_str::<Line>(&line).map_err(|_| bad(i + 2, "malformed line"))? {
             Line::Record { record } => records.push(*record),
             Line::Tenant { pk, state } => tenants.push((pk, state)),
-            Line::End { records, tenants } => end = Some((records, tenants)),
+            Line::Revocation { pk, sk, revoked_at } => {
+                let key = RecordKey::from_keys(&pk, &sk)
+                    .map_err(|_| bad(i + 2, "malformed revocation key"))?;
+                revocations.push((key, revoked_at));
+            }
+            Line::End {
+                records,
+                tenants,
+                revocations,
+            } => end = Some((records, tenants, revocations)),
             Line::Header { .. } => return Err(bad(i + 2, "second header")),
         }
     }
-    if end != Some((records.len(), tenants.len())) {
+    if end != Some((records.len(), tenants.len(), revocations.len())) {
         return Err(Failure::msg(format!(
             "{} is truncated or incomplete; nothing imported",
             input.display()
@@ -258,6 +324,23 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
     }
     bar.finish_and_clear();
 
+    // Revocations next, for the same reason: each must be in place before a
+    // copy of its record is offered.
+    let (mut revocations_restored, mut revoked_now) = (0, 0);
+    let bar = progress(revocations.len() as u64, "revocations");
+    for (key, revoked_at) in &revocations {
+        match store.restore_revocation(key, *revoked_at).await? {
+            RevocationRestore::Kept => {}
+            RevocationRestore::Written => revocations_restored += 1,
+            RevocationRestore::RevokedRecord => {
+                revocations_restored += 1;
+                revoked_now += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
     let bar = progress(records.len() as u64, "import");
     let results: Vec<(String, Imported)> = stream::iter(records)
         .map(|r| {
@@ -274,11 +357,12 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
         .await;
     bar.finish_and_clear();
     let count = |want| results.iter().filter(|(_, r)| *r == want).count();
-    let (created, updated, kept, refused, failed) = (
+    let (created, updated, kept, refused, revoked, failed) = (
         count(Imported::Created),
         count(Imported::Updated),
         count(Imported::KeptNewer),
         count(Imported::Refused),
+        count(Imported::Revoked),
         count(Imported::Failed),
     );
     if json {
@@ -287,14 +371,17 @@ pub async fn import(store: &InstallationStore, json: bool, input: &Path) -> Resu
             json!({
                 "tenants_restored": restored, "tenants_kept": kept_tenants,
                 "records_created": created, "records_updated": updated, "records_kept_newer": kept,
-                "records_refused": refused, "records_failed": failed,
+                "records_refused": refused, "records_revoked": revoked, "records_failed": failed,
+                "revocations_restored": revocations_restored, "records_revoked_by_restore": revoked_now,
             })
         );
     } else {
         println!(
             "tenants: {restored} restored, {kept_tenants} kept (store has same or newer)\n\
+             revocations: {revocations_restored} restored ({revoked_now} record(s) revoked by them)\n\
              records: {created} created, {updated} updated, {kept} kept (store has same or newer), \
-             {refused} refused (tenant purged or reinstalled), {failed} failed"
+             {refused} refused (tenant purged or reinstalled), {revoked} revoked (refused: revoked since), \
+             {failed} failed"
         );
         if failed > 0 {
             let mut names: Vec<_> = results

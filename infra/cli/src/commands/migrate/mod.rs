@@ -197,6 +197,9 @@ fn action(outcome: &Result1, apply: bool) -> String {
         (Ok(ImportOutcome::Unchanged), _) => "unchanged (already imported)".into(),
         (Ok(ImportOutcome::KeptNewer), _) => "kept (tokenkeep's is newer)".into(),
         (Ok(ImportOutcome::Refused), _) => "refused (tenant purged)".into(),
+        (Ok(ImportOutcome::Revoked), _) => {
+            "revoked (revoked in tokenkeep after this copy was installed)".into()
+        }
         (Err(e), _) => format!("failed: {e}"),
     }
 }
@@ -384,7 +387,7 @@ async fn exchange_long_lived(
     let slack = slack_client(&store.config().app_id)?;
     let mut report = ExchangeReport::default();
     for (c, r) in scan.candidates.iter().zip(results) {
-        if !matches!(r, Ok(o) if *o != ImportOutcome::Refused) {
+        if !matches!(r, Ok(o) if !o.refused()) {
             continue;
         }
         let name = record_name(&c.record.key.tenant, &c.record.key.kind);
@@ -422,7 +425,7 @@ async fn wipe_verified(
     let mut report = WipeReport::default();
     let mut tenants: BTreeMap<TenantKey, bool> = BTreeMap::new();
     for (c, r) in scan.candidates.iter().zip(results) {
-        let ok = matches!(r, Ok(o) if *o != ImportOutcome::Refused);
+        let ok = matches!(r, Ok(o) if !o.refused());
         *tenants.entry(c.record.key.tenant.clone()).or_insert(true) &= ok;
     }
     for skip in &scan.skipped {
