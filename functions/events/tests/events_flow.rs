@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use tokenkeep_events::{
-    Ack, AuthorizedEvent, EventHandler, EventSource, EventsState, HandlerError, MentionReplier,
-    Metric, MetricsSink, router_with_metrics,
+    Ack, AuthorizedEvent, CountingMetrics, EventHandler, EventSource, EventsState, HandlerError,
+    MentionReplier, Metric, router_with_metrics,
 };
 use tokenkeep_installations::testing::{
     ManualClock, emulator_kms_key, emulator_repository, local_keys,
@@ -263,26 +263,6 @@ impl EventHandler for RecordingHandler {
             return Err(HandlerError::MalformedEvent("injected failure"));
         }
         self.inner.handle(ctx).await
-    }
-}
-
-#[derive(Debug, Default)]
-struct CountingMetrics(Mutex<Vec<Metric>>);
-
-impl CountingMetrics {
-    fn count_of(&self, metric: Metric) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| **m == metric)
-            .count()
-    }
-}
-
-impl MetricsSink for CountingMetrics {
-    fn count(&self, metric: Metric) {
-        self.0.lock().unwrap().push(metric);
     }
 }
 
@@ -804,6 +784,48 @@ async fn unknown_tenant_is_acked_counted_and_not_processed(backend: Backend) {
     assert_eq!(audit[0].outcome, Outcome::NotInstalled);
 }
 
+/// Slack retries an `app_uninstalled` it saw no answer to for minutes, and a
+/// `tokens_revoked` may come after it. A user who reinstalled meanwhile keeps
+/// the new installation: the retry (same body, new signature) is recognised
+/// by its event id, the late revocation by its `event_time`.
+async fn a_late_uninstall_retry_keeps_the_reinstall(backend: Backend) {
+    // Given a workspace that was uninstalled, then reinstalled two seconds later
+    let h = Harness::new(backend).await;
+    h.install(InstallSpec::workspace("T0LATE")).await;
+    let body = callback("T0LATE", "Ev0LATEU", json!({ "type": "app_uninstalled" }));
+    let (status, _) = h.send(signed(JSON, body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.records_of("T0LATE").await, 0, "the uninstall purged");
+    h.clock.advance_secs(2);
+    let fresh = h.install(InstallSpec::workspace("T0LATE")).await;
+
+    // When Slack retries the uninstall (signed anew) and a late tokens_revoked arrives
+    let mut retry = signed_at(SAMPLE_TS + 2, JSON, body);
+    retry
+        .headers_mut()
+        .insert("x-slack-retry-num", http::HeaderValue::from_static("1"));
+    let (retried, _) = h.send(retry).await;
+    let (late, _) = h.send(revoked("T0LATE", "Ev0LATER", &[], &["UBOT"])).await;
+
+    // Then both are acknowledged, and the reinstall is intact and serving
+    assert_eq!((retried, late), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(h.records_of("T0LATE").await, 1);
+    assert_eq!(
+        h.store.stale_lifecycle_events(),
+        1,
+        "the late revocation is counted"
+    );
+    h.send(signed_at(
+        SAMPLE_TS + 2,
+        JSON,
+        callback("T0LATE", "Ev0LATEM", mention("C1", "4.0")),
+    ))
+    .await;
+    let seen = h.handler.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].token_fingerprint, fresh.fingerprint());
+}
+
 /// `tokens_revoked` then `app_uninstalled`, or the reverse, each delivered
 /// twice: every delivery is acknowledged, and nothing of the tenant remains.
 async fn uninstall_and_revoke_in_both_orders_repeated(backend: Backend) {
@@ -1201,6 +1223,7 @@ on_both_repositories!(
     an_event_for_tenant_a_never_reads_tenant_b,
     unknown_tenant_is_acked_counted_and_not_processed,
     uninstall_and_revoke_in_both_orders_repeated,
+    a_late_uninstall_retry_keeps_the_reinstall,
     revoking_only_a_user_keeps_the_bot,
     uninstall_racing_with_token_reads,
     retries_are_handled_once,

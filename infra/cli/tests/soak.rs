@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokenkeep_envelope::testing::{Fault, FaultyKeyProvider};
 use tokenkeep_envelope::{CacheLimits, CachingKeyProvider, KeyProvider, LocalKeyProvider};
-use tokenkeep_events::{EventsState, MentionReplier, Metric, MetricsSink};
+use tokenkeep_events::{CountingMetrics, EventsState, MentionReplier, Metric};
 use tokenkeep_installations::testing::{FaultyRepository, ManualClock};
 use tokenkeep_installations::{
     Clock, EmbeddedRepository, InstallationStore, Outcome, ReadContext, Repository, Status,
@@ -59,23 +59,6 @@ const STALL: Duration = Duration::from_millis(3200);
 /// Attempts of an install or uninstall before the soak gives up on it.
 const RETRIES: usize = 100;
 
-#[derive(Debug, Default)]
-struct Counts {
-    handler_failed: AtomicU64,
-    unknown_tenant: AtomicU64,
-}
-
-impl MetricsSink for Counts {
-    fn count(&self, metric: Metric) {
-        match metric {
-            Metric::HandlerFailed => self.handler_failed.fetch_add(1, Ordering::Relaxed),
-            Metric::UnknownTenant => self.unknown_tenant.fetch_add(1, Ordering::Relaxed),
-            // The soak's handler takes every request.
-            Metric::Unhandled => self.handler_failed.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
 struct Process {
     store: Arc<InstallationStore>,
     base: String,
@@ -90,7 +73,7 @@ struct Soak {
     clock: Arc<ManualClock>,
     processes: Vec<Process>,
     http: reqwest::Client,
-    metrics: Arc<Counts>,
+    metrics: Arc<CountingMetrics>,
     /// Lifecycle flows hold it shared; the clock jump takes it exclusively, so
     /// an OAuth state never expires between /install and the redirect.
     epoch_lock: tokio::sync::RwLock<()>,
@@ -115,7 +98,7 @@ impl Soak {
         let repo = Arc::new(EmbeddedRepository::open(dir.path().join("soak.db")).unwrap());
         let local = Arc::new(LocalKeyProvider::open(dir.path(), "soak").unwrap());
         let clock = Arc::new(ManualClock::at_secs(START));
-        let metrics = Arc::new(Counts::default());
+        let metrics = Arc::new(CountingMetrics::default());
         let mut processes = vec![];
         for _ in 0..PROCESSES {
             let cached: Arc<dyn KeyProvider> = Arc::new(CachingKeyProvider::new(
@@ -461,8 +444,8 @@ async fn soak_installs_events_uninstalls_and_sweeps_over_200_tenants() {
     println!(
         "soak: {secs}s, {epochs} expiries, {sweeps} sweeps, {} mentions, {injected_writes} failed writes and {stalls} KMS stalls injected, statuses {statuses:?}, slack {counters:?}, unknown-tenant {}, handler failures {}",
         soak.mentions_sent.load(Ordering::SeqCst),
-        soak.metrics.unknown_tenant.load(Ordering::Relaxed),
-        soak.metrics.handler_failed.load(Ordering::Relaxed),
+        soak.metrics.count_of(Metric::UnknownTenant),
+        soak.metrics.count_of(Metric::HandlerFailed) + soak.metrics.count_of(Metric::Unhandled),
     );
     assert!(
         epochs >= 1 && counters.refreshes > 0,
