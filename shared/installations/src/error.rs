@@ -64,3 +64,20 @@ impl From<tokenkeep_envelope::EnvelopeError> for StoreError {
         }
     }
 }
+
+/// Why [`InstallationStore::verify_record`](crate::InstallationStore::verify_record)
+/// found a record unusable. Error kinds only, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The data key did not unwrap (wrong key or encryption context: a record
+    /// moved to another tenant, a key this deployment can't use).
+    #[error("data key did not unwrap")]
+    DataKey(#[source] tokenkeep_envelope::EnvelopeError),
+    /// The data key unwrapped but a sealed field failed authentication
+    /// (tampered ciphertext, bound attribute or field set).
+    #[error("a sealed field failed authentication")]
+    Field,
+    /// Anything else, e.g. the audit record could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -21,6 +21,7 @@ mod record;
 mod refresh;
 mod repository;
 pub mod schema;
+mod sealer;
 mod store;
 mod tenant;
 #[cfg(any(test, feature = "test-util"))]
@@ -30,7 +31,7 @@ pub use audit::{AuditRecord, Outcome, ReadContext, TokenKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dynamo::{DynamoRepository, create_tables};
 pub use embedded::EmbeddedRepository;
-pub use error::{RepoError, StoreError};
+pub use error::{RepoError, StoreError, VerifyError};
 pub use import::{ImportOutcome, ImportedRecord, RevocationRestore, SourceMetadata};
 pub use lifecycle::{LifecycleEvent, LifecycleOutcome};
 pub use metrics::{CountingStoreMetrics, NoStoreMetrics, StoreMetric, StoreMetrics};
@@ -40,5 +41,5 @@ pub use model::{
 pub use record::{Expect, StoredRecord, TenantState};
 pub use refresh::{RefreshMetrics, RotateOutcome};
 pub use repository::{DueCursor, Repository};
-pub use store::{InstallationStore, StoreConfig};
+pub use store::{InstallationStore, RekeyOutcome, StoreConfig};
 pub use tenant::{RecordKey, RecordKind, TenantError, TenantKey, VerifiedTenant};

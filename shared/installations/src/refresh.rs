@@ -254,6 +254,7 @@ impl InstallationStore {
             Step::HeldElsewhere | Step::NotDue => return Err(StoreError::Expired),
         };
         let token = self
+            .sealer
             .open_field(&record, field::TOKEN)
             .await?
             .ok_or(StoreError::NotInstalled)?;
@@ -428,9 +429,7 @@ impl InstallationStore {
         {
             // A failure before Slack answered: let the next reader try at once
             // rather than wait out the lease. Only drops our own lease.
-            if let Err(e) = self.repository().release_lease(key, owner).await {
-                tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, "could not release the refresh lease");
-            }
+            self.release_own_lease(key, owner).await;
         }
         if matches!(outcome, Ok(Attempt::LeaseLost)) {
             // Nothing was read past the record we already had, and nothing sent.
@@ -466,7 +465,7 @@ impl InstallationStore {
         leased: Leased,
         deadline: Option<Instant>,
     ) -> Result<Attempt, Failed> {
-        let fields = self.open_fields(record).await?;
+        let fields = self.sealer.open_fields(record).await?;
         let refresh_token = fields
             .iter()
             .find(|(n, _)| n == field::REFRESH_TOKEN)
@@ -477,7 +476,7 @@ impl InstallationStore {
         // The new pair's data key comes first: once Slack answers, the old
         // refresh token is spent, so nothing that can fail (KMS) may stand
         // between Slack's answer and the conditional write.
-        let data_key = self.new_data_key(key).await?;
+        let data_key = self.sealer.new_data_key(key).await?;
 
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -569,7 +568,8 @@ impl InstallationStore {
             secrets.push((name.as_str(), value));
         }
         let next = self
-            .seal_record_with(
+            .sealer
+            .seal_with(
                 Some(data_key),
                 key,
                 meta,
@@ -641,7 +641,8 @@ impl InstallationStore {
         meta.token_expires_at = None;
         // No secrets kept: the grant is dead, and a dead token has no use here.
         let next = self
-            .seal_record(key, meta, record.version + 1, record.generation, &[])
+            .sealer
+            .seal(key, meta, record.version + 1, record.generation, &[])
             .await?;
         let expect = Expect::Leased {
             version: record.version,

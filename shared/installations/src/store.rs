@@ -2,19 +2,17 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use tokenkeep_envelope::{Aad, EncryptedDataKey, EncryptionContext, KeyProvider, open, seal};
+use tokenkeep_envelope::KeyProvider;
 use tokenkeep_slack_api::{AccessToken, WebhookUrl};
-use zeroize::Zeroizing;
 
-use crate::record::{RECORD_FORMAT, field};
+use crate::record::field;
 use crate::schema;
+use crate::sealer::RecordSealer;
 use crate::{
     AuditRecord, Clock, Expect, Installation, InstallationInfo, InstallationMeta,
     InstallationQuery, LifecycleEvent, LifecycleOutcome, Outcome, ReadContext, RecordKey,
     RecordKind, RepoError, Repository, Status, StoreError, StoredRecord, SystemClock, TenantKey,
-    TokenKind, VerifiedTenant,
+    TokenKind, VerifiedTenant, VerifyError,
 };
 use crate::{
     ImportOutcome, ImportedRecord, NoStoreMetrics, RevocationRestore, StoreMetric, StoreMetrics,
@@ -54,41 +52,37 @@ impl StoreConfig {
     }
 }
 
+/// What [`InstallationStore::rekey_record`] did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RekeyOutcome {
+    Rekeyed,
+    AlreadyUnderKey,
+    /// No sealed fields, so no data key to re-wrap.
+    NothingSealed,
+    /// Someone (a refresh) holds the record's lease: rerun later.
+    Leased,
+    /// Deleted (uninstalled) since it was read.
+    Gone,
+    /// Kept losing the race to other writers: rerun later.
+    Contended,
+    /// `admit` said no (the operator's limit was reached).
+    NotAdmitted,
+}
+
+/// Lease-and-write rounds `rekey_record` tries before calling a record contended.
+const REKEY_ATTEMPTS: usize = 5;
+
 /// The store. Cheap to clone: every field is shared, so a clone can run a
 /// background refresh while the caller returns.
 #[derive(Debug, Clone)]
 pub struct InstallationStore {
     repo: Arc<dyn Repository>,
-    keys: Arc<dyn KeyProvider>,
+    pub(crate) sealer: RecordSealer,
     clock: Arc<dyn Clock>,
     config: StoreConfig,
     pub(crate) refresh: crate::refresh::RefreshState,
     lifecycle_stale: Arc<std::sync::atomic::AtomicU64>,
     metrics: Arc<dyn StoreMetrics>,
-}
-
-fn aad(record: &StoredRecord, field: &str, bound: &[u8]) -> Aad {
-    let aad = Aad::new()
-        .part("pk", record.pk.as_bytes())
-        .part("sk", record.sk.as_bytes())
-        .part("field", field.as_bytes())
-        .part("version", &record.version.to_be_bytes())
-        .part("generation", &record.generation.to_be_bytes())
-        .part("attributes", bound);
-    match record.format {
-        1 => aad,
-        // The field set: names are `[a-z_]+`, so joining them is unambiguous.
-        _ => aad.part("format", &[record.format]).part(
-            "fields",
-            record
-                .sealed
-                .keys()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-                .as_bytes(),
-        ),
-    }
 }
 
 /// The audit outcome of a token read's result.
@@ -129,7 +123,7 @@ impl InstallationStore {
     pub fn new(repo: Arc<dyn Repository>, keys: Arc<dyn KeyProvider>, config: StoreConfig) -> Self {
         Self {
             repo,
-            keys,
+            sealer: RecordSealer::new(keys, config.app_id.clone()),
             clock: Arc::new(SystemClock),
             config,
             refresh: Default::default(),
@@ -177,7 +171,7 @@ impl InstallationStore {
         &self.repo
     }
     pub fn key_provider(&self) -> &Arc<dyn KeyProvider> {
-        &self.keys
+        self.sealer.keys()
     }
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
@@ -186,177 +180,156 @@ impl InstallationStore {
         &self.config
     }
 
-    fn context(&self, pk: &str) -> EncryptionContext {
-        EncryptionContext::for_installation(&self.config.app_id, pk)
-    }
-
-    /// Seals `secrets` into a new record under a fresh data key. The record's
-    /// version and generation are part of every field's AAD.
-    pub(crate) async fn seal_record(
+    /// Moves one record's data key under `to_key` (`tokenkeep rekey`). Only
+    /// the wrapped data key changes, so the sealed fields, the version and the
+    /// AAD stay as they are, and a record already under a key `is_target`
+    /// names is left alone (a rerun continues where one stopped).
+    ///
+    /// Written under the record's own refresh lease (taken as `owner`, then
+    /// `Expect::Leased`), not just a version check: a refresh takes its lease
+    /// without bumping the version, so a version-only write could land while
+    /// that refresh is at Slack and clear its lease, and the refresh's write
+    /// of the new pair would fail after Slack had spent the old refresh token.
+    /// With the lease, a refresh waits instead; a record whose lease someone
+    /// else holds is [`RekeyOutcome::Leased`].
+    ///
+    /// `admit` is asked once, before the first write of a record that needs
+    /// one (an operator's `--limit`); `false` leaves it untouched.
+    pub async fn rekey_record(
         &self,
-        key: &RecordKey,
-        meta: InstallationMeta,
-        version: u64,
-        generation: u64,
-        secrets: &[(&str, &str)],
-    ) -> Result<StoredRecord, StoreError> {
-        let dk = match secrets.is_empty() {
-            true => None,
-            false => Some(self.new_data_key(key).await?),
-        };
-        self.seal_record_with(dk, key, meta, version, generation, secrets)
-    }
-
-    /// A fresh data key for one record write.
-    pub(crate) async fn new_data_key(
-        &self,
-        key: &RecordKey,
-    ) -> Result<tokenkeep_envelope::DataKey, StoreError> {
-        Ok(self
-            .keys
-            .generate_data_key(&self.context(&key.pk()))
-            .await?)
-    }
-
-    /// Seals under a data key the caller already holds (the refresh path gets
-    /// it before calling Slack, so a KMS failure can't strand a new token pair).
-    pub(crate) fn seal_record_with(
-        &self,
-        dk: Option<tokenkeep_envelope::DataKey>,
-        key: &RecordKey,
-        meta: InstallationMeta,
-        version: u64,
-        generation: u64,
-        secrets: &[(&str, &str)],
-    ) -> Result<StoredRecord, StoreError> {
-        let pk = key.pk();
-        let rotating = meta
-            .token_expires_at
-            .filter(|_| secrets.iter().any(|(f, _)| *f == field::REFRESH_TOKEN));
-        let mut record = StoredRecord {
-            exp_shard: rotating.map(|_| schema::expiry_shard(&pk)),
-            expires_at: rotating,
-            pk,
-            sk: key.sk(),
-            version,
-            generation,
-            meta,
-            data_key: String::new(),
-            data_key_id: String::new(),
-            sealed: secrets
-                .iter()
-                .map(|(name, _)| ((*name).to_owned(), String::new()))
-                .collect(),
-            format: RECORD_FORMAT,
-            lease_owner: None,
-            lease_until: None,
-        };
-        let Some(dk) = dk.filter(|_| !secrets.is_empty()) else {
-            record.sealed.clear();
-            return Ok(record);
-        };
-        let bound = record.meta.bound_bytes();
-        for (name, value) in secrets {
-            let sealed = seal(&dk.plaintext, &aad(&record, name, &bound), value.as_bytes())?;
-            record.sealed.insert((*name).to_owned(), B64.encode(sealed));
+        mut record: StoredRecord,
+        to_key: &str,
+        is_target: impl Fn(&str) -> bool,
+        owner: &str,
+        admit: impl FnOnce() -> bool,
+    ) -> Result<RekeyOutcome, StoreError> {
+        let key = record
+            .key()
+            .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
+        let mut admit = Some(admit);
+        for _ in 0..REKEY_ATTEMPTS {
+            if record.sealed.is_empty() || record.data_key.is_empty() {
+                return Ok(RekeyOutcome::NothingSealed);
+            }
+            if is_target(&record.data_key_id) {
+                return Ok(RekeyOutcome::AlreadyUnderKey);
+            }
+            let now = self.clock.now_secs();
+            if record.lease_until.is_some_and(|u| u >= now)
+                && record.lease_owner.as_deref() != Some(owner)
+            {
+                return Ok(RekeyOutcome::Leased);
+            }
+            if let Some(admit) = admit.take()
+                && !admit()
+            {
+                return Ok(RekeyOutcome::NotAdmitted);
+            }
+            let leased = self
+                .repo
+                .try_lease(
+                    &key,
+                    record.version,
+                    record.generation,
+                    owner,
+                    now,
+                    now + self.config.lease_secs,
+                )
+                .await?;
+            if !leased {
+                // The version moved, the lease was taken, or the record is gone: look again.
+                match self.repo.get(&key).await? {
+                    Some(r) => {
+                        record = r;
+                        continue;
+                    }
+                    None => return Ok(RekeyOutcome::Gone),
+                }
+            }
+            let (data_key, data_key_id) = match self.sealer.rewrap(&record, to_key).await {
+                Ok(wrapped) => wrapped,
+                Err(e) => {
+                    self.release_own_lease(&key, owner).await;
+                    return Err(e);
+                }
+            };
+            let next = StoredRecord {
+                data_key,
+                data_key_id,
+                lease_owner: None,
+                lease_until: None,
+                ..record.clone()
+            };
+            let expect = Expect::Leased {
+                version: record.version,
+                generation: record.generation,
+                owner: owner.to_owned(),
+            };
+            match self.repo.put(&next, expect).await {
+                Ok(()) => return Ok(RekeyOutcome::Rekeyed),
+                // Our lease ran out and someone wrote; their write decides, look again.
+                Err(RepoError::ConditionFailed) => match self.repo.get(&key).await? {
+                    Some(r) => record = r,
+                    None => return Ok(RekeyOutcome::Gone),
+                },
+                Err(e) => {
+                    self.release_own_lease(&key, owner).await;
+                    return Err(e.into());
+                }
+            }
         }
-        record.data_key = B64.encode(&dk.encrypted.blob);
-        record.data_key_id = dk.encrypted.key_id;
-        Ok(record)
+        Ok(RekeyOutcome::Contended)
     }
 
-    /// Opens one sealed field of a record. `Ok(None)` if the record has no such field.
-    pub(crate) async fn open_field(
-        &self,
-        record: &StoredRecord,
-        name: &str,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        if !record.sealed.contains_key(name) {
-            return Ok(None);
+    /// Drops `owner`'s lease on the record; a failure only means the lease
+    /// runs out on its own.
+    pub(crate) async fn release_own_lease(&self, key: &RecordKey, owner: &str) {
+        if let Err(e) = self.repo.release_lease(key, owner).await {
+            tracing::warn!(tenant = %key.pk(), sk = %key.sk(), error = %e, "could not release a lease; it runs out on its own");
         }
-        let key = self.unwrap_data_key(record).await?;
-        self.open_with(&key, record, name).map(Some)
-    }
-
-    /// Opens every sealed field of a record under one unwrapped data key (one
-    /// key-provider call however many fields: a refresh re-seals them all).
-    pub(crate) async fn open_fields(
-        &self,
-        record: &StoredRecord,
-    ) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, StoreError> {
-        if record.sealed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let key = self.unwrap_data_key(record).await?;
-        record
-            .sealed
-            .keys()
-            .map(|name| Ok((name.clone(), self.open_with(&key, record, name)?)))
-            .collect()
-    }
-
-    /// The record's data key, unwrapped by the key provider under the
-    /// record's tenant context (a key moved to another tenant does not open).
-    async fn unwrap_data_key(
-        &self,
-        record: &StoredRecord,
-    ) -> Result<Arc<tokenkeep_envelope::PlainDataKey>, StoreError> {
-        let edk = EncryptedDataKey {
-            key_id: record.data_key_id.clone(),
-            blob: B64
-                .decode(&record.data_key)
-                .map_err(|_| StoreError::Integrity)?,
-        };
-        Ok(self
-            .keys
-            .decrypt_data_key(&edk, &self.context(&record.pk))
-            .await?)
-    }
-
-    fn open_with(
-        &self,
-        key: &tokenkeep_envelope::PlainDataKey,
-        record: &StoredRecord,
-        name: &str,
-    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        let sealed = record.sealed.get(name).ok_or(StoreError::Integrity)?;
-        let sealed = B64.decode(sealed).map_err(|_| StoreError::Integrity)?;
-        Ok(open(
-            key,
-            &aad(record, name, &record.meta.bound_bytes()),
-            &sealed,
-        )?)
     }
 
     /// Opens every sealed field of a record without returning any of them:
-    /// `tokenkeep verify` uses it to find tampered or undecryptable records.
-    /// The plaintext exists in memory for a moment, so it is audited like any
-    /// token read (one audit record per record, `ctx.reason` e.g. `verify`),
-    /// and fails if the audit record can't be written.
+    /// `tokenkeep verify` uses it to find tampered or undecryptable records,
+    /// and says which ([`VerifyError`]). The plaintext exists in memory for a
+    /// moment, so it is audited like any token read (one audit record per
+    /// record, `ctx.reason` e.g. `verify`), and fails if the audit record
+    /// can't be written.
     pub async fn verify_record(
         &self,
         record: &StoredRecord,
         ctx: &ReadContext,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), VerifyError> {
         let key = record
             .key()
             .map_err(|_| StoreError::Repository(RepoError::Corrupt("bad record key".into())))?;
-        let result = self.open_fields(record).await.map(drop);
+        if record.sealed.is_empty() {
+            return Ok(());
+        }
+        let result = match self.sealer.unwrap_data_key_for_report(record).await {
+            Err(e) => Err(VerifyError::DataKey(e)),
+            Ok(data_key) => match self.sealer.open_all_with(&data_key, record) {
+                Ok(_) => Ok(()),
+                Err(StoreError::Integrity) => Err(VerifyError::Field),
+                Err(e) => Err(VerifyError::Store(e)),
+            },
+        };
         let outcome = match &result {
             Ok(()) => Outcome::Ok,
-            Err(StoreError::Integrity) => Outcome::DecryptFailed,
+            Err(
+                VerifyError::Field
+                | VerifyError::DataKey(tokenkeep_envelope::EnvelopeError::Decrypt),
+            ) => Outcome::DecryptFailed,
             Err(_) => Outcome::Failed,
         };
-        if !record.sealed.is_empty() {
-            self.audit(self.audit_record(
-                &key,
-                TokenKind::of_record(&key),
-                ctx,
-                outcome,
-                record.version,
-            ))
-            .await?;
-        }
+        self.audit(self.audit_record(
+            &key,
+            TokenKind::of_record(&key),
+            ctx,
+            outcome,
+            record.version,
+        ))
+        .await?;
         result
     }
 
@@ -522,7 +495,8 @@ impl InstallationStore {
             None => (1, Expect::Absent),
         };
         let record = self
-            .seal_record(key, meta, version, generation, secrets)
+            .sealer
+            .seal(key, meta, version, generation, secrets)
             .await?;
         self.repo.put(&record, expect).await.map_err(|e| match e {
             RepoError::ConditionFailed => StoreError::Conflict,
@@ -768,7 +742,7 @@ impl InstallationStore {
                 _ => {}
             }
         }
-        match self.open_field(&record, name).await {
+        match self.sealer.open_field(&record, name).await {
             Ok(Some(bytes)) => match String::from_utf8(bytes.to_vec()) {
                 Ok(s) => (Ok(s), version),
                 Err(_) => (Err(StoreError::Integrity), version),
@@ -877,7 +851,8 @@ impl InstallationStore {
                 secrets.push((field::SOURCE_METADATA, m.expose()));
             }
             let sealed = self
-                .seal_record(key, record.meta.clone(), version, generation, &secrets)
+                .sealer
+                .seal(key, record.meta.clone(), version, generation, &secrets)
                 .await?;
             match self.repo.put(&sealed, expect).await {
                 Ok(()) => {}
@@ -934,9 +909,9 @@ impl InstallationStore {
                 .await?,
         );
         let record = self.repo.get(key).await?.ok_or(StoreError::NotInstalled)?;
-        let mut fields = self.open_fields(&record).await?;
+        let mut fields = self.sealer.open_fields(&record).await?;
         fields.retain(|(name, _)| name != field::TOKEN);
-        let data_key = self.new_data_key(key).await?;
+        let data_key = self.sealer.new_data_key(key).await?;
         let response = slack.exchange_long_lived(&token).await.map_err(|e| {
             tracing::warn!(tenant = %key.pk(), sk = %key.sk(), slack_error = %e, ambiguous = e.is_ambiguous(),
                 "token exchange failed; the record keeps its long-lived token");
@@ -964,7 +939,7 @@ impl InstallationStore {
             ));
         }
         let version = record.version + 1;
-        let next = self.seal_record_with(
+        let next = self.sealer.seal_with(
             Some(data_key),
             key,
             meta,

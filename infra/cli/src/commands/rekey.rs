@@ -5,41 +5,24 @@
 //! as they are. Records already under the target key are skipped, which makes
 //! the command resumable: rerun it after an interruption and it continues.
 //!
-//! Each record is written under the record's own refresh lease (`try_lease`,
-//! then `Expect::Leased`), not just a version check. A refresh takes its lease
-//! without bumping the version, so a version-only condition would let rekey
-//! overwrite a record while a refresh is at Slack and clear that refresh's lease
-//! — its write of the new token pair would then fail after Slack had already
-//! rotated the refresh token. Holding the lease makes the refresh wait instead.
-//! Records whose lease is held by someone else are skipped and reported.
+//! Each record goes through `InstallationStore::rekey_record`, which writes it
+//! under the record's own refresh lease (why: see there). Records whose lease
+//! is held by someone else are skipped and reported.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
-use tokenkeep_envelope::{EncryptedDataKey, EncryptionContext};
-use tokenkeep_installations::{Expect, InstallationStore, RepoError, StoredRecord};
+use tokenkeep_envelope::EnvelopeError;
+use tokenkeep_installations::{InstallationStore, RekeyOutcome, StoreError, StoredRecord};
 
 use super::{all_records, describe_record};
 use crate::exit::{FAILED, Failure, INCOMPLETE};
-use crate::output::{Table, now_secs, progress};
+use crate::output::{Table, progress};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
-    Rekeyed,
-    AlreadyUnderKey,
-    /// No sealed fields, so no data key to re-wrap.
-    NothingSealed,
-    /// Someone (a refresh) holds the record's lease: rerun later.
-    Leased,
-    /// Deleted (uninstalled) since the scan.
-    Gone,
-    /// Kept losing the race to other writers: rerun later.
-    Contended,
-    /// `--limit` reached before this record.
-    NotAttempted,
+    Done(RekeyOutcome),
     Failed(&'static str),
 }
 
@@ -55,119 +38,35 @@ impl Target {
     }
 }
 
-const ATTEMPTS: usize = 5;
-
+/// One record through the store's [`InstallationStore::rekey_record`] (the
+/// lease and the re-wrap are the store's); this only says why it failed.
 async fn rekey_one(
     store: &InstallationStore,
-    mut record: StoredRecord,
+    record: StoredRecord,
     target: &Target,
     to_key: &str,
     owner: &str,
     budget: &AtomicUsize,
     limit: usize,
 ) -> Step {
-    let repo = store.repository();
-    let Ok(key) = record.key() else {
-        return Step::Failed("malformed record key");
-    };
-    let mut reserved = false;
-    for _ in 0..ATTEMPTS {
-        if record.sealed.is_empty() || record.data_key.is_empty() {
-            return Step::NothingSealed;
+    let admit = || budget.fetch_add(1, Ordering::SeqCst) < limit;
+    match store
+        .rekey_record(record, to_key, |id| target.matches(id), owner, admit)
+        .await
+    {
+        Ok(outcome) => Step::Done(outcome),
+        Err(StoreError::Integrity) => {
+            Step::Failed("data key failed to decrypt under its key and context")
         }
-        if target.matches(&record.data_key_id) {
-            return Step::AlreadyUnderKey;
+        Err(StoreError::Envelope(EnvelopeError::AccessDenied)) => {
+            Step::Failed("key provider denied re-encrypt")
         }
-        let now = now_secs();
-        if record.lease_until.is_some_and(|u| u >= now)
-            && record.lease_owner.as_deref() != Some(owner)
-        {
-            return Step::Leased;
+        Err(StoreError::Envelope(EnvelopeError::Unavailable(_))) => {
+            Step::Failed("key provider unavailable")
         }
-        if !reserved {
-            if budget.fetch_add(1, Ordering::SeqCst) >= limit {
-                return Step::NotAttempted;
-            }
-            reserved = true;
-        }
-        let lease_until = now + store.config().lease_secs;
-        match repo
-            .try_lease(
-                &key,
-                record.version,
-                record.generation,
-                owner,
-                now,
-                lease_until,
-            )
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                // The version moved, the lease was taken, or the record is gone: look again.
-                match repo.get(&key).await {
-                    Ok(Some(r)) => {
-                        record = r;
-                        continue;
-                    }
-                    Ok(None) => return Step::Gone,
-                    Err(_) => return Step::Failed("storage error"),
-                }
-            }
-            Err(_) => return Step::Failed("storage error"),
-        }
-        let release = || async { repo.release_lease(&key, owner).await.ok() };
-        let Ok(blob) = B64.decode(&record.data_key) else {
-            release().await;
-            return Step::Failed("malformed wrapped data key");
-        };
-        let edk = EncryptedDataKey {
-            key_id: record.data_key_id.clone(),
-            blob,
-        };
-        let ctx = EncryptionContext::for_installation(&store.config().app_id, &record.pk);
-        let rewrapped = match store.key_provider().re_encrypt(&edk, &ctx, to_key).await {
-            Ok(r) => r,
-            Err(e) => {
-                release().await;
-                return Step::Failed(match e {
-                    tokenkeep_envelope::EnvelopeError::Decrypt => {
-                        "data key failed to decrypt under its key and context"
-                    }
-                    tokenkeep_envelope::EnvelopeError::AccessDenied => {
-                        "key provider denied re-encrypt"
-                    }
-                    tokenkeep_envelope::EnvelopeError::Unavailable(_) => "key provider unavailable",
-                    _ => "key provider error",
-                });
-            }
-        };
-        let mut next = record.clone();
-        next.data_key = B64.encode(&rewrapped.blob);
-        next.data_key_id = rewrapped.key_id;
-        next.lease_owner = None;
-        next.lease_until = None;
-        // Same version: the data key (and so every sealed field and its AAD) is unchanged.
-        let expect = Expect::Leased {
-            version: record.version,
-            generation: record.generation,
-            owner: owner.to_owned(),
-        };
-        match repo.put(&next, expect).await {
-            Ok(()) => return Step::Rekeyed,
-            Err(RepoError::ConditionFailed) => match repo.get(&key).await {
-                // Our lease ran out and someone wrote; their write decides, look again.
-                Ok(Some(r)) => record = r,
-                Ok(None) => return Step::Gone,
-                Err(_) => return Step::Failed("storage error"),
-            },
-            Err(_) => {
-                release().await;
-                return Step::Failed("storage error");
-            }
-        }
+        Err(StoreError::Envelope(_)) => Step::Failed("key provider error"),
+        Err(_) => Step::Failed("storage error"),
     }
-    Step::Contended
 }
 
 async fn resolve_target(op: &crate::store::OperatorStore, to_key: &str) -> Result<Target, Failure> {
@@ -240,18 +139,27 @@ pub async fn rekey(
         .await;
     bar.finish_and_clear();
 
-    let count = |want: &Step| results.iter().filter(|(_, s)| s == want).count();
-    let rekeyed = count(&Step::Rekeyed);
-    let already = count(&Step::AlreadyUnderKey);
-    let nothing = count(&Step::NothingSealed);
-    let gone = count(&Step::Gone);
-    let not_attempted = count(&Step::NotAttempted);
+    let count = |want: RekeyOutcome| {
+        results
+            .iter()
+            .filter(|(_, s)| *s == Step::Done(want))
+            .count()
+    };
+    let rekeyed = count(RekeyOutcome::Rekeyed);
+    let already = count(RekeyOutcome::AlreadyUnderKey);
+    let nothing = count(RekeyOutcome::NothingSealed);
+    let gone = count(RekeyOutcome::Gone);
+    let not_attempted = count(RekeyOutcome::NotAdmitted);
     let mut pending: Vec<(&StoredRecord, &'static str)> = Vec::new();
     let mut failed: Vec<(&StoredRecord, &'static str)> = Vec::new();
     for (r, s) in &results {
         match s {
-            Step::Leased => pending.push((r, "refresh lease held; rerun later")),
-            Step::Contended => pending.push((r, "concurrent writes; rerun later")),
+            Step::Done(RekeyOutcome::Leased) => {
+                pending.push((r, "refresh lease held; rerun later"))
+            }
+            Step::Done(RekeyOutcome::Contended) => {
+                pending.push((r, "concurrent writes; rerun later"))
+            }
             Step::Failed(why) => failed.push((r, why)),
             _ => {}
         }
@@ -265,7 +173,8 @@ pub async fn rekey(
     for (r, s) in &results {
         if matches!(
             s,
-            Step::Leased | Step::Contended | Step::NotAttempted | Step::Failed(_)
+            Step::Done(RekeyOutcome::Leased | RekeyOutcome::Contended | RekeyOutcome::NotAdmitted)
+                | Step::Failed(_)
         ) {
             *left.entry(r.data_key_id.as_str()).or_default() += 1;
         }

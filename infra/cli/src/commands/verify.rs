@@ -2,12 +2,12 @@
 //! away. Finds records that were tampered with in the table, moved between
 //! tenants, or wrapped under a key this deployment can't use.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
-use tokenkeep_envelope::{EncryptedDataKey, EncryptionContext, EnvelopeError};
-use tokenkeep_installations::{InstallationStore, ReadContext, StoreError, StoredRecord};
+use tokenkeep_envelope::EnvelopeError;
+use tokenkeep_installations::{
+    InstallationStore, ReadContext, StoreError, StoredRecord, VerifyError,
+};
 
 use super::{all_records, describe_record};
 use crate::exit::{FAILED, Failure};
@@ -32,32 +32,15 @@ async fn check(
     if record.key().is_err() {
         return Err("malformed record key");
     }
-    if record.sealed.is_empty() {
-        return Ok(());
-    }
-    // Unwrap the data key on its own first, so the report can tell a key or
-    // context problem from a sealed field that fails authentication. The
-    // store's key cache makes verify_record reuse this unwrap.
-    let blob = B64
-        .decode(&record.data_key)
-        .map_err(|_| "malformed wrapped data key")?;
-    let edk = EncryptedDataKey {
-        key_id: record.data_key_id.clone(),
-        blob,
-    };
-    let ctx = EncryptionContext::for_installation(&store.config().app_id, &record.pk);
-    store
-        .key_provider()
-        .decrypt_data_key(&edk, &ctx)
-        .await
-        .map_err(|e| envelope_reason(&e))?;
     store.verify_record(record, run).await.map_err(|e| match e {
-        StoreError::Integrity => {
+        VerifyError::DataKey(e) => envelope_reason(&e),
+        VerifyError::Field => {
             "sealed field failed authentication (tampered ciphertext or bound attribute)"
         }
-        StoreError::Envelope(e) => envelope_reason(&e),
-        StoreError::Repository(_) => "storage error (the audit record could not be written)",
-        _ => "storage error",
+        VerifyError::Store(StoreError::Repository(_)) => {
+            "storage error (the audit record could not be written)"
+        }
+        VerifyError::Store(_) => "storage error",
     })
 }
 
