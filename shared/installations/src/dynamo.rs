@@ -28,6 +28,47 @@ pub struct DynamoRepository {
 }
 
 impl DynamoRepository {
+    /// Claims `event_id` (first claim, or the earlier one expired), with
+    /// `audit` in the same `TransactWriteItems` if given: the audit put has
+    /// no condition, so a cancelled transaction's condition failure is the
+    /// claim's, a retry (`Ok(false)`, nothing written). One round trip either
+    /// way; alone, the claim is a one-item transaction (lifecycle events only).
+    async fn claim_event(
+        &self,
+        audit: Option<Put>,
+        event_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<bool, RepoError> {
+        let mut event = key_of(format!("EVT#{event_id}"), "EVT".to_owned());
+        event.insert(TTL_ATTRIBUTE.into(), n(expires_at));
+        let claim = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(event))
+            .condition_expression("attribute_not_exists(#pk) OR #ttl <= :now")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(|e| RepoError::Backend(Box::new(e)))?;
+        let items = audit
+            .into_iter()
+            .chain([claim])
+            .map(|put| TransactWriteItem::builder().put(put).build());
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items.collect()))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(RepoError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
         Self {
             client,
@@ -935,25 +976,7 @@ impl Repository for DynamoRepository {
         now: i64,
         expires_at: i64,
     ) -> Result<bool, RepoError> {
-        let mut item = key_of(format!("EVT#{event_id}"), "EVT".to_owned());
-        item.insert(TTL_ATTRIBUTE.into(), n(expires_at));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #ttl <= :now")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await
-            .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.claim_event(None, event_id, now, expires_at).await
     }
 
     async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
@@ -994,39 +1017,13 @@ impl Repository for DynamoRepository {
         now: i64,
         event_expires_at: i64,
     ) -> Result<bool, RepoError> {
-        // One TransactWriteItems (billed as two writes per item, one round
-        // trip): the audit put and the conditional event put succeed together
-        // or not at all. The audit put has no condition, so a cancelled
-        // transaction's condition failure is the event's: a retry.
         let audit = Put::builder()
             .table_name(&self.audit_table)
             .set_item(Some(audit_item(record, expires_at)?))
             .build()
             .map_err(|e| RepoError::Backend(Box::new(e)))?;
-        let mut event = key_of(format!("EVT#{event_id}"), "EVT".to_owned());
-        event.insert(TTL_ATTRIBUTE.into(), n(event_expires_at));
-        let claim = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(event))
-            .condition_expression("attribute_not_exists(#pk) OR #ttl <= :now")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(|e| RepoError::Backend(Box::new(e)))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(audit).build())
-            .transact_items(TransactWriteItem::builder().put(claim).build())
-            .send()
+        self.claim_event(Some(audit), event_id, now, event_expires_at)
             .await
-            .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     async fn query_audit(
