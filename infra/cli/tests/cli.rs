@@ -89,7 +89,14 @@ fn open_embedded(dir: &Path) -> InstallationStore {
 }
 
 fn wipe_db(dir: &Path) {
-    for name in ["store.db", "store.db-wal", "store.db-shm"] {
+    for name in [
+        "store.db",
+        "store.db-wal",
+        "store.db-shm",
+        "store-log.db",
+        "store-log.db-wal",
+        "store-log.db-shm",
+    ] {
         let _ = std::fs::remove_file(dir.join(name));
     }
 }

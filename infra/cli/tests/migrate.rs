@@ -443,7 +443,7 @@ fn assert_store_has_no_plaintext(fx: &Fixture, data: &Path) {
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("store.db")
+                .starts_with("store")
         {
             raw.extend(std::fs::read(&path).unwrap());
         }

@@ -10,14 +10,11 @@
 //! statement here is a primary-key lookup or write taking microseconds, less
 //! than a thread hand-off would cost.
 //!
-//! Audit appends are group-committed: concurrent appends queue, and whichever
-//! caller finds no commit in progress writes everything queued in one
-//! transaction, then keeps draining until the queue is empty. Each caller's
-//! future resolves only after the transaction holding its row has committed
-//! (or with that row's own error), so a token read is still never answered
-//! before its audit record is durable; under load one commit (its locks and
-//! WAL frames) is shared by many reads. The commit loop has no `.await`, so a
-//! cancelled request can't strand rows that other callers wait on.
+//! Audit appends are group-committed by one thread (`audit_writer`): each
+//! caller's future resolves only after the transaction holding its row has
+//! committed (or with that row's own error), so a token read is still never
+//! answered before its audit record is durable; under load one commit (its
+//! locks and WAL frames) is shared by many reads.
 //!
 //! Revocation tombstones live in their own table (`revocations`), so no
 //! record query can mistake one for a record; `revoke` deletes the record and
@@ -26,14 +23,30 @@
 //! An append may carry an event claim (`append_audit_claiming`): the claim
 //! and its audit row commit in the same transaction, or neither does (a
 //! duplicate's row is skipped), so the events path writes once per event.
+//!
+//! Two files. The main file (`store.db`) holds installations: records,
+//! tenants, revocations. The log file beside it (`store-log.db`, attached as
+//! `log`) holds what is written per request: the audit log, event claims and
+//! OAuth states. No transaction writes both, so none needs to be atomic across
+//! them (SQLite doesn't make WAL transactions atomic across attached files).
+//! The split keeps per-event writes out of the main file, which is what lets
+//! token reads come from the in-process cache (`read_cache`) until an
+//! installation actually changes. The audit log is a rowid table, so an append
+//! lands on its last page: a batch of reads writes one table page and one
+//! index page, not one random page per tenant.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+mod audit_writer;
+mod read_cache;
+
+use audit_writer::{AuditWriter, EventClaim, PendingAudit};
 
 use crate::{
     AuditRecord, DueCursor, Expect, RecordKey, RepoError, Repository, StoredRecord, TenantState,
@@ -42,57 +55,19 @@ use crate::{
 pub struct EmbeddedRepository {
     /// The one connection that writes (every conditional write and the audit
     /// group commit).
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     /// Read-only connections for plain reads. In WAL mode a reader never waits
     /// for the writer, so a token read doesn't queue behind a group commit
     /// (empty for an in-memory database, which one connection only can see).
     readers: Vec<Mutex<Connection>>,
+    /// Token reads (`get_with_tenant`) of a file-backed store.
+    cache: Option<read_cache::ReadCache>,
     path: String,
-    audit_queue: Mutex<AuditQueue>,
-}
-
-/// Audit rows waiting for the next group commit (see the module doc).
-#[derive(Default)]
-struct AuditQueue {
-    rows: Vec<PendingAudit>,
-    /// A caller is running the commit loop and will drain whatever is queued.
-    committing: bool,
-}
-
-struct PendingAudit {
-    tenant: String,
-    sk: String,
-    at_ms: i64,
-    ttl: i64,
-    body: String,
-    /// An event id to record with the row; the row is written only if this
-    /// is the first claim (see `Repository::append_audit_claiming`).
-    claim: Option<EventClaim>,
-    /// `Ok(true)`: committed; `Ok(false)`: the claim was a duplicate, nothing written.
-    done: oneshot::Sender<Result<bool, RepoError>>,
-}
-
-struct EventClaim {
-    event_id: String,
-    now: i64,
-    expires_at: i64,
-}
-
-/// Clears `committing` if the commit loop unwinds, so later appends don't wait
-/// on a loop that is gone (the queued rows' senders drop: those reads fail).
-struct CommitLoopGuard<'a>(&'a Mutex<AuditQueue>);
-
-impl Drop for CommitLoopGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            q.committing = false;
-        }
-    }
+    audit: AuditWriter,
 }
 
 /// Read connections of a file-backed store.
-const READERS: usize = 4;
+const READERS: usize = 2;
 
 fn open_reader(path: &Path) -> Result<Connection, RepoError> {
     let conn = Connection::open_with_flags(
@@ -102,32 +77,39 @@ fn open_reader(path: &Path) -> Result<Connection, RepoError> {
     .map_err(backend)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(backend)?;
+    // Token reads come from the read cache, so these pages are rarely read
+    // twice: a small page cache keeps the process's memory down.
+    conn.pragma_update(None, "cache_size", READER_CACHE_KIB)
+        .map_err(backend)?;
     Ok(conn)
 }
 
+/// Page cache per read connection, KiB (negative: SQLite's unit for KiB).
+const READER_CACHE_KIB: i64 = -256;
+
+/// The log file of the store at `path`: `store.db` → `store-log.db`.
+fn log_path(path: &Path) -> std::path::PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-log.{}", ext.to_string_lossy()),
+        None => format!("{stem}-log"),
+    };
+    path.with_file_name(name)
+}
+
+/// Attaches the log file as `log` (read-only on a read-only connection).
+fn attach_log(conn: &Connection, log: &str) -> Result<(), RepoError> {
+    conn.execute("ATTACH DATABASE ?1 AS log", [log])
+        .map_err(backend)?;
+    Ok(())
+}
+
 const INSERT_AUDIT: &str =
-    "INSERT INTO audit (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)";
+    "INSERT INTO log.audit_log (tenant, sk, at_ms, ttl, body) VALUES (?1, ?2, ?3, ?4, ?5)";
 /// Records an event id unless an unexpired claim exists: one changed row means
 /// this caller is the first.
-const CLAIM_EVENT: &str = "INSERT INTO events (event_id, ttl) VALUES (?1, ?2)
+const CLAIM_EVENT: &str = "INSERT INTO log.events (event_id, ttl) VALUES (?1, ?2)
      ON CONFLICT (event_id) DO UPDATE SET ttl = excluded.ttl WHERE events.ttl <= ?3";
-
-/// Writes one queued row (and its claim) inside the caller's transaction.
-fn write_pending(conn: &Connection, row: &PendingAudit) -> rusqlite::Result<bool> {
-    if let Some(claim) = &row.claim {
-        let claimed = conn.prepare_cached(CLAIM_EVENT)?.execute(params![
-            claim.event_id,
-            claim.expires_at,
-            claim.now
-        ])? == 1;
-        if !claimed {
-            return Ok(false);
-        }
-    }
-    conn.prepare_cached(INSERT_AUDIT)?
-        .execute(params![row.tenant, row.sk, row.at_ms, row.ttl, row.body])?;
-    Ok(true)
-}
 
 impl std::fmt::Debug for EmbeddedRepository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +137,7 @@ fn corrupt(e: serde_json::Error) -> RepoError {
     RepoError::Corrupt(e.to_string())
 }
 
+/// The main file: installations.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
     pk TEXT NOT NULL, sk TEXT NOT NULL,
@@ -172,13 +155,33 @@ CREATE TABLE IF NOT EXISTS revocations (
     pk TEXT NOT NULL, sk TEXT NOT NULL, revoked_at INTEGER NOT NULL,
     PRIMARY KEY (pk, sk)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS states (nonce TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit (
-    tenant TEXT NOT NULL, sk TEXT NOT NULL, at_ms INTEGER NOT NULL, ttl INTEGER NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (tenant, sk)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at_ms);
+";
+
+/// The log file (attached as `log`): what is written per request.
+const LOG_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log.states (nonce TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log.events (event_id TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log.audit_log (
+    seq INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL, sk TEXT NOT NULL, at_ms INTEGER NOT NULL, ttl INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log.audit_log_by_time ON audit_log (at_ms);
+";
+
+/// Stores written before the split kept the log tables in the main file (the
+/// audit log keyed by tenant). Moved once, in one transaction; the two files
+/// aren't committed atomically together, so a crash in the middle can at
+/// worst copy the audit rows twice on the next start, never lose one.
+const MOVE_LEGACY_LOG: &str = "
+BEGIN IMMEDIATE;
+INSERT OR IGNORE INTO log.states (nonce, ttl) SELECT nonce, ttl FROM main.states;
+INSERT OR IGNORE INTO log.events (event_id, ttl) SELECT event_id, ttl FROM main.events;
+INSERT INTO log.audit_log (tenant, sk, at_ms, ttl, body)
+    SELECT tenant, sk, at_ms, ttl, body FROM main.audit ORDER BY at_ms, sk;
+DROP TABLE main.states;
+DROP TABLE main.events;
+DROP TABLE main.audit;
+COMMIT;
 ";
 
 impl EmbeddedRepository {
@@ -188,12 +191,18 @@ impl EmbeddedRepository {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| RepoError::Backend(Box::new(e)))?;
         }
+        let log = log_path(path).display().to_string();
         let conn = Connection::open(path).map_err(backend)?;
-        let mut repo = Self::init(conn, path.display().to_string())?;
-        // After init, so the schema exists and the file is in WAL mode.
+        let mut repo = Self::init(conn, path.display().to_string(), &log)?;
+        // After init, so the schemas exist and both files are in WAL mode.
         repo.readers = (0..READERS)
-            .map(|_| open_reader(path).map(Mutex::new))
-            .collect::<Result<_, _>>()?;
+            .map(|_| {
+                let reader = open_reader(path)?;
+                attach_log(&reader, &log)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<_, RepoError>>()?;
+        repo.cache = Some(read_cache::ReadCache::open(path)?);
         Ok(repo)
     }
 
@@ -202,81 +211,45 @@ impl EmbeddedRepository {
         Self::init(
             Connection::open_in_memory().map_err(backend)?,
             ":memory:".into(),
+            ":memory:",
         )
     }
 
-    fn init(conn: Connection, path: String) -> Result<Self, RepoError> {
+    fn init(conn: Connection, path: String, log: &str) -> Result<Self, RepoError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+        attach_log(&conn, log)?;
+        for (schema, cache_kib) in [("main", -512), ("log", -512)] {
+            conn.pragma_update(Some(schema), "journal_mode", "WAL")
+                .map_err(backend)?;
+            conn.pragma_update(Some(schema), "synchronous", "NORMAL")
+                .map_err(backend)?;
+            // The log's hot pages are its tables' last pages; installation
+            // reads mostly come from the read cache. Small caches keep the
+            // process's memory within budget.
+            conn.pragma_update(Some(schema), "cache_size", cache_kib)
+                .map_err(backend)?;
+        }
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.execute_batch(LOG_SCHEMA).map_err(backend)?;
+        let legacy: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'audit')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if legacy {
+            conn.execute_batch(MOVE_LEGACY_LOG).map_err(backend)?;
+        }
+        let conn = Arc::new(Mutex::new(conn));
         Ok(Self {
-            conn: Mutex::new(conn),
+            audit: AuditWriter::start(conn.clone())?,
+            conn,
             readers: Vec::new(),
+            cache: None,
             path,
-            audit_queue: Mutex::default(),
         })
-    }
-
-    fn audit_queue(&self) -> std::sync::MutexGuard<'_, AuditQueue> {
-        self.audit_queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The group-commit loop: runs until the queue is empty. Synchronous on
-    /// purpose (see the module doc).
-    fn commit_queued_audits(&self) {
-        let _guard = CommitLoopGuard(&self.audit_queue);
-        loop {
-            let batch = {
-                let mut q = self.audit_queue();
-                if q.rows.is_empty() {
-                    // Cleared in the same critical section as the emptiness
-                    // check: a row pushed after this starts its own loop.
-                    q.committing = false;
-                    return;
-                }
-                std::mem::take(&mut q.rows)
-            };
-            self.commit_audit_batch(batch);
-        }
-    }
-
-    /// One transaction for the whole batch; if it fails, each row is retried
-    /// in a transaction of its own so every caller gets its own row's outcome
-    /// (and a claim never commits without its audit row).
-    fn commit_audit_batch(&self, batch: Vec<PendingAudit>) {
-        let mut conn = self.conn();
-        let together = (|| -> rusqlite::Result<Vec<bool>> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let written = batch
-                .iter()
-                .map(|row| write_pending(&tx, row))
-                .collect::<rusqlite::Result<Vec<bool>>>()?;
-            tx.commit()?;
-            Ok(written)
-        })();
-        match together {
-            Ok(written) => {
-                for (row, written) in batch.into_iter().zip(written) {
-                    let _ = row.done.send(Ok(written));
-                }
-            }
-            Err(_) => {
-                for row in batch {
-                    let one = (|| -> rusqlite::Result<bool> {
-                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                        let written = write_pending(&tx, &row)?;
-                        tx.commit()?;
-                        Ok(written)
-                    })()
-                    .map_err(backend);
-                    let _ = row.done.send(one);
-                }
-            }
-        }
     }
 
     /// Queues a row for the group commit and waits for its transaction.
@@ -297,15 +270,8 @@ impl EmbeddedRepository {
             claim,
             done,
         };
-        let lead = {
-            let mut q = self.audit_queue();
-            q.rows.push(row);
-            !std::mem::replace(&mut q.committing, true)
-        };
-        if lead {
-            self.commit_queued_audits();
-        }
-        // The sender is dropped without sending only if the commit loop panicked.
+        self.audit.submit(row);
+        // The sender is dropped without sending only if its batch's commit panicked.
         committed
             .await
             .map_err(|_| RepoError::Backend("audit commit loop failed".into()))?
@@ -390,27 +356,15 @@ impl Repository for EmbeddedRepository {
         row.map(decode).transpose()
     }
 
-    /// One lock and one read transaction for both rows: the pair is a
-    /// snapshot (no commit of another process lands between them) and the
-    /// token read takes the connection once.
+    /// Both rows as one snapshot; from the read cache when file-backed.
     async fn get_with_tenant(
         &self,
         key: &RecordKey,
     ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
-        let (pk, sk) = (key.pk(), key.sk());
-        let mut conn = self.reader();
-        let tx = conn.transaction().map_err(backend)?;
-        let row = tx
-            .prepare_cached(
-                "SELECT body, lease_owner, lease_until FROM records WHERE pk = ?1 AND sk = ?2",
-            )
-            .map_err(backend)?
-            .query_row(params![pk, sk], read_record)
-            .optional()
-            .map_err(backend)?;
-        let tenant = tenant_row(&tx, &pk)?;
-        tx.commit().map_err(backend)?;
-        Ok((row.map(decode).transpose()?, tenant))
+        match &self.cache {
+            Some(cache) => cache.get_with_tenant(key),
+            None => read_cache::read_pair(&mut self.conn(), &key.pk(), &key.sk()),
+        }
     }
 
     async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
@@ -772,7 +726,7 @@ impl Repository for EmbeddedRepository {
     async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO states (nonce, ttl) VALUES (?1, ?2)",
+            "INSERT INTO log.states (nonce, ttl) VALUES (?1, ?2)",
             params![nonce, expires_at],
         )
         .map_err(|e| match e {
@@ -791,12 +745,12 @@ impl Repository for EmbeddedRepository {
         // One statement: only the caller whose DELETE removes the row wins.
         let n = conn
             .execute(
-                "DELETE FROM states WHERE nonce = ?1 AND ttl > ?2",
+                "DELETE FROM log.states WHERE nonce = ?1 AND ttl > ?2",
                 params![nonce, now],
             )
             .map_err(backend)?;
         // Expired states are dead either way; drop them opportunistically.
-        conn.execute("DELETE FROM states WHERE ttl <= ?1", [now])
+        conn.execute("DELETE FROM log.states WHERE ttl <= ?1", [now])
             .map_err(backend)?;
         Ok(n == 1)
     }
@@ -819,7 +773,7 @@ impl Repository for EmbeddedRepository {
     async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
         let conn = self.reader();
         let ttl: Option<i64> = conn
-            .prepare_cached("SELECT ttl FROM events WHERE event_id = ?1")
+            .prepare_cached("SELECT ttl FROM log.events WHERE event_id = ?1")
             .map_err(backend)?
             .query_row([event_id], |r| r.get(0))
             .optional()
@@ -856,7 +810,7 @@ impl Repository for EmbeddedRepository {
         let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT body FROM audit WHERE (?1 IS NULL OR tenant = ?1) AND at_ms >= ?2 ORDER BY at_ms, sk LIMIT ?3",
+                "SELECT body FROM log.audit_log WHERE (?1 IS NULL OR tenant = ?1) AND at_ms >= ?2 ORDER BY at_ms, sk LIMIT ?3",
             )
             .map_err(backend)?;
         let rows = stmt

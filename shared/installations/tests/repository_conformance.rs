@@ -778,3 +778,168 @@ async fn dynamodb_tables_have_ttl_and_the_expiry_index() {
         );
     }
 }
+
+/// The embedded store serves token reads from an in-process cache: a write
+/// by this process or by another one on the same files (an operator command
+/// while `tokenkeep dev` runs) must show on the very next read, while the
+/// per-request writes (audit, event claims, states) leave the cache alone.
+#[tokio::test]
+async fn embedded_reads_see_every_write_of_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let server = EmbeddedRepository::open(&path).unwrap();
+    let operator = EmbeddedRepository::open(&path).unwrap();
+    let key = RecordKey::bot(team("TCACHE"));
+    async fn versions(
+        repo: &EmbeddedRepository,
+        key: &RecordKey,
+    ) -> (Option<u64>, Option<(u64, bool)>) {
+        let (rec, tenant) = repo.get_with_tenant(key).await.unwrap();
+        (
+            rec.map(|r| r.version),
+            tenant.map(|t| (t.generation, t.purged)),
+        )
+    }
+    let version_read = |repo| versions(repo, &key);
+    assert_eq!(
+        version_read(&server).await,
+        (None, None),
+        "nothing yet (cached as absent)"
+    );
+
+    let generation = operator.open_generation(&key.pk()).await.unwrap();
+    operator
+        .put(&record(&key, 1, generation, None), Expect::Absent)
+        .await
+        .unwrap();
+    assert_eq!(
+        version_read(&server).await,
+        (Some(1), Some((1, false))),
+        "another process's install"
+    );
+
+    // Per-request writes in between keep the entry, and change nothing read.
+    for i in 0..3 {
+        let rec = AuditRecord {
+            tenant: key.pk(),
+            at_ms: 5_000 + i,
+            token_kind: TokenKind::Bot,
+            user_id: None,
+            actor: "events".into(),
+            request_id: format!("req-{i}"),
+            reason: "app_mention".into(),
+            outcome: Outcome::Ok,
+            version: 1,
+        };
+        assert!(
+            server
+                .append_audit_claiming(&rec, 99_999, &format!("EvCache{i}"), 100, 200)
+                .await
+                .unwrap()
+        );
+        assert_eq!(version_read(&server).await, (Some(1), Some((1, false))));
+    }
+
+    server
+        .put(
+            &record(&key, 2, generation, None),
+            Expect::Version {
+                version: 1,
+                generation,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        version_read(&server).await,
+        (Some(2), Some((1, false))),
+        "this process's own write"
+    );
+    assert!(
+        operator
+            .try_lease(&key, 2, generation, "other", 10, 40)
+            .await
+            .unwrap()
+    );
+    let (leased, _) = server.get_with_tenant(&key).await.unwrap();
+    assert_eq!(
+        leased.unwrap().lease_owner.as_deref(),
+        Some("other"),
+        "another process's lease"
+    );
+
+    operator.purge_tenant(&key.pk(), 1_000).await.unwrap();
+    assert_eq!(
+        version_read(&server).await,
+        (None, Some((1, true))),
+        "another process's purge"
+    );
+}
+
+/// A data dir written before the log tables moved to their own file keeps its
+/// audit log, event claims and OAuth states.
+#[tokio::test]
+async fn embedded_store_from_before_the_log_file_keeps_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE states (nonce TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE events (event_id TEXT PRIMARY KEY, ttl INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE audit (
+                 tenant TEXT NOT NULL, sk TEXT NOT NULL, at_ms INTEGER NOT NULL, ttl INTEGER NOT NULL, body TEXT NOT NULL,
+                 PRIMARY KEY (tenant, sk)
+             ) WITHOUT ROWID;
+             CREATE INDEX audit_by_time ON audit (at_ms);
+             INSERT INTO states VALUES ('nonce-old', 9999999999);
+             INSERT INTO events VALUES ('EvOld', 9999999999);",
+        )
+        .unwrap();
+        for (tenant, at_ms) in [("T#-#TB", 2_000), ("T#-#TA", 1_000)] {
+            let rec = AuditRecord {
+                tenant: tenant.into(),
+                at_ms,
+                token_kind: TokenKind::Bot,
+                user_id: None,
+                actor: "events".into(),
+                request_id: "req-old".into(),
+                reason: "app_mention".into(),
+                outcome: Outcome::Ok,
+                version: 1,
+            };
+            old.execute(
+                "INSERT INTO audit VALUES (?1, ?2, ?3, 99999, ?4)",
+                rusqlite::params![
+                    tenant,
+                    rec.sort_key(1),
+                    at_ms,
+                    serde_json::to_string(&rec).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let repo = EmbeddedRepository::open(&path).unwrap();
+    let all = repo.query_audit(None, 0, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.tenant.as_str()).collect::<Vec<_>>(),
+        ["T#-#TA", "T#-#TB"],
+        "oldest first"
+    );
+    assert_eq!(
+        repo.query_audit(Some("T#-#TB"), 0, 10).await.unwrap().len(),
+        1
+    );
+    assert!(repo.event_seen("EvOld", 100).await.unwrap());
+    assert!(repo.consume_state("nonce-old", 100).await.unwrap());
+    drop(repo);
+    // Moved once: a second open finds nothing left to move and loses nothing.
+    let repo = EmbeddedRepository::open(&path).unwrap();
+    assert_eq!(repo.query_audit(None, 0, 10).await.unwrap().len(), 2);
+    assert!(
+        !repo.consume_state("nonce-old", 100).await.unwrap(),
+        "single use still"
+    );
+}
