@@ -610,20 +610,25 @@ async fn events_dedupe(repo: &dyn Repository) {
     );
 }
 
-/// An audit append with an event claim: both or neither, and a duplicate
-/// writes nothing (no audit row), within the claim's TTL only.
-async fn audit_with_an_event_claim(repo: &dyn Repository) {
-    let rec = |at_ms| AuditRecord {
-        tenant: "T#-#TCLAIM".to_owned(),
+/// An audit row as the events path writes it (bot token, outcome ok).
+fn audit_row(tenant: &str, at_ms: i64, request_id: &str, reason: &str) -> AuditRecord {
+    AuditRecord {
+        tenant: tenant.to_owned(),
         at_ms,
         token_kind: TokenKind::Bot,
         user_id: None,
         actor: "events".into(),
-        request_id: "req".into(),
-        reason: "message".into(),
+        request_id: request_id.into(),
+        reason: reason.into(),
         outcome: Outcome::Ok,
         version: 1,
-    };
+    }
+}
+
+/// An audit append with an event claim: both or neither, and a duplicate
+/// writes nothing (no audit row), within the claim's TTL only.
+async fn audit_with_an_event_claim(repo: &dyn Repository) {
+    let rec = |at_ms| audit_row("T#-#TCLAIM", at_ms, "req", "message");
     let audit_rows = || async {
         repo.query_audit(Some("T#-#TCLAIM"), 0, 100)
             .await
@@ -668,17 +673,7 @@ async fn audit_with_an_event_claim(repo: &dyn Repository) {
 
 async fn audit_trail(repo: &dyn Repository) {
     for (i, tenant) in ["T#-#TA", "T#-#TB", "T#-#TA"].iter().enumerate() {
-        let rec = AuditRecord {
-            tenant: (*tenant).to_owned(),
-            at_ms: 1_000 + i as i64,
-            token_kind: TokenKind::Bot,
-            user_id: None,
-            actor: "events".into(),
-            request_id: "req".into(),
-            reason: "app_mention".into(),
-            outcome: Outcome::Ok,
-            version: 1,
-        };
+        let rec = audit_row(tenant, 1_000 + i as i64, "req", "app_mention");
         repo.append_audit(&rec, 99_999).await.unwrap();
         // Same millisecond, same request: still two records.
         if i == 0 {
@@ -820,17 +815,7 @@ async fn embedded_reads_see_every_write_of_another_process() {
 
     // Per-request writes in between keep the entry, and change nothing read.
     for i in 0..3 {
-        let rec = AuditRecord {
-            tenant: key.pk(),
-            at_ms: 5_000 + i,
-            token_kind: TokenKind::Bot,
-            user_id: None,
-            actor: "events".into(),
-            request_id: format!("req-{i}"),
-            reason: "app_mention".into(),
-            outcome: Outcome::Ok,
-            version: 1,
-        };
+        let rec = audit_row(&key.pk(), 5_000 + i, &format!("req-{i}"), "app_mention");
         assert!(
             server
                 .append_audit_claiming(&rec, 99_999, &format!("EvCache{i}"), 100, 200)
@@ -898,17 +883,7 @@ async fn embedded_store_from_before_the_log_file_keeps_its_log() {
         )
         .unwrap();
         for (tenant, at_ms) in [("T#-#TB", 2_000), ("T#-#TA", 1_000)] {
-            let rec = AuditRecord {
-                tenant: tenant.into(),
-                at_ms,
-                token_kind: TokenKind::Bot,
-                user_id: None,
-                actor: "events".into(),
-                request_id: "req-old".into(),
-                reason: "app_mention".into(),
-                outcome: Outcome::Ok,
-                version: 1,
-            };
+            let rec = audit_row(tenant, at_ms, "req-old", "app_mention");
             old.execute(
                 "INSERT INTO audit VALUES (?1, ?2, ?3, 99999, ?4)",
                 rusqlite::params![
