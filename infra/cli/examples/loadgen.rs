@@ -115,6 +115,8 @@ fn spawn_dev(bin: &Path, slack: &FakeSlack, data: &Path, port: u16) -> Child {
             format!("{}/oauth/authorize", slack.api_url()),
         )
         .env("TOKENKEEP_DATA_DIR", data)
+        // Allocator options pass through, to measure them (BENCHMARKS.md).
+        .envs(std::env::vars().filter(|(name, _)| name.starts_with("MIMALLOC_")))
         // The JSON log lines (one per event, one per audited read) are written as
         // in a real run; nothing reads them here.
         .stdout(Stdio::null())
