@@ -374,18 +374,7 @@ impl InstallationStore {
                 at_ms: self.clock().now_millis(),
                 at: Instant::now(),
             };
-            if self
-                .repository()
-                .try_lease(
-                    key,
-                    record.version,
-                    record.generation,
-                    owner,
-                    now,
-                    now + lease_secs,
-                )
-                .await?
-            {
+            if self.lease(key, &record, owner, now).await? {
                 match self
                     .refresh_with_lease(key, &record, owner, leased, deadline)
                     .await?
@@ -407,6 +396,28 @@ impl InstallationStore {
     }
 
     /// We hold the lease: call Slack once, persist the new pair, then return it.
+    /// Takes the record's refresh lease for `owner`, or renews it if `owner`
+    /// holds it: one term from `now`, only while the record is still at the
+    /// version and generation read.
+    async fn lease(
+        &self,
+        key: &RecordKey,
+        record: &StoredRecord,
+        owner: &str,
+        now: i64,
+    ) -> Result<bool, RepoError> {
+        self.repository()
+            .try_lease(
+                key,
+                record.version,
+                record.generation,
+                owner,
+                now,
+                now + self.config().lease_secs,
+            )
+            .await
+    }
+
     async fn refresh_with_lease(
         &self,
         key: &RecordKey,
@@ -494,17 +505,8 @@ impl InstallationStore {
         let lease_ends = if leased.is_recent(self.clock().now_millis()) {
             leased.at + lease_term
         } else {
-            let now = self.clock().now_secs();
             if !self
-                .repository()
-                .try_lease(
-                    key,
-                    record.version,
-                    record.generation,
-                    owner,
-                    now,
-                    now + lease_secs,
-                )
+                .lease(key, record, owner, self.clock().now_secs())
                 .await?
             {
                 tracing::warn!(tenant = %key.pk(), sk = %key.sk(), metric = "RefreshLeaseLost",
