@@ -62,11 +62,7 @@ impl DynamoRepository {
             .send()
             .await
             .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        applied(result)
     }
 
     pub fn new(client: Client, table: impl Into<String>, audit_table: impl Into<String>) -> Self {
@@ -137,6 +133,16 @@ fn due_cursor(item: &HashMap<String, AttributeValue>) -> Result<DueCursor, RepoE
     let key = RecordKey::from_keys(text(PK)?, text(SK)?)
         .map_err(|e| RepoError::Corrupt(e.to_string()))?;
     Ok(DueCursor { expires_at, key })
+}
+
+/// A conditional write's outcome: `Ok(true)` written, `Ok(false)` when its
+/// condition (or one of its transaction's) said no; other errors pass.
+fn applied<T>(result: Result<T, RepoError>) -> Result<bool, RepoError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(RepoError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn classify<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> RepoError
@@ -594,11 +600,7 @@ impl Repository for DynamoRepository {
             .send()
             .await
             .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        applied(result)
     }
 
     async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError> {
@@ -758,11 +760,7 @@ impl Repository for DynamoRepository {
             .send()
             .await
             .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        applied(result)
     }
 
     async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
@@ -927,11 +925,7 @@ impl Repository for DynamoRepository {
         if state.purged {
             put = put.expression_attribute_values(":f", AttributeValue::Bool(false));
         }
-        match put.send().await.map_err(classify) {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        applied(put.send().await.map_err(classify))
     }
 
     async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
@@ -963,11 +957,7 @@ impl Repository for DynamoRepository {
             .send()
             .await
             .map_err(classify);
-        match result {
-            Ok(_) => Ok(true),
-            Err(RepoError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
-        }
+        applied(result)
     }
 
     async fn record_event(
