@@ -20,12 +20,13 @@ use tokenkeep_events::{
     MentionReplier, Metric, router_with_metrics,
 };
 use tokenkeep_installations::testing::{
-    ManualClock, emulator_kms_key, emulator_repository, local_keys,
+    CountingRepository, FaultyRepository, ManualClock, RepoFault, emulator_kms_key,
+    emulator_repository, local_keys,
 };
 use tokenkeep_installations::{
-    AuditRecord, Clock, CountingStoreMetrics, DueCursor, EmbeddedRepository, Expect, Installation,
-    InstallationStore, Outcome, RecordKey, RepoError, Repository, StoreConfig, StoreMetric,
-    StoredRecord, TenantKey, TenantState, VerifiedTenant,
+    AuditRecord, Clock, CountingStoreMetrics, EmbeddedRepository, Expect, Installation,
+    InstallationStore, Outcome, RecordKey, Repository, StoreConfig, StoreMetric, TenantKey,
+    VerifiedTenant,
 };
 use tokenkeep_slack_api::fake::{FakeSlack, FakeSlackConfig, InstallSpec, sign_request};
 use tokenkeep_slack_api::{AccessToken, RequestVerifier, SigningSecret, SlackOAuth as _};
@@ -39,186 +40,6 @@ const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
 
 // ---- doubles -----------------------------------------------------------------
-
-/// Passes every call through, counting them, and can fail token-record reads
-/// on demand (a DynamoDB outage as the store sees it).
-#[derive(Debug)]
-struct CountingRepository {
-    inner: Arc<dyn Repository>,
-    calls: AtomicU64,
-    methods: Mutex<Vec<&'static str>>,
-    fail_gets: AtomicBool,
-}
-
-impl CountingRepository {
-    fn calls(&self) -> u64 {
-        self.calls.load(Ordering::SeqCst)
-    }
-    fn tick(&self, method: &'static str) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.methods.lock().unwrap().push(method);
-    }
-    /// The methods called since `from` calls, in order.
-    fn methods_since(&self, from: usize) -> Vec<&'static str> {
-        self.methods.lock().unwrap()[from..].to_vec()
-    }
-}
-
-#[async_trait]
-impl Repository for CountingRepository {
-    async fn get(&self, key: &RecordKey) -> Result<Option<StoredRecord>, RepoError> {
-        self.tick("get");
-        if self.fail_gets.load(Ordering::SeqCst) {
-            return Err(RepoError::Unavailable("injected outage".into()));
-        }
-        self.inner.get(key).await
-    }
-    async fn get_with_tenant(
-        &self,
-        key: &RecordKey,
-    ) -> Result<(Option<StoredRecord>, Option<TenantState>), RepoError> {
-        self.tick("get_with_tenant");
-        if self.fail_gets.load(Ordering::SeqCst) {
-            return Err(RepoError::Unavailable("injected outage".into()));
-        }
-        self.inner.get_with_tenant(key).await
-    }
-    async fn list_tenant(&self, pk: &str) -> Result<Vec<StoredRecord>, RepoError> {
-        self.tick("list_tenant");
-        self.inner.list_tenant(pk).await
-    }
-    async fn put(&self, record: &StoredRecord, expect: Expect) -> Result<(), RepoError> {
-        self.tick("put");
-        self.inner.put(record, expect).await
-    }
-    async fn delete(&self, key: &RecordKey) -> Result<bool, RepoError> {
-        self.tick("delete");
-        self.inner.delete(key).await
-    }
-    async fn revoke(&self, key: &RecordKey, revoked_at: i64) -> Result<bool, RepoError> {
-        self.tick("revoke");
-        self.inner.revoke(key, revoked_at).await
-    }
-    async fn revoked_at(&self, key: &RecordKey) -> Result<Option<i64>, RepoError> {
-        self.tick("revoked_at");
-        self.inner.revoked_at(key).await
-    }
-    async fn restore_revocation(
-        &self,
-        key: &RecordKey,
-        revoked_at: i64,
-    ) -> Result<bool, RepoError> {
-        self.tick("restore_revocation");
-        self.inner.restore_revocation(key, revoked_at).await
-    }
-    async fn scan_revocations(&self) -> Result<Vec<(RecordKey, i64)>, RepoError> {
-        self.tick("scan_revocations");
-        self.inner.scan_revocations().await
-    }
-    async fn tenant_state(&self, pk: &str) -> Result<Option<TenantState>, RepoError> {
-        self.tick("tenant_state");
-        self.inner.tenant_state(pk).await
-    }
-    async fn open_generation(&self, pk: &str) -> Result<u64, RepoError> {
-        self.tick("open_generation");
-        self.inner.open_generation(pk).await
-    }
-    async fn purge_tenant(&self, pk: &str, now: i64) -> Result<usize, RepoError> {
-        self.tick("purge_tenant");
-        self.inner.purge_tenant(pk, now).await
-    }
-    async fn try_lease(
-        &self,
-        key: &RecordKey,
-        version: u64,
-        generation: u64,
-        owner: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<bool, RepoError> {
-        self.tick("try_lease");
-        self.inner
-            .try_lease(key, version, generation, owner, now, until)
-            .await
-    }
-    async fn release_lease(&self, key: &RecordKey, owner: &str) -> Result<(), RepoError> {
-        self.tick("release_lease");
-        self.inner.release_lease(key, owner).await
-    }
-    async fn query_due(
-        &self,
-        shard: &str,
-        before: i64,
-        after: Option<&DueCursor>,
-        limit: usize,
-    ) -> Result<(Vec<RecordKey>, Option<DueCursor>), RepoError> {
-        self.tick("query_due");
-        self.inner.query_due(shard, before, after, limit).await
-    }
-    async fn scan_records(
-        &self,
-        after: Option<(String, String)>,
-        limit: usize,
-    ) -> Result<(Vec<StoredRecord>, Option<(String, String)>), RepoError> {
-        self.tick("scan_records");
-        self.inner.scan_records(after, limit).await
-    }
-    async fn scan_tenants(&self) -> Result<Vec<(String, TenantState)>, RepoError> {
-        self.tick("scan_tenants");
-        self.inner.scan_tenants().await
-    }
-    async fn restore_tenant(&self, pk: &str, state: TenantState) -> Result<bool, RepoError> {
-        self.tick("restore_tenant");
-        self.inner.restore_tenant(pk, state).await
-    }
-    async fn put_state(&self, nonce: &str, expires_at: i64) -> Result<(), RepoError> {
-        self.tick("put_state");
-        self.inner.put_state(nonce, expires_at).await
-    }
-    async fn consume_state(&self, nonce: &str, now: i64) -> Result<bool, RepoError> {
-        self.tick("consume_state");
-        self.inner.consume_state(nonce, now).await
-    }
-    async fn record_event(
-        &self,
-        event_id: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<bool, RepoError> {
-        self.tick("record_event");
-        self.inner.record_event(event_id, now, expires_at).await
-    }
-    async fn event_seen(&self, event_id: &str, now: i64) -> Result<bool, RepoError> {
-        self.tick("event_seen");
-        self.inner.event_seen(event_id, now).await
-    }
-    async fn append_audit(&self, record: &AuditRecord, expires_at: i64) -> Result<(), RepoError> {
-        self.tick("append_audit");
-        self.inner.append_audit(record, expires_at).await
-    }
-    async fn append_audit_claiming(
-        &self,
-        record: &AuditRecord,
-        expires_at: i64,
-        event_id: &str,
-        now: i64,
-        event_expires_at: i64,
-    ) -> Result<bool, RepoError> {
-        self.tick("append_audit_claiming");
-        self.inner
-            .append_audit_claiming(record, expires_at, event_id, now, event_expires_at)
-            .await
-    }
-    async fn query_audit(
-        &self,
-        tenant: Option<&str>,
-        since_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<AuditRecord>, RepoError> {
-        self.tick("query_audit");
-        self.inner.query_audit(tenant, since_ms, limit).await
-    }
-}
 
 /// What a handler call saw, without the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +99,8 @@ struct Harness {
     router: Router,
     store: Arc<InstallationStore>,
     repo: Arc<CountingRepository>,
+    /// Between `repo` and the real one: injects a store outage.
+    faults: Arc<FaultyRepository>,
     clock: Arc<ManualClock>,
     slack: FakeSlack,
     handler: Arc<RecordingHandler>,
@@ -319,12 +142,8 @@ impl Harness {
                 )
             }
         };
-        let repo = Arc::new(CountingRepository {
-            inner,
-            calls: AtomicU64::new(0),
-            methods: Mutex::default(),
-            fail_gets: AtomicBool::new(false),
-        });
+        let faults = Arc::new(FaultyRepository::new(inner));
+        let repo = Arc::new(CountingRepository::new(faults.clone()));
         let clock = Arc::new(ManualClock::at_secs(SAMPLE_TS));
         let store_metrics = Arc::new(CountingStoreMetrics::default());
         let store = Arc::new(
@@ -355,6 +174,7 @@ impl Harness {
             router,
             store,
             repo,
+            faults,
             clock,
             slack,
             handler,
@@ -608,7 +428,7 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
         ),
     ];
 
-    let before = h.repo.calls();
+    let before = h.repo.total();
     for (name, req, expected) in cases {
         // When the request is sent
         let (status, resp_body) = h.send(req).await;
@@ -625,7 +445,7 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
     }
     // And the store saw no call at all, and the handler none
     assert_eq!(
-        h.repo.calls(),
+        h.repo.total(),
         before,
         "a refused request reached the store"
     );
@@ -636,7 +456,7 @@ async fn bad_inputs_never_reach_the_store(backend: Backend) {
 async fn url_verification_answers_the_challenge(backend: Backend) {
     // Given the router, when Slack's handshake arrives signed
     let h = Harness::new(backend).await;
-    let before = h.repo.calls();
+    let before = h.repo.total();
     let (status, body) = h
         .send(signed(
             JSON,
@@ -649,7 +469,7 @@ async fn url_verification_answers_the_challenge(backend: Backend) {
         serde_json::from_slice::<Value>(&body).unwrap(),
         json!({ "challenge": "ch4ll3nge" })
     );
-    assert_eq!(h.repo.calls(), before);
+    assert_eq!(h.repo.total(), before);
 }
 
 async fn app_mention_replies_with_the_tenants_token(backend: Backend) {
@@ -1018,7 +838,7 @@ async fn store_outage_is_500_and_the_retry_is_processed(backend: Backend) {
     // Given an installed workspace whose store then becomes unavailable
     let h = Harness::new(backend).await;
     h.install(InstallSpec::workspace("T0OUTAGE")).await;
-    h.repo.fail_gets.store(true, Ordering::SeqCst);
+    h.faults.set_fault(RepoFault::Throttle);
     let body = callback("T0OUTAGE", "Ev0OUT", mention("C1", "5.0"));
     // When the event arrives
     let (status, resp) = h.send(signed(JSON, body.clone())).await;
@@ -1029,7 +849,7 @@ async fn store_outage_is_500_and_the_retry_is_processed(backend: Backend) {
     assert!(resp["request_id"].is_string());
     assert_eq!(resp.as_object().unwrap().len(), 3, "{resp}");
     // And when the store recovers and Slack retries, then the event is processed (not dropped as a duplicate)
-    h.repo.fail_gets.store(false, Ordering::SeqCst);
+    h.faults.set_fault(RepoFault::None);
     let mut retry = signed(JSON, body);
     retry
         .headers_mut()
@@ -1187,12 +1007,12 @@ async fn a_lower_body_limit_is_enforced(backend: Backend) {
         RequestVerifier::new(SigningSecret::new(SIGNING_SECRET)).with_max_body(256),
     )
     .await;
-    let before = h.repo.calls();
+    let before = h.repo.total();
     // When a validly signed 257-byte body arrives
     let (status, _) = h.send(signed(JSON, vec![b' '; 257])).await;
     // Then it is refused as too large before anything else
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(h.repo.calls(), before);
+    assert_eq!(h.repo.total(), before);
 }
 
 macro_rules! on_both_repositories {

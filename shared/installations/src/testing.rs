@@ -110,6 +110,8 @@ pub struct RepoCalls {
     pub audit_appends: AtomicU64,
     /// Calls per `Repository` method name (benchmarks print these).
     pub by_method: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Every call's method name, in order (tests assert a flow's sequence).
+    pub log: std::sync::Mutex<Vec<&'static str>>,
 }
 
 /// Passes every call through, counting it: adversarial tests assert that a
@@ -147,6 +149,11 @@ impl CountingRepository {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+    /// The methods called since the first `from` calls, in order.
+    pub fn methods_since(&self, from: usize) -> Vec<&'static str> {
+        let log = self.calls.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get(from..).unwrap_or_default().to_vec()
+    }
     /// Zeroes every counter (e.g. after a benchmark's warm-up).
     pub fn reset(&self) {
         for c in [
@@ -162,9 +169,19 @@ impl CountingRepository {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.calls
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
     fn read(&self, method: &'static str) {
         self.calls.total.fetch_add(1, Ordering::SeqCst);
+        self.calls
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(method);
         *self
             .calls
             .by_method
