@@ -108,9 +108,8 @@ pub struct RepoCalls {
     /// `get` and `list_tenant`: what a token read starts with.
     pub record_reads: AtomicU64,
     pub audit_appends: AtomicU64,
-    /// Calls per `Repository` method name (benchmarks print these).
-    pub by_method: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    /// Every call's method name, in order (tests assert a flow's sequence).
+    /// Every call's method name, in order: tests assert a flow's sequence,
+    /// benchmarks print the calls per method ([`CountingRepository::by_method`]).
     pub log: std::sync::Mutex<Vec<&'static str>>,
 }
 
@@ -143,11 +142,11 @@ impl CountingRepository {
     }
     /// Calls per method name since the last [`reset`](Self::reset).
     pub fn by_method(&self) -> std::collections::BTreeMap<&'static str, u64> {
-        self.calls
-            .by_method
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let mut counts = std::collections::BTreeMap::new();
+        for method in self.methods_since(0) {
+            *counts.entry(method).or_default() += 1;
+        }
+        counts
     }
     /// The methods called since the first `from` calls, in order.
     pub fn methods_since(&self, from: usize) -> Vec<&'static str> {
@@ -165,11 +164,6 @@ impl CountingRepository {
             c.store(0, Ordering::SeqCst);
         }
         self.calls
-            .by_method
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.calls
             .log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -182,13 +176,6 @@ impl CountingRepository {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(method);
-        *self
-            .calls
-            .by_method
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(method)
-            .or_default() += 1;
     }
     fn record_read(&self, method: &'static str) {
         self.read(method);
